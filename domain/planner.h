@@ -1,0 +1,95 @@
+// Planner: the rules of every write, as pure functions of a Snapshot.
+//
+// Each Plan* function checks a request against the current snapshot (the
+// state transitions, immutable fields and pool invariants of SPEC §2),
+// and returns the Change to commit, what it does to routes, and the
+// snapshot after it. It neither reads clocks nor does I/O; storage commits
+// plan.change atomically with a new version.
+//
+// Shape validation (formats, sizes) lives in validation.h and runs first;
+// the planner re-checks only what depends on state.
+//
+// Errors: NotFound (missing bucket), AlreadyExists (bucket name taken),
+// FailedPrecondition (state forbids it; the message names the pool or
+// bucket and why), InvalidArgument (a value that is illegal in this state,
+// naming the field).
+#ifndef BUCKETMAP_DOMAIN_PLANNER_H_
+#define BUCKETMAP_DOMAIN_PLANNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "domain/change.h"
+#include "domain/model.h"
+#include "domain/snapshot.h"
+
+namespace bucketmap {
+
+struct TeamMove {
+  int64_t team_id;
+  int32_t from_bucket_id;  // 0: was unroutable
+  int32_t to_bucket_id;    // 0: becomes unroutable
+};
+
+struct PoolShift {
+  std::string pool;
+  double share_moved;  // of the pool's slots, in [0, 1]
+};
+
+// At most this many moved teams are listed in an Effect; moved_team_count
+// counts them all.
+inline constexpr size_t kMaxListedMoves = 10000;
+
+struct Effect {
+  // False for a no-op: nothing to commit, no new version.
+  bool changed = false;
+  std::vector<TeamMove> moved_teams;  // known teams (with overrides) only
+  int64_t moved_team_count = 0;
+  std::vector<PoolShift> pool_shifts;  // pools whose placement changes
+  int64_t assignments_changed = 0;
+};
+
+struct Plan {
+  Change change;
+  Effect effect;
+  // The snapshot at before.version() + 1 with `change` applied; null when
+  // !effect.changed.
+  std::shared_ptr<const Snapshot> after;
+};
+
+// Plans the creation of `bucket` (already shape-validated; id 0). Assigns
+// the id, fills defaults (weight 100, pool "default", state ACTIVE) and
+// the created/updated versions.
+absl::StatusOr<Plan> PlanCreateBucket(const Snapshot& before, Bucket bucket);
+
+// A field-mask update of one bucket.
+struct BucketUpdate {
+  int32_t id = 0;     // the bucket, or 0 to look it up by `name`
+  std::string name;
+  Bucket values;      // new values of the masked fields
+  // Mask paths; each one of: state, weight, pool, topics, consumer_groups,
+  // drain_order, labels. "id" and "name" are rejected as immutable.
+  std::vector<std::string> paths;
+};
+
+absl::StatusOr<Plan> PlanUpdateBucket(const Snapshot& before, const BucketUpdate& update);
+
+// One override change: a target to set, or nullopt to remove the override.
+struct AssignmentOp {
+  int64_t team_id;
+  std::optional<Target> target;
+};
+
+// Plans AssignTeam, UnassignTeam and BulkAssign: all ops in one version.
+// Team ids must be unique across `ops`. Removing a missing override is
+// NotFound when `ops` has one entry and a no-op otherwise. Setting the
+// override a team already has is a no-op.
+absl::StatusOr<Plan> PlanAssignments(const Snapshot& before, std::vector<AssignmentOp> ops);
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_DOMAIN_PLANNER_H_

@@ -1,0 +1,102 @@
+// Snapshot: the whole mapping at one version, immutable once built.
+//
+// A Snapshot owns its buckets, its packed assignment columns and one
+// PlacementTable per pool. It is built once (Build) or derived from its
+// predecessor (Apply) and then only read: any number of threads may call
+// its const methods without synchronization. Publish it through a
+// std::shared_ptr<const Snapshot> with release/acquire ordering.
+#ifndef BUCKETMAP_DOMAIN_SNAPSHOT_H_
+#define BUCKETMAP_DOMAIN_SNAPSHOT_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "domain/change.h"
+#include "domain/model.h"
+#include "domain/placement.h"
+
+namespace bucketmap {
+
+// The raw state a Snapshot is built from; what storage loads.
+struct MappingState {
+  int64_t version = 0;
+  std::string cluster_id;
+  int32_t next_bucket_id = 1;
+  std::vector<Bucket> buckets;  // any order; ids and names unique
+  // Overrides, ascending and unique by team_id.
+  std::vector<std::pair<int64_t, Target>> assignments;
+};
+
+class Snapshot {
+ public:
+  // Builds a snapshot. Returns InvalidArgument if `state` is inconsistent
+  // (duplicate ids or names, unsorted assignments, a pin to a missing
+  // bucket).
+  static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(MappingState state);
+
+  // Returns the snapshot after `change`, at version() + 1. Placement tables
+  // of pools the change does not touch are shared with this snapshot.
+  absl::StatusOr<std::shared_ptr<const Snapshot>> Apply(const Change& change) const;
+
+  int64_t version() const { return version_; }
+  const std::string& cluster_id() const { return cluster_id_; }
+  int32_t next_bucket_id() const { return next_bucket_id_; }
+
+  // Buckets ascending by id.
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  // Returns nullptr when there is no such bucket.
+  const Bucket* FindBucket(int32_t id) const;
+  const Bucket* FindBucketByName(std::string_view name) const;
+
+  // Pool table: every pool that has a bucket or an assignment, sorted.
+  const std::vector<std::string>& pools() const { return pools_; }
+  // Returns the placement table of `pool`; an empty table if it has no
+  // placeable bucket.
+  const PlacementTable& PoolTable(std::string_view pool) const;
+
+  // Packed assignment columns, ascending by team id. targets[i] > 0 is a
+  // pinned bucket id; targets[i] < 0 is pool index -targets[i] - 1.
+  const std::vector<int64_t>& team_ids() const { return team_ids_; }
+  const std::vector<int32_t>& targets() const { return targets_; }
+  size_t assignment_count() const { return team_ids_.size(); }
+
+  // Returns the override of a team, if any.
+  std::optional<Target> FindAssignment(int64_t team_id) const;
+
+  // Returns the route of `team_id` (>= 1) at this version.
+  Route RouteOf(int64_t team_id) const;
+
+  // Number of teams pinned to each bucket id.
+  std::map<int32_t, int64_t> PinnedCounts() const;
+  // Number of teams assigned to `pool` by override.
+  int64_t PoolAssignedCount(std::string_view pool) const;
+  // Number of teams pinned to `bucket_id`.
+  int64_t PinnedCount(int32_t bucket_id) const;
+
+  // The state this snapshot was built from (copies the columns).
+  MappingState ToState() const;
+
+ private:
+  Snapshot() = default;
+  void BuildDerived(const Snapshot* previous, const Change* change);
+
+  int64_t version_ = 0;
+  std::string cluster_id_;
+  int32_t next_bucket_id_ = 1;
+  std::vector<Bucket> buckets_;
+  std::vector<std::string> pools_;
+  std::vector<int64_t> team_ids_;
+  std::vector<int32_t> targets_;
+  std::map<std::string, std::shared_ptr<const PlacementTable>, std::less<>> pool_tables_;
+  std::map<int32_t, int64_t> pinned_counts_;
+  std::map<std::string, int64_t, std::less<>> pool_counts_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_DOMAIN_SNAPSHOT_H_

@@ -1,0 +1,114 @@
+// Store: durable state of the mapping (an interface; PgStore implements it
+// on PostgreSQL).
+//
+// A Store serialises writes: Write() locks the single version row, so
+// versions are gapless and become visible in commit order. Every method
+// blocks on I/O: call them from worker threads, never from a gRPC reactor.
+// Implementations are thread-safe.
+#ifndef BUCKETMAP_SERVER_STORE_H_
+#define BUCKETMAP_SERVER_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "bucketmap/v1/types.pb.h"
+#include "domain/planner.h"
+#include "domain/snapshot.h"
+
+namespace bucketmap {
+
+// Who writes, why, and under which conditions.
+struct WriteContext {
+  std::string kind;        // RPC name, e.g. "AssignTeam"; stored in the log
+  std::string actor;
+  std::string reason;
+  std::string request_id;  // empty: not idempotent
+  // Digest of the request body without request_id; a replay must match.
+  std::string fingerprint;
+  int64_t expected_version = 0;  // 0: no check
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// What the planner callback returns: the plan, and the serialized response
+// to remember under request_id.
+struct PlannedWrite {
+  Plan plan;
+  std::string response;
+};
+
+// Plans the write against the snapshot at the locked database version.
+using PlanFn = std::function<absl::StatusOr<PlannedWrite>(const Snapshot& current)>;
+
+struct WriteResult {
+  // The committed version; for a no-op, the current version.
+  int64_t version = 0;
+  // True when request_id matched an earlier write: nothing was written and
+  // `response` is the first write's response.
+  bool replayed = false;
+  std::string response;
+  // The snapshot after the write at `version` (plan.after, or the reloaded
+  // state); null when replayed.
+  std::shared_ptr<const Snapshot> snapshot;
+  Effect effect;
+};
+
+struct HistoryQuery {
+  int64_t team_id = 0;       // 0: any
+  int64_t from_version = 0;  // inclusive; 0: unbounded
+  int64_t to_version = 0;    // inclusive; 0: unbounded
+  int32_t page_size = 100;
+  bool include_delta = false;
+};
+
+struct HistoryPage {
+  std::vector<v1::ChangeRecord> records;  // ascending by version
+  int64_t next_from_version = 0;          // 0: last page
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Loads the whole mapping at the current version.
+  // Unavailable when the database cannot be reached.
+  virtual absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot() = 0;
+
+  // Returns the committed version. Unavailable when unreachable.
+  virtual absl::StatusOr<int64_t> CurrentVersion() = 0;
+
+  // Runs one write in one transaction:
+  //   1. locks the version row (the global write order);
+  //   2. if ctx.request_id was seen: same fingerprint -> returns the stored
+  //      response with replayed=true; other fingerprint -> InvalidArgument;
+  //   3. ctx.expected_version != 0 and != current -> Aborted;
+  //   4. calls plan() with `cached` if it is at the current version, else
+  //      with a snapshot reloaded inside the transaction;
+  //   5. if the plan changes something: writes it, bumps the version and
+  //      appends the change-log row (kind, actor, reason, request_id,
+  //      time, delta); remembers request_id with the response;
+  //   6. commits.
+  // Errors from plan() are returned unchanged and nothing is written.
+  // Unavailable when the database is unreachable or the deadline passes;
+  // the write then may or may not have committed only if the connection
+  // broke during COMMIT (a replay with the same request_id tells).
+  virtual absl::StatusOr<WriteResult> Write(const WriteContext& ctx,
+                                            std::shared_ptr<const Snapshot> cached,
+                                            const PlanFn& plan) = 0;
+
+  // Returns change-log records matching `query`, ascending by version.
+  virtual absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) = 0;
+
+  // Deletes change-log rows older than `history_retention` and remembered
+  // request ids older than `request_id_retention`. Returns rows deleted.
+  virtual absl::StatusOr<int64_t> Prune(absl::Time now, absl::Duration history_retention,
+                                        absl::Duration request_id_retention) = 0;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_STORE_H_
