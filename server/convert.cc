@@ -1,0 +1,151 @@
+#include "server/convert.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace bucketmap {
+namespace {
+
+// Encodes an assignment target for the wire: > 0 is a bucket id, < 0 is
+// the pool index -t - 1 into `pools`. `pool_index` interns pool names.
+int32_t EncodeTarget(const Target& target, std::map<std::string, int32_t>& pool_index,
+                     google::protobuf::RepeatedPtrField<std::string>* pools) {
+  if (target.is_pin()) return target.bucket_id;
+  auto [it, inserted] = pool_index.emplace(target.pool, static_cast<int32_t>(pools->size()));
+  if (inserted) *pools->Add() = target.pool;
+  return -it->second - 1;
+}
+
+}  // namespace
+
+void ToProto(const Bucket& bucket, v1::Bucket* out) {
+  out->Clear();
+  out->set_id(bucket.id);
+  out->set_name(bucket.name);
+  out->set_state(static_cast<v1::BucketState>(bucket.state));
+  out->set_weight(bucket.weight);
+  out->set_pool(bucket.pool);
+  out->mutable_topics()->insert(bucket.topics.begin(), bucket.topics.end());
+  out->mutable_consumer_groups()->insert(bucket.consumer_groups.begin(),
+                                         bucket.consumer_groups.end());
+  for (const auto& role : bucket.drain_order) out->add_drain_order(role);
+  out->mutable_labels()->insert(bucket.labels.begin(), bucket.labels.end());
+  out->set_created_version(bucket.created_version);
+  out->set_updated_version(bucket.updated_version);
+}
+
+Bucket FromProto(const v1::Bucket& bucket) {
+  Bucket out;
+  out.id = bucket.id();
+  out.name = bucket.name();
+  out.state = static_cast<BucketState>(bucket.state());
+  out.weight = bucket.weight();
+  out.pool = bucket.pool();
+  out.topics.insert(bucket.topics().begin(), bucket.topics().end());
+  out.consumer_groups.insert(bucket.consumer_groups().begin(), bucket.consumer_groups().end());
+  out.drain_order.assign(bucket.drain_order().begin(), bucket.drain_order().end());
+  out.labels.insert(bucket.labels().begin(), bucket.labels().end());
+  out.created_version = bucket.created_version();
+  out.updated_version = bucket.updated_version();
+  return out;
+}
+
+void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out) {
+  out->Clear();
+  out->set_version(snapshot.version());
+  out->set_cluster_id(snapshot.cluster_id());
+  for (const Bucket& bucket : snapshot.buckets()) ToProto(bucket, out->add_buckets());
+  for (const std::string& pool : snapshot.pools()) out->add_pools(pool);
+  // The snapshot's columns already use the wire encoding of targets.
+  v1::Assignments* assignments = out->mutable_assignments();
+  assignments->mutable_team_ids()->Add(snapshot.team_ids().begin(), snapshot.team_ids().end());
+  assignments->mutable_targets()->Add(snapshot.targets().begin(), snapshot.targets().end());
+}
+
+void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out) {
+  out->Clear();
+  out->set_from_version(to_version - 1);
+  out->set_to_version(to_version);
+  for (const Bucket& bucket : change.buckets) ToProto(bucket, out->add_buckets());
+  std::map<std::string, int32_t> pool_index;
+  v1::Assignments* set = out->mutable_set();
+  set->mutable_team_ids()->Reserve(static_cast<int>(change.set.size()));
+  set->mutable_targets()->Reserve(static_cast<int>(change.set.size()));
+  for (const auto& [team_id, target] : change.set) {
+    set->add_team_ids(team_id);
+    set->add_targets(EncodeTarget(target, pool_index, out->mutable_pools()));
+  }
+  out->mutable_unset_team_ids()->Add(change.unset.begin(), change.unset.end());
+}
+
+absl::StatusOr<Change> FromProto(const v1::MappingDelta& delta) {
+  Change change;
+  for (const v1::Bucket& bucket : delta.buckets()) change.buckets.push_back(FromProto(bucket));
+  const v1::Assignments& set = delta.set();
+  if (set.team_ids_size() != set.targets_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("delta.set: ", set.team_ids_size(), " team ids but ", set.targets_size(),
+                     " targets"));
+  }
+  change.set.reserve(set.team_ids_size());
+  for (int i = 0; i < set.team_ids_size(); ++i) {
+    const int32_t t = set.targets(i);
+    if (t > 0) {
+      change.set.emplace_back(set.team_ids(i), Target::Pin(t));
+    } else {
+      const int64_t index = -static_cast<int64_t>(t) - 1;
+      if (t == 0 || index >= delta.pools_size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("delta.set.targets[", i, "]: bad target ", t));
+      }
+      change.set.emplace_back(set.team_ids(i), Target::Pool(delta.pools(index)));
+    }
+  }
+  change.unset.assign(delta.unset_team_ids().begin(), delta.unset_team_ids().end());
+  return change;
+}
+
+void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out) {
+  out->Clear();
+  out->set_dry_run(dry_run);
+  out->set_changed(effect.changed);
+  out->set_assignments_changed(effect.assignments_changed);
+  out->set_moved_team_count(effect.moved_team_count);
+  for (const TeamMove& move : effect.moved_teams) {
+    v1::TeamMove* m = out->add_moved_teams();
+    m->set_team_id(move.team_id);
+    m->set_from_bucket_id(move.from_bucket_id);
+    m->set_to_bucket_id(move.to_bucket_id);
+  }
+  for (const PoolShift& shift : effect.pool_shifts) {
+    v1::PoolShift* s = out->add_pool_shifts();
+    s->set_pool(shift.pool);
+    s->set_share_moved(shift.share_moved);
+  }
+}
+
+std::string BucketToJson(const Bucket& bucket) {
+  v1::Bucket proto;
+  ToProto(bucket, &proto);
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  // Printing a well-formed message cannot fail.
+  (void)google::protobuf::util::MessageToJsonString(proto, &json, options);
+  return json;
+}
+
+absl::StatusOr<Bucket> BucketFromJson(const std::string& json) {
+  v1::Bucket proto;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // written by a newer release
+  auto status = google::protobuf::util::JsonStringToMessage(json, &proto, options);
+  if (!status.ok()) {
+    return absl::DataLossError(absl::StrCat("bucket spec is not valid JSON: ", status.ToString()));
+  }
+  return FromProto(proto);
+}
+
+}  // namespace bucketmap
