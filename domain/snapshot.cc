@@ -1,0 +1,395 @@
+#include "domain/snapshot.h"
+
+#include <algorithm>
+#include <iterator>
+#include <string_view>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "domain/status_macros.h"
+
+namespace bucketmap {
+namespace {
+
+// One shared empty table, so that "no placeable bucket" compares equal by
+// address across snapshots and costs no allocation.
+const std::shared_ptr<const PlacementTable>& EmptyTable() {
+  static const auto* const kEmpty =
+      new std::shared_ptr<const PlacementTable>(std::make_shared<const PlacementTable>());
+  return *kEmpty;
+}
+
+bool ValidState(BucketState s) {
+  const int raw = static_cast<int>(s);
+  return raw >= static_cast<int>(BucketState::kActive) &&
+         raw <= static_cast<int>(BucketState::kRetired);
+}
+
+absl::Status CheckBucket(const Bucket& b, const std::string& field) {
+  if (b.id < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".id: must be >= 1, got ", b.id));
+  }
+  if (b.name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".name: bucket ", b.id, " has no name"));
+  }
+  if (b.pool.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".pool: bucket ", b.id, " has no pool"));
+  }
+  if (!ValidState(b.state)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".state: bucket ", b.id, " has invalid state ", static_cast<int>(b.state)));
+  }
+  if (b.weight < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".weight: bucket ", b.id, " has weight ", b.weight, " (< 1)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTarget(const Target& t, const std::string& field) {
+  if (t.bucket_id < 0 || (t.bucket_id > 0) == !t.pool.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": exactly one of bucket_id (>= 1) or pool must be set"));
+  }
+  return absl::OkStatus();
+}
+
+// Returns the index of `team_id` in the ascending `ids`, or -1.
+ptrdiff_t IndexOf(const std::vector<int64_t>& ids, int64_t team_id) {
+  auto it = std::lower_bound(ids.begin(), ids.end(), team_id);
+  if (it == ids.end() || *it != team_id) return -1;
+  return it - ids.begin();
+}
+
+int32_t PoolIndex(const std::vector<std::string>& pools, std::string_view pool) {
+  auto it = std::lower_bound(pools.begin(), pools.end(), pool,
+                             [](const std::string& a, std::string_view b) { return a < b; });
+  if (it == pools.end() || *it != pool) return -1;
+  return static_cast<int32_t>(it - pools.begin());
+}
+
+bool SameMembers(const std::vector<PlacementMember>& a, const std::vector<PlacementMember>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const PlacementMember& x, const PlacementMember& y) {
+                      return x.bucket_id == y.bucket_id && x.weight == y.weight;
+                    });
+}
+
+// The sorted pool table: every bucket pool, every pool with assignments,
+// and "default" (which holds every team without an override).
+template <typename CountMap>
+std::vector<std::string> PoolList(const std::vector<Bucket>& buckets, const CountMap& pool_counts) {
+  std::vector<std::string> pools;
+  pools.reserve(buckets.size() + pool_counts.size() + 1);
+  pools.emplace_back(kDefaultPool);
+  for (const Bucket& b : buckets) pools.push_back(b.pool);
+  for (const auto& [pool, count] : pool_counts) {
+    if (count > 0) pools.push_back(pool);
+  }
+  std::sort(pools.begin(), pools.end());
+  pools.erase(std::unique(pools.begin(), pools.end()), pools.end());
+  return pools;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState state) {
+  std::shared_ptr<Snapshot> s(new Snapshot());
+  s->version_ = state.version;
+  s->cluster_id_ = std::move(state.cluster_id);
+  s->buckets_ = std::move(state.buckets);
+  std::sort(s->buckets_.begin(), s->buckets_.end(),
+            [](const Bucket& a, const Bucket& b) { return a.id < b.id; });
+
+  absl::flat_hash_set<std::string_view> names;
+  int32_t max_id = 0;
+  for (size_t i = 0; i < s->buckets_.size(); ++i) {
+    const Bucket& b = s->buckets_[i];
+    RETURN_IF_ERROR(CheckBucket(b, absl::StrCat("buckets[id=", b.id, "]")));
+    if (i > 0 && s->buckets_[i - 1].id == b.id) {
+      return absl::InvalidArgumentError(absl::StrCat("buckets: duplicate bucket id ", b.id));
+    }
+    if (!names.insert(b.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("buckets: duplicate bucket name \"%s\"", b.name));
+    }
+    max_id = std::max(max_id, b.id);
+  }
+  // Ids are never reused, so the counter must lie beyond every existing id;
+  // a stale counter is repaired rather than trusted.
+  s->next_bucket_id_ = std::max({state.next_bucket_id, max_id + 1, 1});
+
+  const size_t n = state.assignments.size();
+  for (size_t i = 0; i < n; ++i) {
+    const auto& [team, target] = state.assignments[i];
+    const std::string field = absl::StrCat("assignments[", i, "]");
+    if (team < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".team_id: must be >= 1, got ", team));
+    }
+    if (i > 0 && state.assignments[i - 1].first >= team) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".team_id: assignments must be ascending and unique by team; team ",
+                       team, " follows team ", state.assignments[i - 1].first));
+    }
+    RETURN_IF_ERROR(CheckTarget(target, field));
+    if (target.is_pin() && s->FindBucket(target.bucket_id) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".bucket_id: team ", team, " is pinned to missing bucket ", target.bucket_id));
+    }
+    if (target.is_pin()) {
+      ++s->pinned_counts_[target.bucket_id];
+    } else {
+      ++s->pool_counts_[target.pool];
+    }
+  }
+
+  s->pools_ = PoolList(s->buckets_, s->pool_counts_);
+  s->team_ids_.reserve(n);
+  s->targets_.reserve(n);
+  for (auto& [team, target] : state.assignments) {
+    s->team_ids_.push_back(team);
+    s->targets_.push_back(target.is_pin() ? target.bucket_id
+                                          : -PoolIndex(s->pools_, target.pool) - 1);
+  }
+  s->BuildDerived(nullptr, nullptr);
+  return std::shared_ptr<const Snapshot>(std::move(s));
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& change) const {
+  std::shared_ptr<Snapshot> s(new Snapshot());
+  s->version_ = version_ + 1;
+  s->cluster_id_ = cluster_id_;
+
+  // Buckets: replace by id or insert, keeping ids ascending.
+  s->buckets_ = buckets_;
+  absl::flat_hash_set<int32_t> changed_ids;
+  int32_t max_id = 0;
+  for (size_t i = 0; i < change.buckets.size(); ++i) {
+    const Bucket& b = change.buckets[i];
+    RETURN_IF_ERROR(CheckBucket(b, absl::StrCat("change.buckets[", i, "]")));
+    if (!changed_ids.insert(b.id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("change.buckets[", i, "].id: duplicate bucket id ", b.id));
+    }
+    auto it = std::lower_bound(s->buckets_.begin(), s->buckets_.end(), b.id,
+                               [](const Bucket& x, int32_t id) { return x.id < id; });
+    if (it != s->buckets_.end() && it->id == b.id) {
+      *it = b;
+    } else {
+      s->buckets_.insert(it, b);
+    }
+    max_id = std::max(max_id, b.id);
+  }
+  if (!change.buckets.empty()) {
+    absl::flat_hash_set<std::string_view> names;
+    for (const Bucket& b : s->buckets_) {
+      if (!names.insert(b.name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("change.buckets: duplicate bucket name \"%s\"", b.name));
+      }
+    }
+  }
+  s->next_bucket_id_ = std::max({next_bucket_id_, change.next_bucket_id, max_id + 1});
+
+  // Validate the assignment changes and update the counts from them alone,
+  // so that the new pool table is known before the columns are merged.
+  s->pinned_counts_ = pinned_counts_;
+  s->pool_counts_ = pool_counts_;
+  auto forget_old = [&](int64_t team) {
+    const ptrdiff_t idx = IndexOf(team_ids_, team);
+    if (idx < 0) return;
+    const int32_t enc = targets_[idx];
+    if (enc > 0) {
+      --s->pinned_counts_[enc];
+    } else {
+      --s->pool_counts_.find(pools_[-enc - 1])->second;
+    }
+  };
+  for (size_t i = 0; i < change.unset.size(); ++i) {
+    const int64_t team = change.unset[i];
+    if (team < 1 || (i > 0 && change.unset[i - 1] >= team)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "change.unset[", i, "]: team ids must be >= 1, ascending and unique; got ", team));
+    }
+    // Removing an override the team does not have changes nothing.
+    forget_old(team);
+  }
+  {
+    size_t k = 0;  // walks change.unset to check disjointness linearly
+    for (size_t i = 0; i < change.set.size(); ++i) {
+      const auto& [team, target] = change.set[i];
+      const std::string field = absl::StrCat("change.set[", i, "]");
+      if (team < 1 || (i > 0 && change.set[i - 1].first >= team)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".team_id: team ids must be >= 1, ascending and unique; got ", team));
+      }
+      while (k < change.unset.size() && change.unset[k] < team) ++k;
+      if (k < change.unset.size() && change.unset[k] == team) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".team_id: team ", team, " is both set and unset"));
+      }
+      RETURN_IF_ERROR(CheckTarget(target, field));
+      if (target.is_pin()) {
+        if (s->FindBucket(target.bucket_id) == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ".bucket_id: team ", team, " pinned to missing bucket ", target.bucket_id));
+        }
+      }
+      forget_old(team);
+      if (target.is_pin()) {
+        ++s->pinned_counts_[target.bucket_id];
+      } else {
+        ++s->pool_counts_[target.pool];
+      }
+    }
+  }
+  for (auto it = s->pinned_counts_.begin(); it != s->pinned_counts_.end();) {
+    it = it->second == 0 ? s->pinned_counts_.erase(it) : std::next(it);
+  }
+  for (auto it = s->pool_counts_.begin(); it != s->pool_counts_.end();) {
+    it = it->second == 0 ? s->pool_counts_.erase(it) : std::next(it);
+  }
+
+  s->pools_ = PoolList(s->buckets_, s->pool_counts_);
+  // Pool indexes refer to the new pool table; re-encode when it moved.
+  bool identity = s->pools_ == pools_;
+  std::vector<int32_t> remap;
+  if (!identity) {
+    remap.resize(pools_.size());
+    for (size_t i = 0; i < pools_.size(); ++i) remap[i] = PoolIndex(s->pools_, pools_[i]);
+  }
+  std::vector<int32_t> set_targets;
+  set_targets.reserve(change.set.size());
+  for (const auto& [team, target] : change.set) {
+    set_targets.push_back(target.is_pin() ? target.bucket_id
+                                          : -PoolIndex(s->pools_, target.pool) - 1);
+  }
+
+  // Linear merge of the sorted old columns with the sorted set/unset lists.
+  const size_t n = team_ids_.size();
+  const size_t ns = change.set.size();
+  const size_t nu = change.unset.size();
+  s->team_ids_.reserve(n + ns);
+  s->targets_.reserve(n + ns);
+  size_t i = 0, j = 0, k = 0;
+  while (i < n || j < ns) {
+    if (j < ns && (i >= n || change.set[j].first <= team_ids_[i])) {
+      if (i < n && team_ids_[i] == change.set[j].first) ++i;
+      s->team_ids_.push_back(change.set[j].first);
+      s->targets_.push_back(set_targets[j]);
+      ++j;
+      continue;
+    }
+    const int64_t team = team_ids_[i];
+    while (k < nu && change.unset[k] < team) ++k;
+    if (k < nu && change.unset[k] == team) {
+      ++i;
+      continue;
+    }
+    const int32_t enc = targets_[i];
+    s->team_ids_.push_back(team);
+    s->targets_.push_back(identity || enc > 0 ? enc : -remap[-enc - 1] - 1);
+    ++i;
+  }
+
+  s->BuildDerived(this, &change);
+  return std::shared_ptr<const Snapshot>(std::move(s));
+}
+
+void Snapshot::BuildDerived(const Snapshot* previous, const Change* /*change*/) {
+  // Pools whose placeable members (ids and weights) are unchanged keep their
+  // table: building one costs 65,536 x members score evaluations.
+  std::map<std::string_view, std::vector<PlacementMember>> members;
+  for (const Bucket& b : buckets_) {
+    if (IsPlaceable(b.state)) members[b.pool].push_back(PlacementMember{b.id, b.weight});
+  }
+  pool_tables_.clear();
+  for (const std::string& pool : pools_) {
+    auto m = members.find(pool);
+    if (m == members.end()) {
+      pool_tables_.emplace(pool, EmptyTable());
+      continue;
+    }
+    if (previous != nullptr) {
+      auto old = previous->pool_tables_.find(pool);
+      if (old != previous->pool_tables_.end() && SameMembers(old->second->members(), m->second)) {
+        pool_tables_.emplace(pool, old->second);
+        continue;
+      }
+    }
+    pool_tables_.emplace(pool,
+                         std::make_shared<const PlacementTable>(PlacementTable::Build(m->second)));
+  }
+}
+
+const Bucket* Snapshot::FindBucket(int32_t id) const {
+  auto it = std::lower_bound(buckets_.begin(), buckets_.end(), id,
+                             [](const Bucket& b, int32_t v) { return b.id < v; });
+  return it != buckets_.end() && it->id == id ? &*it : nullptr;
+}
+
+const Bucket* Snapshot::FindBucketByName(std::string_view name) const {
+  for (const Bucket& b : buckets_) {
+    if (b.name == name) return &b;
+  }
+  return nullptr;
+}
+
+const PlacementTable& Snapshot::PoolTable(std::string_view pool) const {
+  auto it = pool_tables_.find(pool);
+  return it == pool_tables_.end() ? *EmptyTable() : *it->second;
+}
+
+std::optional<Target> Snapshot::FindAssignment(int64_t team_id) const {
+  const ptrdiff_t idx = IndexOf(team_ids_, team_id);
+  if (idx < 0) return std::nullopt;
+  const int32_t enc = targets_[idx];
+  if (enc > 0) return Target::Pin(enc);
+  return Target::Pool(pools_[-enc - 1]);
+}
+
+Route Snapshot::RouteOf(int64_t team_id) const {
+  const ptrdiff_t idx = IndexOf(team_ids_, team_id);
+  if (idx >= 0) {
+    const int32_t enc = targets_[idx];
+    if (enc > 0) return Route{enc, RouteSource::kPin, {}};
+    const std::string& pool = pools_[-enc - 1];
+    return Route{PoolTable(pool).BucketForTeam(team_id), RouteSource::kPool, pool};
+  }
+  // "default" is always in pools_; point into it so the view lives as long
+  // as the snapshot.
+  const std::string& pool = pools_[PoolIndex(pools_, kDefaultPool)];
+  return Route{PoolTable(pool).BucketForTeam(team_id), RouteSource::kDefault, pool};
+}
+
+std::map<int32_t, int64_t> Snapshot::PinnedCounts() const { return pinned_counts_; }
+
+int64_t Snapshot::PoolAssignedCount(std::string_view pool) const {
+  auto it = pool_counts_.find(pool);
+  return it == pool_counts_.end() ? 0 : it->second;
+}
+
+int64_t Snapshot::PinnedCount(int32_t bucket_id) const {
+  auto it = pinned_counts_.find(bucket_id);
+  return it == pinned_counts_.end() ? 0 : it->second;
+}
+
+MappingState Snapshot::ToState() const {
+  MappingState state;
+  state.version = version_;
+  state.cluster_id = cluster_id_;
+  state.next_bucket_id = next_bucket_id_;
+  state.buckets = buckets_;
+  state.assignments.reserve(team_ids_.size());
+  for (size_t i = 0; i < team_ids_.size(); ++i) {
+    const int32_t enc = targets_[i];
+    state.assignments.emplace_back(team_ids_[i],
+                                   enc > 0 ? Target::Pin(enc) : Target::Pool(pools_[-enc - 1]));
+  }
+  return state;
+}
+
+}  // namespace bucketmap
