@@ -1,0 +1,533 @@
+#include "server/admin_service.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "domain/status_macros.h"
+#include "domain/validation.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "server/convert.h"
+#include "server/grpc_status.h"
+#include "xxhash.h"
+
+namespace bucketmap {
+namespace {
+
+constexpr int32_t kDefaultAssignmentsPage = 1000;
+constexpr int32_t kMaxAssignmentsPage = 10000;
+constexpr int32_t kDefaultHistoryPage = 100;
+constexpr int32_t kMaxHistoryPage = 1000;
+constexpr size_t kMaxActorBytes = 128;
+
+// The actor recorded in the change log. Until authentication exists it is
+// whatever the caller names in `x-bucketmap-actor`.
+std::string ActorOf(const grpc::CallbackServerContext& ctx) {
+  auto it = ctx.client_metadata().find("x-bucketmap-actor");
+  if (it == ctx.client_metadata().end() || it->second.empty()) return "anonymous";
+  std::string actor(it->second.data(), std::min(it->second.size(), kMaxActorBytes));
+  for (char& c : actor) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return actor;
+}
+
+// Digest of the request without its request_id and dry_run, so that a
+// replay with the same body matches and a reuse with another does not.
+std::string Fingerprint(const std::string& kind, const google::protobuf::Message& request) {
+  std::unique_ptr<google::protobuf::Message> copy(request.New());
+  copy->CopyFrom(request);
+  const google::protobuf::Reflection* reflection = copy->GetReflection();
+  for (const char* name : {"request_id", "dry_run"}) {
+    if (const auto* field = copy->GetDescriptor()->FindFieldByName(name)) {
+      reflection->ClearField(copy.get(), field);
+    }
+  }
+  std::string bytes = kind;
+  bytes.push_back('\0');
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    copy->SerializeToCodedStream(&coded);
+  }
+  const XXH128_hash_t hash = XXH3_128bits(bytes.data(), bytes.size());
+  return absl::StrCat(absl::Hex(hash.high64, absl::kZeroPad16), absl::Hex(hash.low64, absl::kZeroPad16));
+}
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx, absl::Duration cap) {
+  const absl::Time call = absl::FromChrono(ctx.deadline());
+  return std::min(call, absl::Now() + cap);
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Maps the wire state of a CreateBucket request to the domain defaults.
+Bucket NewBucketFromProto(const v1::Bucket& proto) {
+  Bucket bucket = FromProto(proto);
+  if (proto.state() == v1::BUCKET_STATE_UNSPECIFIED) bucket.state = BucketState::kActive;
+  if (bucket.weight == 0) bucket.weight = 100;
+  if (bucket.pool.empty()) bucket.pool = kDefaultPool;
+  return bucket;
+}
+
+absl::Status ValidateTarget(const v1::AssignTeamRequest& request) {
+  switch (request.target_case()) {
+    case v1::AssignTeamRequest::kBucketId:
+      return ValidateBucketId(request.bucket_id(), "bucket_id");
+    case v1::AssignTeamRequest::kPool:
+      return ValidatePoolName(request.pool(), "pool");
+    default:
+      return absl::InvalidArgumentError("target: set either bucket_id or pool");
+  }
+}
+
+// Fills the route fields shared by AssignTeam and UnassignTeam responses.
+template <typename Response>
+void FillTeamMove(const Snapshot& before, const Plan& plan, int64_t team_id, int64_t version,
+                  bool dry_run, Response* response) {
+  const Snapshot& after = plan.after != nullptr ? *plan.after : before;
+  const Route from = before.RouteOf(team_id);
+  const Route to = after.RouteOf(team_id);
+  response->set_version(version);
+  response->set_previous_bucket_id(from.bucket_id);
+  response->set_previous_source(RouteSourceString(from));
+  response->set_bucket_id(to.bucket_id);
+  response->set_source(RouteSourceString(to));
+  ToProto(plan.effect, dry_run, response->mutable_effect());
+}
+
+template <typename Response>
+void FillBucket(const Snapshot& before, const Plan& plan, int32_t bucket_id, int64_t version,
+                bool dry_run, Response* response) {
+  const Snapshot& after = plan.after != nullptr ? *plan.after : before;
+  response->set_version(version);
+  if (const Bucket* bucket = after.FindBucket(bucket_id)) {
+    ToProto(*bucket, response->mutable_bucket());
+  }
+  ToProto(plan.effect, dry_run, response->mutable_effect());
+}
+
+}  // namespace
+
+AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
+                                   AdminServiceOptions options)
+    : manager_(manager), store_(store), workers_(workers), options_(options) {}
+
+template <typename Response>
+grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext* ctx,
+                                                     WriteSpec<Response> spec,
+                                                     Response* response) {
+  if (absl::Status s = ValidateReason(spec.reason); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = ValidateRequestId(spec.request_id); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = ValidateExpectedVersion(spec.expected_version); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  WriteContext write;
+  write.kind = spec.kind;
+  write.actor = ActorOf(*ctx);
+  write.reason = spec.reason;
+  write.request_id = spec.request_id;
+  if (!spec.request_id.empty()) write.fingerprint = Fingerprint(spec.kind, *spec.request);
+  write.expected_version = spec.expected_version;
+  write.deadline = DeadlineOf(*ctx, options_.write_timeout);
+
+  workers_->Schedule([this, reactor, response, spec = std::move(spec),
+                      write = std::move(write)]() {
+    if (spec.dry_run) {
+      // A dry run is planned against this replica's snapshot; it commits
+      // nothing and is not remembered under its request_id.
+      std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+      const Snapshot& before = current->snapshot();
+      if (spec.expected_version != 0 && spec.expected_version != before.version()) {
+        reactor->Finish(ToGrpcStatus(absl::AbortedError(
+            absl::StrCat("expected_version ", spec.expected_version,
+                         " does not match current version ", before.version()))));
+        return;
+      }
+      absl::StatusOr<Plan> plan = spec.plan(before);
+      if (!plan.ok()) {
+        reactor->Finish(ToGrpcStatus(plan.status()));
+        return;
+      }
+      spec.fill(before, *plan, before.version(), /*dry_run=*/true, response);
+      reactor->Finish(grpc::Status::OK);
+      return;
+    }
+    PlanFn plan_fn = [&spec](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+      ASSIGN_OR_RETURN(Plan plan, spec.plan(before));
+      const int64_t version = before.version() + (plan.effect.changed ? 1 : 0);
+      Response planned;
+      spec.fill(before, plan, version, /*dry_run=*/false, &planned);
+      PlannedWrite out{std::move(plan), planned.SerializeAsString()};
+      return out;
+    };
+    absl::StatusOr<WriteResult> result = manager_->Write(write, plan_fn);
+    if (!result.ok()) {
+      reactor->Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    if (!response->ParseFromString(result->response)) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
+      return;
+    }
+    response->mutable_effect()->set_replayed(result->replayed);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerContext* ctx,
+                                                         const v1::CreateBucketRequest* request,
+                                                         v1::CreateBucketResponse* response) {
+  if (!request->has_bucket()) {
+    return FinishNow(ctx, absl::InvalidArgumentError("bucket: required"));
+  }
+  if (absl::Status s = ValidateNewBucket(FromProto(request->bucket()), request->bucket().state());
+      !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  WriteSpec<v1::CreateBucketResponse> spec;
+  spec.kind = "CreateBucket";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request](const Snapshot& before) {
+    return PlanCreateBucket(before, NewBucketFromProto(request->bucket()));
+  };
+  spec.fill = [](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                 v1::CreateBucketResponse* out) {
+    const int32_t id = plan.change.buckets.empty() ? 0 : plan.change.buckets.front().id;
+    FillBucket(before, plan, id, version, dry_run, out);
+  };
+  return RunWrite(ctx, std::move(spec), response);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerContext* ctx,
+                                                         const v1::UpdateBucketRequest* request,
+                                                         v1::UpdateBucketResponse* response) {
+  const v1::Bucket& bucket = request->bucket();
+  if (bucket.id() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("bucket.id: must be positive"));
+  }
+  if (bucket.id() == 0) {
+    if (bucket.name().empty()) {
+      return FinishNow(ctx, absl::InvalidArgumentError(
+                                "bucket.id: identify the bucket by bucket.id or bucket.name"));
+    }
+    if (absl::Status s = ValidateBucketName(bucket.name(), "bucket.name"); !s.ok()) {
+      return FinishNow(ctx, s);
+    }
+  }
+  std::vector<std::string> paths(request->update_mask().paths().begin(),
+                                 request->update_mask().paths().end());
+  if (absl::Status s = ValidateBucketUpdate(FromProto(bucket), bucket.state(), paths); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  WriteSpec<v1::UpdateBucketResponse> spec;
+  spec.kind = "UpdateBucket";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request, paths](const Snapshot& before) -> absl::StatusOr<Plan> {
+    BucketUpdate update;
+    update.id = request->bucket().id();
+    update.name = request->bucket().name();
+    update.values = FromProto(request->bucket());
+    update.paths = paths;
+    return PlanUpdateBucket(before, update);
+  };
+  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                        v1::UpdateBucketResponse* out) {
+    int32_t id = request->bucket().id();
+    if (id == 0) {
+      const Bucket* found = before.FindBucketByName(request->bucket().name());
+      id = found != nullptr ? found->id : 0;
+    }
+    FillBucket(before, plan, id, version, dry_run, out);
+  };
+  return RunWrite(ctx, std::move(spec), response);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListBucketsRequest* request,
+                                                        v1::ListBucketsResponse* response) {
+  if (!request->pool().empty()) {
+    if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
+      return FinishNow(ctx, s);
+    }
+  }
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const Snapshot& snapshot = current->snapshot();
+  response->set_version(snapshot.version());
+  for (const Bucket& bucket : snapshot.buckets()) {
+    if (!request->pool().empty() && bucket.pool != request->pool()) continue;
+    ToProto(bucket, response->add_buckets());
+    response->add_pinned_teams(snapshot.PinnedCount(bucket.id));
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerContext* ctx,
+                                                       const v1::AssignTeamRequest* request,
+                                                       v1::AssignTeamResponse* response) {
+  if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  if (absl::Status s = ValidateTarget(*request); !s.ok()) return FinishNow(ctx, s);
+  WriteSpec<v1::AssignTeamResponse> spec;
+  spec.kind = "AssignTeam";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request](const Snapshot& before) {
+    Target target = request->target_case() == v1::AssignTeamRequest::kBucketId
+                        ? Target::Pin(request->bucket_id())
+                        : Target::Pool(request->pool());
+    std::vector<AssignmentOp> ops;
+    ops.push_back(AssignmentOp{request->team_id(), std::move(target)});
+    return PlanAssignments(before, std::move(ops));
+  };
+  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                        v1::AssignTeamResponse* out) {
+    FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
+  };
+  return RunWrite(ctx, std::move(spec), response);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerContext* ctx,
+                                                         const v1::UnassignTeamRequest* request,
+                                                         v1::UnassignTeamResponse* response) {
+  if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  WriteSpec<v1::UnassignTeamResponse> spec;
+  spec.kind = "UnassignTeam";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request](const Snapshot& before) {
+    std::vector<AssignmentOp> ops;
+    ops.push_back(AssignmentOp{request->team_id(), std::nullopt});
+    return PlanAssignments(before, std::move(ops));
+  };
+  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                        v1::UnassignTeamResponse* out) {
+    FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
+  };
+  return RunWrite(ctx, std::move(spec), response);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerContext* ctx,
+                                                       const v1::BulkAssignRequest* request,
+                                                       v1::BulkAssignResponse* response) {
+  if (request->assignments_size() == 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("assignments: at least one is required"));
+  }
+  if (request->assignments_size() > options_.max_bulk_assign) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "assignments: ", request->assignments_size(),
+                              " entries exceed the limit of ", options_.max_bulk_assign,
+                              " per call; split the load into batches")));
+  }
+  for (int i = 0; i < request->assignments_size(); ++i) {
+    const v1::BulkAssignment& a = request->assignments(i);
+    const std::string prefix = absl::StrCat("assignments[", i, "].");
+    absl::Status s = ValidateTeamId(a.team_id(), prefix + "team_id");
+    if (s.ok()) {
+      switch (a.target_case()) {
+        case v1::BulkAssignment::kBucketId:
+          s = ValidateBucketId(a.bucket_id(), prefix + "bucket_id");
+          break;
+        case v1::BulkAssignment::kPool:
+          s = ValidatePoolName(a.pool(), prefix + "pool");
+          break;
+        case v1::BulkAssignment::kUnassign:
+          if (!a.unassign()) s = absl::InvalidArgumentError(prefix + "unassign: must be true");
+          break;
+        default:
+          s = absl::InvalidArgumentError(prefix + "target: set bucket_id, pool or unassign");
+      }
+    }
+    if (!s.ok()) return FinishNow(ctx, s);
+  }
+  WriteSpec<v1::BulkAssignResponse> spec;
+  spec.kind = "BulkAssign";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request](const Snapshot& before) {
+    std::vector<AssignmentOp> ops;
+    ops.reserve(request->assignments_size());
+    for (const v1::BulkAssignment& a : request->assignments()) {
+      switch (a.target_case()) {
+        case v1::BulkAssignment::kBucketId:
+          ops.push_back(AssignmentOp{a.team_id(), Target::Pin(a.bucket_id())});
+          break;
+        case v1::BulkAssignment::kPool:
+          ops.push_back(AssignmentOp{a.team_id(), Target::Pool(a.pool())});
+          break;
+        default:
+          ops.push_back(AssignmentOp{a.team_id(), std::nullopt});
+      }
+    }
+    return PlanAssignments(before, std::move(ops));
+  };
+  spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
+                 v1::BulkAssignResponse* out) {
+    out->set_version(version);
+    ToProto(plan.effect, dry_run, out->mutable_effect());
+  };
+  return RunWrite(ctx, std::move(spec), response);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
+    grpc::CallbackServerContext* ctx, const v1::ListAssignmentsRequest* request,
+    v1::ListAssignmentsResponse* response) {
+  if (request->bucket_id() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("bucket_id: must be positive"));
+  }
+  if (request->bucket_id() != 0 && !request->pool().empty()) {
+    return FinishNow(ctx, absl::InvalidArgumentError("pool: set at most one of bucket_id and pool"));
+  }
+  if (!request->pool().empty()) {
+    if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
+      return FinishNow(ctx, s);
+    }
+  }
+  if (absl::Status s = ValidatePageSize(request->page_size(), kMaxAssignmentsPage, "page_size");
+      !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  int64_t after_team = 0;
+  if (!request->page_token().empty() &&
+      (!absl::SimpleAtoi(request->page_token(), &after_team) || after_team < 1)) {
+    return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
+  }
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const Snapshot& snapshot = current->snapshot();
+  if (request->bucket_id() != 0 && snapshot.FindBucket(request->bucket_id()) == nullptr) {
+    return FinishNow(ctx, absl::NotFoundError(absl::StrCat(
+                              "bucket_id: bucket ", request->bucket_id(), " does not exist")));
+  }
+  // Match targets in their packed form: a pin is the bucket id, a pool is
+  // -(index + 1) in the snapshot's pool table.
+  int32_t wanted = request->bucket_id();
+  if (!request->pool().empty()) {
+    const auto& pools = snapshot.pools();
+    auto it = std::lower_bound(pools.begin(), pools.end(), request->pool());
+    if (it == pools.end() || *it != request->pool()) {
+      response->set_version(snapshot.version());
+      return FinishNow(ctx, absl::OkStatus());
+    }
+    wanted = -static_cast<int32_t>(it - pools.begin()) - 1;
+  }
+  const int32_t page_size = request->page_size() == 0 ? kDefaultAssignmentsPage
+                                                       : request->page_size();
+  const auto& teams = snapshot.team_ids();
+  const auto& targets = snapshot.targets();
+  size_t i = std::upper_bound(teams.begin(), teams.end(), after_team) - teams.begin();
+  for (; i < teams.size() && response->assignments_size() < page_size; ++i) {
+    if (wanted != 0 && targets[i] != wanted) continue;
+    v1::Assignment* a = response->add_assignments();
+    a->set_team_id(teams[i]);
+    if (targets[i] > 0) {
+      a->set_bucket_id(targets[i]);
+    } else {
+      a->set_pool(snapshot.pools()[-targets[i] - 1]);
+    }
+  }
+  // Look ahead for a further match so the last page carries no token.
+  for (; i < teams.size(); ++i) {
+    if (wanted == 0 || targets[i] == wanted) {
+      response->set_next_page_token(
+          absl::StrCat(response->assignments(response->assignments_size() - 1).team_id()));
+      break;
+    }
+  }
+  response->set_version(snapshot.version());
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetHistoryRequest* request,
+                                                       v1::GetHistoryResponse* response) {
+  if (request->team_id() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
+  }
+  if (request->from_version() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("from_version: must not be negative"));
+  }
+  if (request->to_version() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("to_version: must not be negative"));
+  }
+  if (request->to_version() != 0 && request->from_version() > request->to_version()) {
+    return FinishNow(ctx, absl::InvalidArgumentError("from_version: greater than to_version"));
+  }
+  if (absl::Status s = ValidatePageSize(request->page_size(), kMaxHistoryPage, "page_size");
+      !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  HistoryQuery query;
+  query.team_id = request->team_id();
+  query.from_version = request->from_version();
+  query.to_version = request->to_version();
+  query.page_size = request->page_size() == 0 ? kDefaultHistoryPage : request->page_size();
+  query.include_delta = request->include_delta();
+  if (!request->page_token().empty()) {
+    int64_t from = 0;
+    if (!absl::SimpleAtoi(request->page_token(), &from) || from < 1) {
+      return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
+    }
+    query.from_version = std::max(query.from_version, from);
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  workers_->Schedule([this, reactor, response, query] {
+    absl::StatusOr<HistoryPage> page = store_->GetHistory(query);
+    if (!page.ok()) {
+      reactor->Finish(ToGrpcStatus(page.status()));
+      return;
+    }
+    for (v1::ChangeRecord& record : page->records) *response->add_records() = std::move(record);
+    if (page->next_from_version != 0) {
+      response->set_next_page_token(absl::StrCat(page->next_from_version));
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListClientsRequest*,
+                                                        v1::ListClientsResponse*) {
+  return FinishNow(ctx, absl::UnimplementedError(
+                            "ListClients arrives with WatchMapping; no watch clients exist yet"));
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListHandoffsRequest*,
+                                                         v1::ListHandoffsResponse*) {
+  return FinishNow(ctx, absl::UnimplementedError(
+                            "ListHandoffs arrives with coordinated moves; none are tracked yet"));
+}
+
+}  // namespace bucketmap

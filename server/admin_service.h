@@ -1,0 +1,99 @@
+// AdminService: the gRPC adapter for writes and oversight.
+//
+// It validates request shapes, then runs the work on the WorkerPool: the
+// reactor threads never block on PostgreSQL. Writes are planned by the
+// domain planner and committed through the MappingManager. Dry runs are
+// planned against the current snapshot and commit nothing.
+#ifndef BUCKETMAP_SERVER_ADMIN_SERVICE_H_
+#define BUCKETMAP_SERVER_ADMIN_SERVICE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "bucketmap/v1/admin.grpc.pb.h"
+#include "domain/planner.h"
+#include "server/mapping_manager.h"
+#include "server/store.h"
+#include "server/worker_pool.h"
+
+namespace bucketmap {
+
+struct AdminServiceOptions {
+  int64_t max_bulk_assign = 100000;
+  // Upper bound on a write's time in PostgreSQL, below the call deadline.
+  absl::Duration write_timeout = absl::Seconds(10);
+};
+
+class AdminServiceImpl final : public v1::AdminService::CallbackService {
+ public:
+  // All dependencies must outlive the service.
+  AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
+                   AdminServiceOptions options);
+
+  grpc::ServerUnaryReactor* CreateBucket(grpc::CallbackServerContext* ctx,
+                                         const v1::CreateBucketRequest* request,
+                                         v1::CreateBucketResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateBucket(grpc::CallbackServerContext* ctx,
+                                         const v1::UpdateBucketRequest* request,
+                                         v1::UpdateBucketResponse* response) override;
+  grpc::ServerUnaryReactor* ListBuckets(grpc::CallbackServerContext* ctx,
+                                        const v1::ListBucketsRequest* request,
+                                        v1::ListBucketsResponse* response) override;
+  grpc::ServerUnaryReactor* AssignTeam(grpc::CallbackServerContext* ctx,
+                                       const v1::AssignTeamRequest* request,
+                                       v1::AssignTeamResponse* response) override;
+  grpc::ServerUnaryReactor* UnassignTeam(grpc::CallbackServerContext* ctx,
+                                         const v1::UnassignTeamRequest* request,
+                                         v1::UnassignTeamResponse* response) override;
+  grpc::ServerUnaryReactor* BulkAssign(grpc::CallbackServerContext* ctx,
+                                       const v1::BulkAssignRequest* request,
+                                       v1::BulkAssignResponse* response) override;
+  grpc::ServerUnaryReactor* ListAssignments(grpc::CallbackServerContext* ctx,
+                                            const v1::ListAssignmentsRequest* request,
+                                            v1::ListAssignmentsResponse* response) override;
+  grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* ctx,
+                                       const v1::GetHistoryRequest* request,
+                                       v1::GetHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* ListClients(grpc::CallbackServerContext* ctx,
+                                        const v1::ListClientsRequest* request,
+                                        v1::ListClientsResponse* response) override;
+  grpc::ServerUnaryReactor* ListHandoffs(grpc::CallbackServerContext* ctx,
+                                         const v1::ListHandoffsRequest* request,
+                                         v1::ListHandoffsResponse* response) override;
+
+ private:
+  // The parts of a write request shared by every write RPC.
+  template <typename Response>
+  struct WriteSpec {
+    std::string kind;
+    const google::protobuf::Message* request;  // for the request_id fingerprint
+    std::string reason;
+    std::string request_id;
+    int64_t expected_version = 0;
+    bool dry_run = false;
+    // Plans the write against `before`.
+    std::function<absl::StatusOr<Plan>(const Snapshot& before)> plan;
+    // Fills the response of a planned write at `version` (the new version,
+    // or the current one for dry runs and no-ops), including its effect.
+    std::function<void(const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                       Response* response)>
+        fill;
+  };
+
+  // Validates the shared fields, then plans and commits (or dry-runs) the
+  // write on a worker thread, and finishes the call.
+  template <typename Response>
+  grpc::ServerUnaryReactor* RunWrite(grpc::CallbackServerContext* ctx, WriteSpec<Response> spec,
+                                     Response* response);
+
+  MappingManager* const manager_;
+  Store* const store_;
+  WorkerPool* const workers_;
+  const AdminServiceOptions options_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_ADMIN_SERVICE_H_

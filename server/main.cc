@@ -1,0 +1,134 @@
+// bucketmap-server: serves the team -> bucket mapping over gRPC.
+//
+// Flags are listed in docs/operations.md. SIGTERM or SIGINT stops
+// accepting calls, sends GOAWAY, drains in-flight calls and exits 0.
+#include <csignal>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/pg_store.h"
+#include "server/server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, grpc_listen, "0.0.0.0:50051", "gRPC listen address (host:port).");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "Prometheus listen address; metrics are at /metrics. Empty disables it.");
+ABSL_FLAG(std::string, postgres_url, "",
+          "PostgreSQL connection URL, e.g. postgresql://user@host:5432/bucketmap. Required.");
+ABSL_FLAG(std::string, migrations_dir, BUCKETMAP_MIGRATIONS_DIR,
+          "Directory of the NNNN_name.sql migrations applied at start.");
+ABSL_FLAG(int32_t, max_message_size, 64 << 20,
+          "Largest gRPC message sent or received, in bytes (snapshots of 1M teams need ~10 MB).");
+ABSL_FLAG(std::string, kafka_brokers, "",
+          "Kafka brokers for change events. Not used yet: the outbox relay is not built.");
+ABSL_FLAG(bool, kafka_create_topics, true, "Create a missing changes topic (outbox; not built).");
+ABSL_FLAG(std::string, changes_topic, "bucketmap_changes", "Topic of change events (outbox).");
+ABSL_FLAG(int32_t, max_bulk_assign, 100000, "Most entries in one BulkAssign call.");
+ABSL_FLAG(absl::Duration, write_timeout, absl::Seconds(10),
+          "Longest time a write may spend in PostgreSQL before it fails with UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, history_retention, absl::Hours(24 * 90),
+          "How long change-log (audit) rows are kept.");
+ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(48),
+          "How long request_ids are remembered for replay (at least 24h).");
+ABSL_FLAG(absl::Duration, refresh_interval, absl::Seconds(1),
+          "Period of the catch-up poll against PostgreSQL.");
+ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60),
+          "How long to retry reaching PostgreSQL at start before giving up.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "How long SIGTERM waits for in-flight calls.");
+ABSL_FLAG(int32_t, worker_threads, 4, "Threads that run PostgreSQL work.");
+
+namespace bucketmap {
+namespace {
+
+int Run() {
+  const std::string url = absl::GetFlag(FLAGS_postgres_url);
+  if (url.empty()) {
+    spdlog::error("--postgres_url is required");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_request_id_retention) < absl::Hours(24)) {
+    spdlog::error("--request_id_retention must be at least 24h");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_bulk_assign) < 1) {
+    spdlog::error("--max_bulk_assign must be at least 1");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_kafka_brokers).empty()) {
+    spdlog::warn("--kafka_brokers is empty: change events are not published to Kafka");
+  } else {
+    spdlog::warn("--kafka_brokers={} ignored: this build has no outbox relay yet",
+                 absl::GetFlag(FLAGS_kafka_brokers));
+  }
+
+  // Block the stop signals in every thread; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  PgStoreOptions store_options;
+  store_options.url = url;
+  store_options.migrations_dir = absl::GetFlag(FLAGS_migrations_dir);
+  const absl::Time give_up = absl::Now() + absl::GetFlag(FLAGS_startup_timeout);
+  std::unique_ptr<PgStore> store;
+  for (;;) {
+    absl::StatusOr<std::unique_ptr<PgStore>> opened = PgStore::Open(store_options);
+    if (opened.ok()) {
+      store = *std::move(opened);
+      break;
+    }
+    if (opened.status().code() != absl::StatusCode::kUnavailable || absl::Now() > give_up) {
+      spdlog::error("cannot open the store: {}", opened.status().ToString());
+      return 1;
+    }
+    spdlog::warn("PostgreSQL not reachable yet ({}); retrying", opened.status().message());
+    absl::SleepFor(absl::Seconds(1));
+  }
+
+  ServerOptions options;
+  options.grpc_listen = absl::GetFlag(FLAGS_grpc_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.max_message_size = absl::GetFlag(FLAGS_max_message_size);
+  options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
+  options.admin.max_bulk_assign = absl::GetFlag(FLAGS_max_bulk_assign);
+  options.admin.write_timeout = absl::GetFlag(FLAGS_write_timeout);
+  options.refresh_interval = absl::GetFlag(FLAGS_refresh_interval);
+  options.history_retention = absl::GetFlag(FLAGS_history_retention);
+  options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
+  absl::StatusOr<std::unique_ptr<BucketmapServer>> server =
+      BucketmapServer::Start(std::move(store), options);
+  if (!server.ok()) {
+    spdlog::error("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  spdlog::info("bucketmap-server serving gRPC on port {} at version {}; metrics on {}",
+               (*server)->port(), (*server)->manager().Current()->version(),
+               options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen + "/metrics");
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("received signal {}: draining", signal);
+  (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
+  server->reset();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace bucketmap
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Serves the team -> bucket mapping. See docs/operations.md.");
+  absl::ParseCommandLine(argc, argv);
+  return bucketmap::Run();
+}

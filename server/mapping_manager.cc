@@ -1,0 +1,104 @@
+#include "server/mapping_manager.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bucketmap/v1/types.pb.h"
+#include "domain/status_macros.h"
+#include "server/convert.h"
+#include "spdlog/spdlog.h"
+
+namespace bucketmap {
+
+const std::string& ServedSnapshot::Serialized() const {
+  absl::call_once(once_, [this] {
+    v1::MappingSnapshot proto;
+    ToProto(*snapshot_, &proto);
+    serialized_ = proto.SerializeAsString();
+  });
+  return serialized_;
+}
+
+MappingManager::MappingManager(Store* store) : store_(store) {}
+
+absl::Status MappingManager::Init() {
+  absl::MutexLock lock(&write_mu_);
+  return ReloadLocked();
+}
+
+std::shared_ptr<const ServedSnapshot> MappingManager::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+void MappingManager::AddListener(
+    std::function<void(const std::shared_ptr<const ServedSnapshot>&)> listener) {
+  listeners_.push_back(std::move(listener));
+}
+
+void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot) {
+  auto served = std::make_shared<const ServedSnapshot>(std::move(snapshot));
+  {
+    absl::MutexLock lock(&mu_);
+    if (current_ != nullptr && current_->version() >= served->version()) return;
+    current_ = served;
+  }
+  for (const auto& listener : listeners_) listener(served);
+}
+
+absl::Status MappingManager::ReloadLocked() {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> loaded, store_->LoadSnapshot());
+  Publish(std::move(loaded));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const PlanFn& plan) {
+  absl::MutexLock lock(&write_mu_);
+  std::shared_ptr<const ServedSnapshot> cached = Current();
+  absl::StatusOr<WriteResult> result =
+      store_->Write(ctx, cached ? cached->shared() : nullptr, plan);
+  if (!result.ok()) return result;
+  if (result->snapshot != nullptr) {
+    Publish(result->snapshot);
+  } else if (cached == nullptr || cached->version() < result->version) {
+    // A replay or a write planned on a reloaded state: our copy is behind.
+    if (absl::Status s = ReloadLocked(); !s.ok()) {
+      spdlog::warn("reload after write at version {} failed: {}", result->version, s.ToString());
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
+    int64_t min_version) {
+  std::shared_ptr<const ServedSnapshot> current = Current();
+  if (current != nullptr && current->version() >= min_version) return current;
+  {
+    absl::MutexLock lock(&write_mu_);
+    current = Current();
+    if (current == nullptr || current->version() < min_version) {
+      if (absl::Status s = ReloadLocked(); !s.ok()) {
+        return absl::UnavailableError(absl::StrCat("replica is behind min_version ", min_version,
+                                                   " and cannot catch up: ", s.message()));
+      }
+    }
+  }
+  current = Current();
+  if (current->version() < min_version) {
+    return absl::UnavailableError(absl::StrCat("min_version ", min_version,
+                                               " is ahead of the committed version ",
+                                               current->version()));
+  }
+  return current;
+}
+
+absl::StatusOr<int64_t> MappingManager::Refresh() {
+  ASSIGN_OR_RETURN(int64_t stored, store_->CurrentVersion());
+  std::shared_ptr<const ServedSnapshot> current = Current();
+  if (current != nullptr && current->version() >= stored) return current->version();
+  absl::MutexLock lock(&write_mu_);
+  RETURN_IF_ERROR(ReloadLocked());
+  return Current()->version();
+}
+
+}  // namespace bucketmap

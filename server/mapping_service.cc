@@ -1,0 +1,104 @@
+#include "server/mapping_service.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "domain/validation.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "server/grpc_status.h"
+
+namespace bucketmap {
+namespace {
+
+// Wraps the served snapshot's bytes in a slice that keeps the snapshot
+// alive until gRPC has sent them.
+grpc::ByteBuffer SnapshotBuffer(std::shared_ptr<const ServedSnapshot> served) {
+  const std::string& bytes = served->Serialized();
+  auto* owner = new std::shared_ptr<const ServedSnapshot>(std::move(served));
+  grpc::Slice slice(const_cast<char*>(bytes.data()), bytes.size(),
+                    [](void* p) { delete static_cast<std::shared_ptr<const ServedSnapshot>*>(p); },
+                    owner);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+bool ParseRequest(const grpc::ByteBuffer& buffer, v1::GetMappingRequest* request) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return request->ParseFromString(bytes);
+}
+
+}  // namespace
+
+MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* workers)
+    : manager_(manager), workers_(workers) {}
+
+grpc::ServerUnaryReactor* MappingServiceImpl::GetMapping(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  v1::GetMappingRequest parsed;
+  if (!ParseRequest(*request, &parsed)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: cannot parse"));
+    return reactor;
+  }
+  if (parsed.min_version() < 0) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "min_version: must not be negative"));
+    return reactor;
+  }
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  if (current->version() >= parsed.min_version()) {
+    *response = SnapshotBuffer(std::move(current));
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  // Behind the caller: catch up from PostgreSQL off the reactor thread.
+  const int64_t min_version = parsed.min_version();
+  workers_->Schedule([this, reactor, response, min_version] {
+    absl::StatusOr<std::shared_ptr<const ServedSnapshot>> served = manager_->CatchUp(min_version);
+    if (!served.ok()) {
+      reactor->Finish(ToGrpcStatus(served.status()));
+      return;
+    }
+    *response = SnapshotBuffer(*std::move(served));
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MappingServiceImpl::GetTeam(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetTeamRequest* request,
+                                                      v1::TeamRoute* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const Snapshot& snapshot = current->snapshot();
+  const Route route = snapshot.RouteOf(request->team_id());
+  if (!route.routable()) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("team ", request->team_id(), " is unroutable at version ", snapshot.version(),
+                     ": pool \"", std::string(route.pool), "\" has no ACTIVE or PAUSED bucket")));
+    return reactor;
+  }
+  response->set_team_id(request->team_id());
+  response->set_bucket_id(route.bucket_id);
+  response->set_source(RouteSourceString(route));
+  response->set_version(snapshot.version());
+  if (const Bucket* bucket = snapshot.FindBucket(route.bucket_id)) {
+    response->mutable_topics()->insert(bucket->topics.begin(), bucket->topics.end());
+    response->set_bucket_state(static_cast<v1::BucketState>(bucket->state));
+    response->set_bucket_name(bucket->name);
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace bucketmap

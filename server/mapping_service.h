@@ -1,0 +1,39 @@
+// MappingService: the read-only gRPC adapter for producers, consumers and
+// observers.
+//
+// GetMapping is a raw method: it answers with the snapshot's bytes,
+// serialized once per version and shared zero-copy by every caller.
+// Reads never touch PostgreSQL unless the caller asks for a version this
+// replica has not reached (min_version), which is then loaded on a worker
+// thread.
+#ifndef BUCKETMAP_SERVER_MAPPING_SERVICE_H_
+#define BUCKETMAP_SERVER_MAPPING_SERVICE_H_
+
+#include "bucketmap/v1/mapping.grpc.pb.h"
+#include "server/mapping_manager.h"
+#include "server/worker_pool.h"
+
+namespace bucketmap {
+
+class MappingServiceImpl final
+    : public v1::MappingService::WithRawCallbackMethod_GetMapping<
+          v1::MappingService::CallbackService> {
+ public:
+  // Both dependencies must outlive the service.
+  MappingServiceImpl(MappingManager* manager, WorkerPool* workers);
+
+  grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetTeam(grpc::CallbackServerContext* ctx,
+                                    const v1::GetTeamRequest* request,
+                                    v1::TeamRoute* response) override;
+
+ private:
+  MappingManager* const manager_;
+  WorkerPool* const workers_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_MAPPING_SERVICE_H_

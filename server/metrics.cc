@@ -1,0 +1,117 @@
+#include "server/metrics.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/support/status.h"
+
+namespace bucketmap {
+namespace {
+
+const char* CodeName(int code) {
+  static const char* const kNames[] = {
+      "OK",      "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",  "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+      "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",  "UNIMPLEMENTED",    "INTERNAL",
+      "UNAVAILABLE", "DATA_LOSS",      "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+}
+
+class MetricsInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(Metrics* metrics, std::string method)
+      : metrics_(metrics), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
+      metrics_->RecordRpc(method_, methods->GetSendStatus().error_code(), elapsed.count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics* metrics_;
+  std::string method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class MetricsInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    std::string method = info->method();
+    if (!method.empty() && method[0] == '/') method.erase(0, 1);
+    return new MetricsInterceptor(metrics_, std::move(method));
+  }
+
+ private:
+  Metrics* metrics_;
+};
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      rpcs_(prometheus::BuildCounter()
+                .Name("bucketmap_rpc_requests_total")
+                .Help("gRPC calls finished, by method and status code.")
+                .Register(*registry_)),
+      rpc_seconds_(prometheus::BuildHistogram()
+                       .Name("bucketmap_rpc_duration_seconds")
+                       .Help("gRPC call latency from start to status, by method.")
+                       .Register(*registry_)),
+      version_(prometheus::BuildGauge()
+                   .Name("bucketmap_mapping_version")
+                   .Help("Version of the snapshot this replica serves.")
+                   .Register(*registry_)
+                   .Add({})),
+      assignments_(prometheus::BuildGauge()
+                       .Name("bucketmap_assignments")
+                       .Help("Teams with an override (pin or pool).")
+                       .Register(*registry_)
+                       .Add({})),
+      pinned_teams_(prometheus::BuildGauge()
+                        .Name("bucketmap_bucket_pinned_teams")
+                        .Help("Teams pinned to each bucket.")
+                        .Register(*registry_)) {}
+
+absl::Status Metrics::Serve(const std::string& listen) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("--metrics_listen ", listen, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  return absl::OkStatus();
+}
+
+void Metrics::RecordRpc(const std::string& method, int code, double seconds) {
+  rpcs_.Add({{"method", method}, {"code", CodeName(code)}}).Increment();
+  static const prometheus::Histogram::BucketBoundaries kBounds = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  rpc_seconds_.Add({{"method", method}}, kBounds).Observe(seconds);
+}
+
+void Metrics::OnSnapshot(const Snapshot& snapshot) {
+  version_.Set(static_cast<double>(snapshot.version()));
+  assignments_.Set(static_cast<double>(snapshot.assignment_count()));
+  const std::map<int32_t, int64_t> pinned = snapshot.PinnedCounts();
+  absl::MutexLock lock(&mu_);
+  for (const Bucket& bucket : snapshot.buckets()) {
+    auto it = pinned.find(bucket.id);
+    pinned_teams_.Add({{"bucket_id", absl::StrCat(bucket.id)}, {"bucket", bucket.name}})
+        .Set(it == pinned.end() ? 0 : static_cast<double>(it->second));
+  }
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+Metrics::InterceptorFactory() {
+  return std::make_unique<MetricsInterceptorFactory>(this);
+}
+
+}  // namespace bucketmap

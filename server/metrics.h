@@ -1,0 +1,57 @@
+// Metrics: the server's Prometheus metrics and their /metrics exposer.
+//
+// Every RPC is counted by a gRPC server interceptor (method and code) and
+// timed (method). Mapping gauges are updated on every published snapshot.
+// Thread-safe: prometheus-cpp families and metrics are internally locked.
+#ifndef BUCKETMAP_SERVER_METRICS_H_
+#define BUCKETMAP_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "domain/snapshot.h"
+#include "grpcpp/support/server_interceptor.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace bucketmap {
+
+class Metrics {
+ public:
+  Metrics();
+
+  // Serves /metrics on `listen` (host:port). Unavailable if it cannot bind.
+  absl::Status Serve(const std::string& listen);
+
+  // Records one finished RPC. `method` is the full gRPC method name.
+  void RecordRpc(const std::string& method, int code, double seconds);
+
+  // Updates the version, assignment and per-bucket gauges.
+  void OnSnapshot(const Snapshot& snapshot) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // An interceptor factory that calls RecordRpc for every call.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>& rpcs_;
+  prometheus::Family<prometheus::Histogram>& rpc_seconds_;
+  prometheus::Gauge& version_;
+  prometheus::Gauge& assignments_;
+  prometheus::Family<prometheus::Gauge>& pinned_teams_;
+  absl::Mutex mu_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_METRICS_H_

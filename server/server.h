@@ -1,0 +1,77 @@
+// BucketmapServer: wires the store, the mapping manager, the gRPC services
+// (with reflection and grpc.health.v1), metrics and background upkeep.
+//
+// main.cc runs one; tests run several in-process. Thread-safe: Shutdown()
+// may be called from any thread, once.
+#ifndef BUCKETMAP_SERVER_SERVER_H_
+#define BUCKETMAP_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/admin_service.h"
+#include "server/mapping_manager.h"
+#include "server/mapping_service.h"
+#include "server/metrics.h"
+#include "server/store.h"
+#include "server/worker_pool.h"
+
+namespace bucketmap {
+
+struct ServerOptions {
+  // host:port; port 0 picks a free port (see BucketmapServer::port()).
+  std::string grpc_listen = "0.0.0.0:50051";
+  // host:port for /metrics; empty disables the exposer.
+  std::string metrics_listen;
+  int max_message_size = 64 << 20;
+  int worker_threads = 4;
+  AdminServiceOptions admin;
+  // Period of the catch-up poll against PostgreSQL.
+  absl::Duration refresh_interval = absl::Seconds(1);
+  absl::Duration prune_interval = absl::Hours(1);
+  absl::Duration history_retention = absl::Hours(24 * 90);
+  absl::Duration request_id_retention = absl::Hours(48);
+};
+
+class BucketmapServer {
+ public:
+  // Loads the mapping from `store` and starts serving. Unavailable if the
+  // store cannot be read or the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<BucketmapServer>> Start(std::unique_ptr<Store> store,
+                                                                ServerOptions options);
+  ~BucketmapServer();
+
+  // The bound gRPC port.
+  int port() const { return port_; }
+  MappingManager& manager() { return *manager_; }
+  Metrics& metrics() { return *metrics_; }
+
+  // Stops accepting calls, sends GOAWAY, and waits up to `grace` for
+  // in-flight calls before cancelling them. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  BucketmapServer() = default;
+  void UpkeepLoop();
+
+  ServerOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<MappingManager> manager_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<MappingServiceImpl> mapping_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Notification stopping_;
+  std::thread upkeep_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_SERVER_H_
