@@ -281,6 +281,11 @@ std::vector<std::pair<std::string, pid_t>>& Watchdogs() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TestPostgres>> TestPostgres::Start() {
+  if (access((PgBin() + "/pg_ctl").c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("PostgreSQL binaries not found in ", PgBin(),
+                     " (run scripts/install-deps.sh, or set BUCKETMAP_PG_BIN)"));
+  }
   auto template_data = TemplateDataDir();
   if (!template_data.ok()) return template_data.status();
   auto dir = MakeTempDir("bucketmap-pg-");

@@ -35,8 +35,9 @@ namespace bucketmap {
 
 class TestPostgres {
  public:
-  // Creates and starts a new instance. Internal (with the server log's
-  // tail) when initdb or the server fails.
+  // Creates and starts a new instance. FailedPrecondition when the
+  // PostgreSQL binaries are missing; Internal (with the server log's tail)
+  // when initdb or the server fails.
   static absl::StatusOr<std::unique_ptr<TestPostgres>> Start();
 
   // Stops the server immediately and deletes its directory.
