@@ -171,7 +171,7 @@ bm_pg_start() {
   # Another process may take the port between bm_free_port and the bind
   # (parallel tests do): retry on another port.
   for attempt in 1 2 3 4 5; do
-    port=$(bm_free_port) || return 1
+    port=$(bm_free_port "") || return 1
     # setsid: Ctrl-C in the terminal must not reach the postmaster, so the
     # caller can stop its clients before PostgreSQL.
     if _bm_pg_as_owner setsid "$bin/pg_ctl" start -D "$BM_PG_DATA" -l "$BM_PG_LOG" -w -t 60 -s \

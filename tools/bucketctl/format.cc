@@ -324,7 +324,9 @@ std::string FormatMapping(const v1::MappingSnapshot& snapshot) {
   absl::StrAppend(&out, "version      ", snapshot.version(), "\n");
   absl::StrAppend(&out, "cluster id   ",
                   snapshot.cluster_id().empty() ? "-" : snapshot.cluster_id(), "\n");
-  absl::StrAppend(&out, "created      ", TimeText(snapshot.create_time()), "\n");
+  if (snapshot.has_create_time()) {
+    absl::StrAppend(&out, "created      ", TimeText(snapshot.create_time()), "\n");
+  }
   absl::StrAppend(&out, "pools        ",
                   snapshot.pools().empty() ? "-" : absl::StrJoin(snapshot.pools(), ", "), "\n");
   absl::StrAppend(&out, "buckets      ", snapshot.buckets_size(), "\n");
