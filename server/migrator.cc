@@ -178,7 +178,7 @@ absl::StatusOr<MigrationReport> RunMigrations(const std::string& conninfo, const
   absl::StatusOr<std::vector<MigrationFile>> files = ReadMigrationFiles(dir);
   if (!files.ok()) return files.status();
   try {
-    pqxx::connection conn(WithConnectTimeout(conninfo, kConnectTimeoutSeconds));
+    pqxx::connection conn(WithConnectionDefaults(conninfo, kConnectTimeoutSeconds));
     {
       // Session-level, so a crashed migrator's lock dies with its
       // connection, and it spans the per-migration transactions.

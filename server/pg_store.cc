@@ -106,7 +106,7 @@ void SetTimeouts(pqxx::transaction_base& tx, absl::Duration timeout) {
   tx.exec_prepared("set_timeouts", TimeoutSetting(timeout));
 }
 
-// Decodes one field of COPY's text format in place; false for NULL (\N).
+// Decodes one field of COPY's text format into *out; false for NULL (\N).
 bool DecodeCopyField(absl::string_view raw, std::string* out) {
   if (raw == "\\N") return false;
   out->clear();
@@ -170,7 +170,12 @@ absl::StatusOr<MappingState> ReadState(pqxx::transaction_base& tx, const pqxx::r
   state.next_bucket_id = meta[2].as<int32_t>();
 
   for (const pqxx::row& row : tx.exec_prepared("read_buckets")) {
-    ASSIGN_OR_RETURN(Bucket bucket, BucketFromJson(row[5].as<std::string>()));
+    absl::StatusOr<Bucket> parsed = BucketFromJson(row[5].as<std::string>());
+    if (!parsed.ok()) {
+      return absl::InternalError(absl::StrCat("stored spec of bucket ", row[0].c_str(),
+                                              " is corrupt: ", parsed.status().message()));
+    }
+    Bucket bucket = *std::move(parsed);
     // The columns are authoritative for what SQL filters on.
     bucket.id = row[0].as<int32_t>();
     bucket.name = row[1].as<std::string>();
@@ -353,7 +358,7 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& opt
   if (options.pool_size < 1) return absl::InvalidArgumentError("pool_size: must be at least 1");
   const int connect_seconds = std::max<int64_t>(
       1, absl::ToInt64Seconds(absl::Ceil(options.connect_timeout, absl::Seconds(1))));
-  std::string conninfo = WithConnectTimeout(options.url, connect_seconds);
+  std::string conninfo = WithConnectionDefaults(options.url, connect_seconds);
   if (options.run_migrations) {
     ASSIGN_OR_RETURN(MigrationReport report, RunMigrations(conninfo, options.migrations_dir));
     (void)report;

@@ -3,6 +3,7 @@
 #include <exception>
 #include <pqxx/except>
 #include <string>
+#include <utility>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
@@ -68,16 +69,31 @@ bool IsConnectionLoss(const absl::Status& status) {
   return status.GetPayload(kConnectionLossPayload).has_value();
 }
 
-std::string WithConnectTimeout(const std::string& conninfo, int seconds) {
-  if (absl::StrContains(conninfo, "connect_timeout=")) return conninfo;
-  const std::string value = absl::StrCat("connect_timeout=", seconds);
-  if (absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://")) {
-    // A fragment is not part of libpq's URI syntax, so '?' is the only
-    // separator to look for.
-    return absl::StrCat(conninfo, absl::StrContains(conninfo, '?') ? "&" : "?", value);
+std::string WithConnectionDefaults(const std::string& conninfo, int connect_timeout_seconds) {
+  // Without these, a peer that vanishes (host down, network partition)
+  // leaves a call blocked for TCP's ~15-minute retransmission limit:
+  // statement_timeout is enforced by the server, which is then gone.
+  const std::pair<std::string, std::string> defaults[] = {
+      {"connect_timeout", absl::StrCat(connect_timeout_seconds)},
+      {"keepalives_idle", "5"},
+      {"keepalives_interval", "2"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", "10000"},  // ms of unacknowledged data
+  };
+  const bool uri =
+      absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://");
+  std::string result = conninfo;
+  for (const auto& [key, value] : defaults) {
+    if (absl::StrContains(conninfo, absl::StrCat(key, "="))) continue;
+    if (uri) {
+      // A fragment is not part of libpq's URI syntax, so '?' is the only
+      // separator to look for.
+      absl::StrAppend(&result, absl::StrContains(result, '?') ? "&" : "?", key, "=", value);
+    } else {
+      absl::StrAppend(&result, result.empty() ? "" : " ", key, "=", value);
+    }
   }
-  if (conninfo.empty()) return value;
-  return absl::StrCat(conninfo, " ", value);
+  return result;
 }
 
 }  // namespace bucketmap

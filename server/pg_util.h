@@ -25,8 +25,10 @@ absl::Status StatusFromCurrentException(absl::string_view context);
 bool IsConnectionLoss(const absl::Status& status);
 
 // Returns `conninfo` (a postgresql:// URI or a keyword/value string) with
-// connect_timeout set to `seconds`, unless it already sets one.
-std::string WithConnectTimeout(const std::string& conninfo, int seconds);
+// connect_timeout set to `connect_timeout_seconds` and TCP keepalives and
+// tcp_user_timeout set, so a vanished server is noticed within seconds;
+// parameters the caller already set are kept.
+std::string WithConnectionDefaults(const std::string& conninfo, int connect_timeout_seconds);
 
 }  // namespace bucketmap
 

@@ -228,13 +228,23 @@ TEST_F(MigratorTest, UnreachableDatabaseIsUnavailable) {
   EXPECT_THAT(PgStore::Open(options), StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
 }
 
-TEST(PgUtilTest, WithConnectTimeoutAddsTheParameterOnce) {
-  EXPECT_EQ(WithConnectTimeout("postgresql://u@h:5/db", 2),
-            "postgresql://u@h:5/db?connect_timeout=2");
-  EXPECT_EQ(WithConnectTimeout("postgresql://u@h/db?sslmode=disable", 3),
-            "postgresql://u@h/db?sslmode=disable&connect_timeout=3");
-  EXPECT_EQ(WithConnectTimeout("host=h dbname=db", 2), "host=h dbname=db connect_timeout=2");
-  EXPECT_EQ(WithConnectTimeout("host=h connect_timeout=9", 2), "host=h connect_timeout=9");
+TEST(PgUtilTest, WithConnectionDefaultsAddsMissingParameters) {
+  constexpr char kDefaults[] =
+      "keepalives_idle=5&keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000";
+  EXPECT_EQ(WithConnectionDefaults("postgresql://u@h:5/db", 2),
+            absl::StrCat("postgresql://u@h:5/db?connect_timeout=2&", kDefaults));
+  EXPECT_EQ(WithConnectionDefaults("postgresql://u@h/db?sslmode=disable", 3),
+            absl::StrCat("postgresql://u@h/db?sslmode=disable&connect_timeout=3&", kDefaults));
+  EXPECT_EQ(WithConnectionDefaults("host=h dbname=db keepalives_idle=1 keepalives_interval=1 "
+                                   "keepalives_count=1 tcp_user_timeout=1",
+                                   2),
+            "host=h dbname=db keepalives_idle=1 keepalives_interval=1 keepalives_count=1 "
+            "tcp_user_timeout=1 connect_timeout=2");
+  EXPECT_EQ(WithConnectionDefaults("postgresql://h/db?connect_timeout=9&keepalives_idle=1&"
+                                   "keepalives_interval=1&keepalives_count=1&tcp_user_timeout=1",
+                                   2),
+            "postgresql://h/db?connect_timeout=9&keepalives_idle=1&keepalives_interval=1&"
+            "keepalives_count=1&tcp_user_timeout=1");
 }
 
 }  // namespace
