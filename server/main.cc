@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "server/pg_store.h"
 #include "server/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, grpc_listen, "0.0.0.0:50051", "gRPC listen address (host:port).");
@@ -91,7 +92,7 @@ int Run() {
       spdlog::error("cannot open the store: {}", opened.status().ToString());
       return 1;
     }
-    spdlog::warn("PostgreSQL not reachable yet ({}); retrying", opened.status().message());
+    spdlog::warn("PostgreSQL not reachable yet ({}); retrying", std::string(opened.status().message()));
     absl::SleepFor(absl::Seconds(1));
   }
 
@@ -118,9 +119,10 @@ int Run() {
   int signal = 0;
   sigwait(&signals, &signal);
   spdlog::info("received signal {}: draining", signal);
+  const absl::Time drain_start = absl::Now();
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   server->reset();
-  spdlog::info("stopped");
+  spdlog::info("stopped after {}", absl::FormatDuration(absl::Now() - drain_start));
   return 0;
 }
 
@@ -130,5 +132,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves the team -> bucket mapping. See docs/operations.md.");
   absl::ParseCommandLine(argc, argv);
+  // Logs go to stderr, as operators and supervisors expect of a server.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("bucketmap"));
   return bucketmap::Run();
 }

@@ -1,0 +1,279 @@
+// Tests of the bucketmap-server binary as operators run it: health,
+// reflection, /metrics, SIGTERM, and refusing an edited migration.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "bucketmap/v1/mapping.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+#include "tests/support/pg_harness.h"
+
+namespace bucketmap {
+namespace {
+
+using ::testing::HasSubstr;
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n");
+  (void)!write(fd, request.data(), request.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  close(fd);
+  return out;
+}
+
+bool PortOpen(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return open;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = TestPostgres::Start();
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    pg_ = *std::move(pg);
+    log_ = pg_->dir() + "/server.log";
+  }
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // Starts the binary; returns once it serves, or fails the test.
+  void Launch(std::vector<std::string> extra = {}) {
+    grpc_port_ = FreePort();
+    metrics_port_ = FreePort();
+    std::vector<std::string> args = {
+        BUCKETMAP_SERVER_BINARY,
+        "--postgres_url=" + pg_->url(),
+        absl::StrCat("--grpc_listen=127.0.0.1:", grpc_port_),
+        absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_),
+    };
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* f = freopen(log_.c_str(), "a", stderr);
+      (void)f;
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+
+  }
+
+  // Waits until the port accepts connections (so the channel does not
+  // start in reconnect backoff), then until GetMapping answers.
+  bool WaitServing() {
+    for (int i = 0; i < 500 && !PortOpen(grpc_port_); ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", grpc_port_),
+                                   grpc::InsecureChannelCredentials());
+    auto stub = v1::MappingService::NewStub(channel_);
+    for (int i = 0; i < 100; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+      v1::MappingSnapshot snap;
+      if (stub->GetMapping(&ctx, v1::GetMappingRequest(), &snap).ok()) return true;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return false;
+  }
+
+  // Waits for the process to exit; returns its wait status or -1.
+  int WaitExit(absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = 0;
+        return status;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return -1;
+  }
+
+  // Sends one unary call through the generic stub.
+  grpc::Status GenericUnary(const std::string& method, const std::string& request,
+                            std::string* response) {
+    grpc::GenericStub stub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    grpc::Slice slice(request);
+    grpc::ByteBuffer req(&slice, 1);
+    grpc::ByteBuffer resp;
+    grpc::Status result;
+    absl::Notification done;
+    stub.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+      result = std::move(s);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    std::vector<grpc::Slice> slices;
+    if (result.ok() && resp.Dump(&slices).ok()) {
+      for (auto& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    return result;
+  }
+
+  std::unique_ptr<TestPostgres> pg_;
+  std::string log_;
+  pid_t pid_ = 0;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+// A bidi call that sends one reflection request and reads one response.
+class ReflectionCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  ReflectionCall(grpc::GenericStub* stub, const std::string& request) {
+    ctx_.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    slice_ = grpc::Slice(request);
+    request_ = grpc::ByteBuffer(&slice_, 1);
+    stub->PrepareBidiStreamingCall(&ctx_, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                   grpc::StubOptions(), this);
+    StartWrite(&request_);
+    StartRead(&response_);
+    StartCall();
+  }
+  void OnWriteDone(bool) override { StartWritesDone(); }
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      std::vector<grpc::Slice> slices;
+      if (response_.Dump(&slices).ok()) {
+        for (auto& s : slices) text_.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+    }
+  }
+  void OnDone(const grpc::Status& s) override {
+    status_ = s;
+    done_.Notify();
+  }
+  std::string Wait() {
+    done_.WaitForNotification();
+    return text_;
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  grpc::Slice slice_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  std::string text_;
+  grpc::Status status_;
+  absl::Notification done_;
+};
+
+TEST_F(ProcessTest, ServesHealthReflectionAndMetricsThenStopsCleanlyOnSigterm) {
+  Launch();
+  ASSERT_TRUE(WaitServing()) << ReadFile(log_);
+
+  // grpc.health.v1: an empty HealthCheckRequest; SERVING is `status: 1`.
+  std::string health;
+  grpc::Status s = GenericUnary("/grpc.health.v1.Health/Check", "", &health);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(health, std::string("\x08\x01", 2));
+
+  // Reflection lists both services: ServerReflectionRequest{list_services: ""}.
+  grpc::GenericStub stub(channel_);
+  ReflectionCall call(&stub, std::string("\x3a\x00", 2));
+  const std::string listed = call.Wait();
+  EXPECT_THAT(listed, HasSubstr("bucketmap.v1.AdminService"));
+  EXPECT_THAT(listed, HasSubstr("bucketmap.v1.MappingService"));
+
+  const std::string metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("bucketmap_mapping_version 0"));
+  EXPECT_THAT(metrics, HasSubstr("bucketmap_rpc_requests_total{"));
+  EXPECT_THAT(metrics, HasSubstr("method=\"bucketmap.v1.MappingService/GetMapping\""));
+  EXPECT_THAT(metrics, HasSubstr("bucketmap_rpc_duration_seconds_bucket{"));
+
+  ASSERT_EQ(kill(pid_, SIGTERM), 0);
+  const int status = WaitExit(absl::Seconds(20));
+  ASSERT_NE(status, -1) << "server did not exit after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << ReadFile(log_);
+}
+
+TEST_F(ProcessTest, RefusesToStartWhenAnAppliedMigrationWasEdited) {
+  const std::string dir = pg_->dir() + "/migrations";
+  std::filesystem::copy(BUCKETMAP_MIGRATIONS_DIR, dir);
+  Launch({"--migrations_dir=" + dir});
+  ASSERT_TRUE(WaitServing()) << ReadFile(log_);
+  kill(pid_, SIGTERM);
+  ASSERT_NE(WaitExit(absl::Seconds(20)), -1);
+
+  std::string first;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (first.empty() || entry.path().string() < first) first = entry.path().string();
+  }
+  std::ofstream(first, std::ios::app) << "\n-- edited after it was applied\n";
+  Launch({"--migrations_dir=" + dir});
+  const int status = WaitExit(absl::Seconds(20));
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_THAT(ReadFile(log_), HasSubstr("edited"));
+}
+
+}  // namespace
+}  // namespace bucketmap
