@@ -493,19 +493,20 @@ absl::StatusOr<int64_t> PgStore::CurrentVersion() {
 absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
                                            std::shared_ptr<const Snapshot> cached,
                                            const PlanFn& plan) {
+  const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
   const absl::Time deadline = std::min(ctx.deadline, absl::Now() + options_.read_timeout);
   if (ctx.deadline <= absl::Now()) {
-    return absl::UnavailableError(absl::StrCat(ctx.kind, ": deadline passed before the write"));
+    return absl::UnavailableError(absl::StrCat(what, ": deadline passed before the write"));
   }
   return RunWithRetry<WriteResult>(
-      [&] { return Acquire(deadline); }, ctx.kind,
+      [&] { return Acquire(deadline); }, what,
       [&](Connection& conn, bool* retryable) -> absl::StatusOr<WriteResult> {
         bool plan_called = false;
         absl::StatusOr<WriteResult> result;
         try {
           result = WriteOnce(conn, ctx, deadline, cached, plan, &plan_called);
         } catch (...) {
-          result = StatusFromCurrentException(ctx.kind);
+          result = StatusFromCurrentException(what);
         }
         // plan() may have side effects the caller counts on happening once.
         *retryable = !plan_called;
