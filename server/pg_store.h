@@ -1,6 +1,7 @@
 // PgStore: the Store on PostgreSQL, through libpqxx.
 //
-// Schema: migrations/0001_init.sql. The single bm_meta row holds the
+// Schema: migrations/ (0001_init.sql: the mapping and change log;
+// 0002_watch_clients.sql: watch client state). The single bm_meta row holds the
 // global version, the cluster id and the next bucket id; each write locks
 // it (SELECT ... FOR UPDATE), so writes are serialised across every
 // replica and versions are gapless and visible in commit order.
@@ -48,8 +49,9 @@ struct PgStoreOptions {
   // Deadline of the reads, which take none, and the longest any write
   // may run whatever its WriteContext::deadline.
   absl::Duration read_timeout = absl::Seconds(30);
-  // Writes changing more assignment rows than this go through COPY into a
-  // temporary table; smaller ones use prepared statements.
+  // Writes changing more assignment rows than this, and SaveClients calls
+  // with more states, go through COPY into a temporary table; smaller ones
+  // use prepared statements.
   int copy_threshold = 64;
 };
 
@@ -70,6 +72,14 @@ class PgStore final : public Store {
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
                                     const PlanFn& plan) override;
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;
+  // InvalidArgument for a negative after_version.
+  absl::StatusOr<std::vector<v1::MappingDelta>> LoadDeltas(int64_t after_version,
+                                                           int64_t up_to) override;
+  // InvalidArgument for an empty client_id, an infinite lease_until or an
+  // InfiniteFuture() time. Times are kept to the microsecond. A client_id
+  // listed twice keeps its last state.
+  absl::Status SaveClients(const std::vector<ClientState>& states, absl::Time lease_until) override;
+  absl::StatusOr<std::vector<ClientState>> ListClients(absl::Time now) override;
   absl::StatusOr<int64_t> Prune(absl::Time now, absl::Duration history_retention,
                                 absl::Duration request_id_retention) override;
 

@@ -70,6 +70,25 @@ struct HistoryPage {
   int64_t next_from_version = 0;          // 0: last page
 };
 
+// A watch client's state, as recorded for ListClients and (later) the
+// handoff barrier. Times are absl::InfinitePast() when never set.
+struct ClientState {
+  std::string client_id;
+  int role = 0;  // bucketmap.v1.ClientRole
+  std::string replica;
+  std::string peer;
+  int64_t applied_version = 0;
+  int64_t drained_version = 0;
+  absl::Time connected_at = absl::InfinitePast();
+  absl::Time last_ack = absl::InfinitePast();
+  absl::Time last_nack = absl::InfinitePast();
+  std::string last_nack_error;
+  int64_t nacks = 0;
+  bool connected = false;
+  // Set by ListClients: when the lease ends unless renewed.
+  absl::Time lease_expires = absl::InfinitePast();
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -102,6 +121,20 @@ class Store {
 
   // Returns change-log records matching `query`, ascending by version.
   virtual absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) = 0;
+
+  // Returns the deltas of versions after_version + 1 .. up_to, ascending,
+  // from the change log. NotFound if any of them is no longer kept
+  // (pruned), so the caller serves a snapshot instead.
+  virtual absl::StatusOr<std::vector<v1::MappingDelta>> LoadDeltas(int64_t after_version,
+                                                                   int64_t up_to) = 0;
+
+  // Upserts the states of watch clients (one statement or COPY for all),
+  // each leased until `lease_until`.
+  virtual absl::Status SaveClients(const std::vector<ClientState>& states,
+                                   absl::Time lease_until) = 0;
+
+  // Returns the clients whose lease has not expired at `now`, by client_id.
+  virtual absl::StatusOr<std::vector<ClientState>> ListClients(absl::Time now) = 0;
 
   // Deletes change-log rows older than `history_retention` and remembered
   // request ids older than `request_id_retention`. Returns rows deleted.
