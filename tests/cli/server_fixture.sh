@@ -36,7 +36,7 @@ _fixture_cleanup() {
 }
 
 fixture_start() {
-  local server_bin=$1 root=$3 i grpc_port metrics_port
+  local server_bin=$1 root=$3
   BUCKETCTL_BIN=$2
   # shellcheck source=../../scripts/pg.sh
   source "$root/scripts/pg.sh"
@@ -48,8 +48,22 @@ fixture_start() {
   trap 'exit 130' INT TERM
 
   BM_PG_FAST=1 bm_pg_start "$WORK/pg" || fail "cannot start PostgreSQL"
-  grpc_port=$(bm_free_port)
-  metrics_port=$(bm_free_port)
+  # Parallel tests may pick the same free port: retry on a bind failure.
+  local attempt
+  for attempt in 1 2 3; do
+    _fixture_start_server "$server_bin" "$root" && return 0
+    grep -qE 'cannot listen|--metrics_listen' "$WORK/server.log" ||
+      fail "bucketmap-server exited before serving"
+    echo "fixture: port taken, retrying (attempt $attempt)" >&2
+  done
+  fail "bucketmap-server could not bind free ports"
+}
+
+# Starts the server on fresh ports; returns 1 if it exits before serving.
+_fixture_start_server() {
+  local server_bin=$1 root=$2 i grpc_port metrics_port rc
+  grpc_port=$(bm_free_port "")
+  metrics_port=$(bm_free_port "")
   ADDR=127.0.0.1:$grpc_port
   METRICS_ADDR=127.0.0.1:$metrics_port
   "$server_bin" --postgres_url="$BM_PG_URL" --grpc_listen="$ADDR" \
@@ -62,10 +76,11 @@ fixture_start() {
       return 0
     fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      local rc=0
+      rc=0
       wait "$SERVER_PID" || rc=$?
       SERVER_PID=""
-      fail "bucketmap-server exited with $rc before serving"
+      echo "fixture: bucketmap-server exited with $rc before serving" >&2
+      return 1
     fi
     sleep 0.2
   done
