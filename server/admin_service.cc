@@ -518,9 +518,39 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerContext* ctx,
                                                         const v1::ListClientsRequest*,
-                                                        v1::ListClientsResponse*) {
-  return FinishNow(ctx, absl::UnimplementedError(
-                            "ListClients arrives with WatchMapping; no watch clients exist yet"));
+                                                        v1::ListClientsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  workers_->Schedule([this, reactor, response] {
+    absl::StatusOr<std::vector<ClientState>> clients = store_->ListClients(absl::Now());
+    if (!clients.ok()) {
+      reactor->Finish(ToGrpcStatus(clients.status()));
+      return;
+    }
+    auto set_time = [](absl::Time t, google::protobuf::Timestamp* out) {
+      if (t == absl::InfinitePast()) return;
+      const int64_t nanos = absl::ToUnixNanos(t);
+      out->set_seconds(nanos / 1000000000);
+      out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+    };
+    for (const ClientState& c : *clients) {
+      v1::ClientInfo* info = response->add_clients();
+      info->set_client_id(c.client_id);
+      info->set_role(static_cast<v1::ClientRole>(c.role));
+      info->set_replica(c.replica);
+      info->set_peer(c.peer);
+      info->set_applied_version(c.applied_version);
+      info->set_drained_version(c.drained_version);
+      info->set_nacks(c.nacks);
+      info->set_last_nack_error(c.last_nack_error);
+      info->set_connected(c.connected);
+      set_time(c.connected_at, info->mutable_connect_time());
+      set_time(c.last_ack, info->mutable_last_ack_time());
+      set_time(c.last_nack, info->mutable_last_nack_time());
+      set_time(c.lease_expires, info->mutable_lease_expire_time());
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerContext* ctx,

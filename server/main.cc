@@ -8,6 +8,10 @@
 #include <string>
 #include <thread>
 
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -45,6 +49,20 @@ ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "How long SIGTERM waits for in-flight calls.");
 ABSL_FLAG(int32_t, worker_threads, 4, "Threads that run PostgreSQL work.");
+ABSL_FLAG(absl::Duration, watch_heartbeat, absl::Seconds(10),
+          "Period of heartbeats on watch streams (sent even while a push is un-ACKed).");
+ABSL_FLAG(absl::Duration, watch_ack_timeout, absl::Seconds(30),
+          "A watch push not ACKed within this closes the stream; the client reconnects.");
+ABSL_FLAG(int32_t, watch_max_deltas_per_push, 64,
+          "A watcher further behind than this many versions is sent the snapshot instead.");
+ABSL_FLAG(int32_t, watch_resume_versions, 10000,
+          "Resumes are served as deltas from at most this many recent versions...");
+ABSL_FLAG(absl::Duration, watch_resume_age, absl::Hours(1),
+          "...no older than this; older resumes get the snapshot.");
+ABSL_FLAG(absl::Duration, client_lease, absl::Seconds(30),
+          "How long a watch client stays in ListClients after its last renewal.");
+ABSL_FLAG(std::string, replica_name, "",
+          "This replica's name in ListClients (default: hostname:port).");
 
 namespace bucketmap {
 namespace {
@@ -106,6 +124,18 @@ int Run() {
   options.refresh_interval = absl::GetFlag(FLAGS_refresh_interval);
   options.history_retention = absl::GetFlag(FLAGS_history_retention);
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
+  options.watch.heartbeat = absl::GetFlag(FLAGS_watch_heartbeat);
+  options.watch.ack_timeout = absl::GetFlag(FLAGS_watch_ack_timeout);
+  options.watch.max_deltas_per_push = std::max(1, absl::GetFlag(FLAGS_watch_max_deltas_per_push));
+  options.watch.resume_max_versions = std::max(0, absl::GetFlag(FLAGS_watch_resume_versions));
+  options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);
+  options.watch.client_lease = absl::GetFlag(FLAGS_client_lease);
+  options.watch.replica = absl::GetFlag(FLAGS_replica_name);
+  if (options.watch.replica.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    options.watch.replica = absl::StrCat(host, "/", options.grpc_listen);
+  }
   absl::StatusOr<std::unique_ptr<BucketmapServer>> server =
       BucketmapServer::Start(std::move(store), options);
   if (!server.ok()) {

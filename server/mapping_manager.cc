@@ -31,35 +31,47 @@ std::shared_ptr<const ServedSnapshot> MappingManager::Current() const {
   return current_;
 }
 
-void MappingManager::AddListener(
-    std::function<void(const std::shared_ptr<const ServedSnapshot>&)> listener) {
+void MappingManager::AddListener(Listener listener) {
   listeners_.push_back(std::move(listener));
 }
 
-void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot) {
+void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change) {
   auto served = std::make_shared<const ServedSnapshot>(std::move(snapshot));
   {
     absl::MutexLock lock(&mu_);
-    if (current_ != nullptr && current_->version() >= served->version()) return;
+    if (current_ != nullptr) {
+      // A database restored or replaced under us has another cluster id;
+      // its versions restart, and clients reset on the new id.
+      const bool same_cluster = current_->snapshot().cluster_id() == served->snapshot().cluster_id();
+      if (same_cluster && current_->version() >= served->version()) return;
+      if (!same_cluster || current_->version() + 1 != served->version()) change = nullptr;
+    }
     current_ = served;
   }
-  for (const auto& listener : listeners_) listener(served);
+  for (const auto& listener : listeners_) listener(served, change);
 }
 
 absl::Status MappingManager::ReloadLocked() {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> loaded, store_->LoadSnapshot());
-  Publish(std::move(loaded));
+  Publish(std::move(loaded), nullptr);
   return absl::OkStatus();
 }
 
 absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const PlanFn& plan) {
   absl::MutexLock lock(&write_mu_);
   std::shared_ptr<const ServedSnapshot> cached = Current();
+  // Keep the change, so watchers get this version as a delta.
+  Change change;
+  PlanFn keep_change = [&](const Snapshot& current) -> absl::StatusOr<PlannedWrite> {
+    absl::StatusOr<PlannedWrite> planned = plan(current);
+    if (planned.ok()) change = planned->plan.change;
+    return planned;
+  };
   absl::StatusOr<WriteResult> result =
-      store_->Write(ctx, cached ? cached->shared() : nullptr, plan);
+      store_->Write(ctx, cached ? cached->shared() : nullptr, keep_change);
   if (!result.ok()) return result;
   if (result->snapshot != nullptr) {
-    Publish(result->snapshot);
+    Publish(result->snapshot, &change);
   } else if (cached == nullptr || cached->version() < result->version) {
     // A replay or a write planned on a reloaded state: our copy is behind.
     if (absl::Status s = ReloadLocked(); !s.ok()) {

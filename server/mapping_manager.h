@@ -72,13 +72,19 @@ class MappingManager {
   // periodic catch-up poll). Returns the current version.
   absl::StatusOr<int64_t> Refresh();
 
-  // Calls `listener` after each newly published snapshot, in version order,
-  // on the publishing thread. Register listeners before serving.
-  void AddListener(std::function<void(const std::shared_ptr<const ServedSnapshot>&)> listener);
+  // Called after each newly published snapshot, in version order, on the
+  // publishing thread. `change` is the change that made it from the
+  // previous version, or null when the snapshot was reloaded (it may then
+  // be several versions ahead).
+  using Listener = std::function<void(const std::shared_ptr<const ServedSnapshot>& snapshot,
+                                      const Change* change)>;
+  // Register listeners before serving.
+  void AddListener(Listener listener);
 
  private:
   // Publishes `snapshot` if it is newer than the current one.
-  void Publish(std::shared_ptr<const Snapshot> snapshot) ABSL_LOCKS_EXCLUDED(mu_);
+  void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   Store* const store_;
@@ -86,7 +92,7 @@ class MappingManager {
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::shared_ptr<const ServedSnapshot> current_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::function<void(const std::shared_ptr<const ServedSnapshot>&)>> listeners_;
+  std::vector<Listener> listeners_;
 };
 
 }  // namespace bucketmap

@@ -33,8 +33,14 @@ bool ParseRequest(const grpc::ByteBuffer& buffer, v1::GetMappingRequest* request
 
 }  // namespace
 
-MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* workers)
-    : manager_(manager), workers_(workers) {}
+MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* workers,
+                                       WatchHub* watch_hub)
+    : manager_(manager), workers_(workers), watch_hub_(watch_hub) {}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MappingServiceImpl::WatchMapping(
+    grpc::CallbackServerContext* ctx) {
+  return watch_hub_->NewStream(ctx);
+}
 
 grpc::ServerUnaryReactor* MappingServiceImpl::GetMapping(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* request,

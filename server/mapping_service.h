@@ -11,16 +11,19 @@
 
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "server/mapping_manager.h"
+#include "server/watch_hub.h"
 #include "server/worker_pool.h"
 
 namespace bucketmap {
 
 class MappingServiceImpl final
-    : public v1::MappingService::WithRawCallbackMethod_GetMapping<
-          v1::MappingService::CallbackService> {
+    : public v1::MappingService::WithCallbackMethod_GetTeam<
+          v1::MappingService::WithRawCallbackMethod_GetMapping<
+              v1::MappingService::WithRawCallbackMethod_WatchMapping<
+                  v1::MappingService::Service>>> {
  public:
-  // Both dependencies must outlive the service.
-  MappingServiceImpl(MappingManager* manager, WorkerPool* workers);
+  // All dependencies must outlive the service.
+  MappingServiceImpl(MappingManager* manager, WorkerPool* workers, WatchHub* watch_hub);
 
   grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request,
@@ -28,10 +31,15 @@ class MappingServiceImpl final
   grpc::ServerUnaryReactor* GetTeam(grpc::CallbackServerContext* ctx,
                                     const v1::GetTeamRequest* request,
                                     v1::TeamRoute* response) override;
+  // Streams are raw too: pushes are assembled from shared, pre-encoded
+  // frames (see WatchHub).
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchMapping(
+      grpc::CallbackServerContext* ctx) override;
 
  private:
   MappingManager* const manager_;
   WorkerPool* const workers_;
+  WatchHub* const watch_hub_;
 };
 
 }  // namespace bucketmap

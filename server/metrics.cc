@@ -78,7 +78,25 @@ Metrics::Metrics()
       pinned_teams_(prometheus::BuildGauge()
                         .Name("bucketmap_bucket_pinned_teams")
                         .Help("Teams pinned to each bucket.")
+                        .Register(*registry_)),
+      watchers_(prometheus::BuildGauge()
+                    .Name("bucketmap_watchers")
+                    .Help("Open WatchMapping streams on this replica, by client role.")
+                    .Register(*registry_)),
+      watch_events_(prometheus::BuildCounter()
+                        .Name("bucketmap_watch_events_total")
+                        .Help("Watch stream events: NACKs received, streams closed on ACK timeout.")
                         .Register(*registry_)) {}
+
+void Metrics::SetWatchers(int role, int64_t count) {
+  static const char* const kRoles[] = {"unspecified", "producer", "consumer", "observer"};
+  watchers_.Add({{"role", role >= 0 && role <= 3 ? kRoles[role] : "unknown"}})
+      .Set(static_cast<double>(count));
+}
+
+void Metrics::RecordWatchEvent(const std::string& event) {
+  watch_events_.Add({{"event", event}}).Increment();
+}
 
 absl::Status Metrics::Serve(const std::string& listen) {
   try {

@@ -36,6 +36,11 @@ class Metrics {
   // Updates the version, assignment and per-bucket gauges.
   void OnSnapshot(const Snapshot& snapshot) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Sets the number of open watch streams of a role (bucketmap.v1.ClientRole).
+  void SetWatchers(int role, int64_t count);
+  // Counts a watch event: "nack", "ack_timeout".
+  void RecordWatchEvent(const std::string& event);
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -49,6 +54,8 @@ class Metrics {
   prometheus::Gauge& version_;
   prometheus::Gauge& assignments_;
   prometheus::Family<prometheus::Gauge>& pinned_teams_;
+  prometheus::Family<prometheus::Gauge>& watchers_;
+  prometheus::Family<prometheus::Counter>& watch_events_;
   absl::Mutex mu_;
 };
 

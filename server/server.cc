@@ -26,12 +26,18 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   server->manager_ = std::make_unique<MappingManager>(server->store_.get());
   Metrics* metrics = server->metrics_.get();
   server->manager_->AddListener(
-      [metrics](const std::shared_ptr<const ServedSnapshot>& s) { metrics->OnSnapshot(s->snapshot()); });
+      [metrics](const std::shared_ptr<const ServedSnapshot>& s, const Change*) {
+        metrics->OnSnapshot(s->snapshot());
+      });
   RETURN_IF_ERROR(server->manager_->Init());
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
-  server->mapping_service_ =
-      std::make_unique<MappingServiceImpl>(server->manager_.get(), server->workers_.get());
+  server->watch_hub_ =
+      std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
+                                 server->workers_.get(), metrics, options.watch);
+  server->watch_hub_->Start();
+  server->mapping_service_ = std::make_unique<MappingServiceImpl>(
+      server->manager_.get(), server->workers_.get(), server->watch_hub_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin);
 
@@ -61,8 +67,10 @@ BucketmapServer::~BucketmapServer() { Shutdown(absl::ZeroDuration()); }
 void BucketmapServer::Shutdown(absl::Duration grace) {
   if (stopping_.HasBeenNotified()) return;
   stopping_.Notify();
+  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  // Watch streams end with UNAVAILABLE, so clients move to another replica.
+  if (watch_hub_ != nullptr) watch_hub_->Stop();
   if (server_ != nullptr) {
-    server_->GetHealthCheckService()->SetServingStatus(false);
     // Shutdown sends GOAWAY, refuses new calls and waits for in-flight ones
     // until the deadline, then cancels them.
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));

@@ -19,6 +19,7 @@
 #include "server/mapping_service.h"
 #include "server/metrics.h"
 #include "server/store.h"
+#include "server/watch_hub.h"
 #include "server/worker_pool.h"
 
 namespace bucketmap {
@@ -31,6 +32,7 @@ struct ServerOptions {
   int max_message_size = 64 << 20;
   int worker_threads = 4;
   AdminServiceOptions admin;
+  WatchOptions watch;
   // Period of the catch-up poll against PostgreSQL.
   absl::Duration refresh_interval = absl::Seconds(1);
   absl::Duration prune_interval = absl::Hours(1);
@@ -49,6 +51,7 @@ class BucketmapServer {
   // The bound gRPC port.
   int port() const { return port_; }
   MappingManager& manager() { return *manager_; }
+  WatchHub& watch_hub() { return *watch_hub_; }
   Metrics& metrics() { return *metrics_; }
 
   // Stops accepting calls, sends GOAWAY, and waits up to `grace` for
@@ -64,6 +67,7 @@ class BucketmapServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<MappingManager> manager_;
   std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<WatchHub> watch_hub_;
   std::unique_ptr<MappingServiceImpl> mapping_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;

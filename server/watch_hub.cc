@@ -1,0 +1,765 @@
+#include "server/watch_hub.h"
+
+#include <algorithm>
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bucketmap/v1/mapping.pb.h"
+#include "domain/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "server/convert.h"
+#include "spdlog/spdlog.h"
+
+namespace bucketmap {
+namespace {
+
+// Wire tags of the messages a push is assembled from (mapping.proto):
+// WatchResponse.push = 1; Push.from_version = 1, to_version = 2, nonce = 3,
+// snapshot = 4, deltas = 5, reset = 6.
+constexpr uint8_t kResponsePushTag = (1 << 3) | 2;
+constexpr uint8_t kPushFromTag = (1 << 3) | 0;
+constexpr uint8_t kPushToTag = (2 << 3) | 0;
+constexpr uint8_t kPushNonceTag = (3 << 3) | 0;
+constexpr uint8_t kPushSnapshotTag = (4 << 3) | 2;
+constexpr uint8_t kPushDeltasTag = (5 << 3) | 2;
+constexpr uint8_t kPushResetTag = (6 << 3) | 0;
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// Tag and length of a length-delimited field of `size` bytes.
+std::string FieldPrefix(uint8_t tag, size_t size) {
+  std::string out(1, static_cast<char>(tag));
+  AppendVarint(&out, size);
+  return out;
+}
+
+// A slice over `bytes` that keeps `owner` alive until gRPC is done with it.
+template <typename T>
+grpc::Slice SharedSlice(const std::string& bytes, std::shared_ptr<T> owner) {
+  auto* held = new std::shared_ptr<T>(std::move(owner));
+  return grpc::Slice(const_cast<char*>(bytes.data()), bytes.size(),
+                     [](void* p) { delete static_cast<std::shared_ptr<T>*>(p); }, held);
+}
+
+// Keeps an assignment row for a filtered stream: pool rows always (their
+// placement may land in a filtered bucket), pins only to filtered buckets.
+bool Keep(const Target& target, const std::vector<int32_t>& filter) {
+  return !target.is_pin() ||
+         std::binary_search(filter.begin(), filter.end(), target.bucket_id);
+}
+
+std::string SerializeResponse(const v1::WatchResponse& response) {
+  return response.SerializeAsString();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// VersionFrame
+
+VersionFrame::VersionFrame(int64_t version, absl::Time time, v1::MappingDelta delta,
+                           std::vector<std::optional<Target>> old_set_targets,
+                           std::vector<std::optional<Target>> old_unset_targets, bool filterable)
+    : version_(version),
+      time_(time),
+      delta_(std::move(delta)),
+      old_set_targets_(std::move(old_set_targets)),
+      old_unset_targets_(std::move(old_unset_targets)),
+      filterable_(filterable),
+      full_field_(Encode({})) {}
+
+std::string VersionFrame::Encode(const std::vector<int32_t>& filter) const {
+  std::string body;
+  if (filter.empty()) {
+    body = delta_.SerializeAsString();
+  } else {
+    absl::StatusOr<Change> change = FromProto(delta_);
+    Change filtered;
+    filtered.buckets = change->buckets;
+    for (size_t i = 0; i < change->set.size(); ++i) {
+      const auto& [team, target] = change->set[i];
+      const std::optional<Target>& old = old_set_targets_[i];
+      if (Keep(target, filter)) {
+        filtered.set.push_back(change->set[i]);
+      } else if (old.has_value() && Keep(*old, filter)) {
+        // The team leaves this stream's view.
+        filtered.unset.push_back(team);
+      }
+    }
+    for (size_t i = 0; i < change->unset.size(); ++i) {
+      const std::optional<Target>& old = old_unset_targets_[i];
+      if (old.has_value() && Keep(*old, filter)) filtered.unset.push_back(change->unset[i]);
+    }
+    std::sort(filtered.unset.begin(), filtered.unset.end());
+    v1::MappingDelta proto;
+    ToProto(filtered, version_, &proto);
+    body = proto.SerializeAsString();
+  }
+  return FieldPrefix(kPushDeltasTag, body.size()) + body;
+}
+
+const std::string* VersionFrame::Field(const std::vector<int32_t>& filter) const {
+  if (filter.empty()) return &full_field_;
+  if (!filterable_) return nullptr;
+  absl::MutexLock lock(&mu_);
+  auto it = filtered_.find(filter);
+  if (it == filtered_.end()) it = filtered_.emplace(filter, Encode(filter)).first;
+  return &it->second;
+}
+
+// ---------------------------------------------------------------------------
+// WatchStream: one WatchMapping call.
+
+class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx) : hub_(hub), peer_(ctx->peer()) {
+    StartRead(&read_buffer_);
+  }
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // A new version is available: push it if no push is un-ACKed.
+  void Poke() {
+    std::optional<grpc::ByteBuffer> push;
+    {
+      absl::MutexLock lock(&mu_);
+      push = MaybePushLocked();
+    }
+    if (push.has_value()) Send(*std::move(push), /*heartbeat=*/false);
+  }
+
+  // Heartbeats and the ACK timeout.
+  void Tick(absl::Time now) {
+    bool timed_out = false;
+    bool heartbeat = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!subscribed_ || finished_) return;
+      if (push_unacked_ && now - push_sent_ > hub_->options().ack_timeout) {
+        timed_out = true;
+      } else if (now - last_heartbeat_ >= hub_->options().heartbeat) {
+        last_heartbeat_ = now;
+        heartbeat = true;
+      }
+    }
+    if (timed_out) {
+      hub_->metrics().RecordWatchEvent("ack_timeout");
+      Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         absl::StrCat("push not ACKed within ",
+                                      absl::FormatDuration(hub_->options().ack_timeout),
+                                      "; reconnect and resume")));
+    } else if (heartbeat) {
+      v1::WatchResponse response;
+      response.mutable_heartbeat()->set_version(hub_->manager().Current()->version());
+      Send(Buffer(SerializeResponse(response)), /*heartbeat=*/true);
+    }
+  }
+
+  // Ends the stream with `status` (once).
+  void Close(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed or the call broke.
+      Close(grpc::Status::OK);
+      return;
+    }
+    v1::WatchRequest request;
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (read_buffer_.Dump(&slices).ok()) {
+      for (const grpc::Slice& s : slices) {
+        bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+    }
+    if (!request.ParseFromString(bytes)) {
+      Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: cannot parse"));
+      return;
+    }
+    grpc::Status status = Handle(request);
+    if (!status.ok()) {
+      Close(status);
+      return;
+    }
+    StartRead(&read_buffer_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::ByteBuffer> next;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok || finished_) {
+        queue_.clear();
+        return;
+      }
+      if (!queue_.empty()) {
+        next = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = true;
+      }
+    }
+    if (next.has_value()) {
+      write_buffer_ = *std::move(next);
+      StartWrite(&write_buffer_);
+    }
+  }
+
+  void OnCancel() override { Close(grpc::Status::CANCELLED); }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+    }
+    if (subscribed_) {
+      hub_->Unregister(this, client_role_);
+      hub_->ClientDisconnected(client_.client_id);
+    }
+    Unref();
+  }
+
+ private:
+  grpc::Status Handle(const v1::WatchRequest& request) {
+    switch (request.kind_case()) {
+      case v1::WatchRequest::kSubscribe:
+        return Subscribe(request.subscribe());
+      case v1::WatchRequest::kAck:
+        return Ack(request.ack());
+      case v1::WatchRequest::kNack:
+        return Nack(request.nack());
+      default:
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "kind: set subscribe, ack or nack");
+    }
+  }
+
+  grpc::Status Subscribe(const v1::WatchRequest::Subscribe& sub) {
+    if (subscribed_) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "subscribe: this stream is already subscribed");
+    }
+    if (sub.client_id().empty() || sub.client_id().size() > 128) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "subscribe.client_id: required, at most 128 bytes");
+    }
+    if (sub.role() == v1::CLIENT_ROLE_UNSPECIFIED || !v1::ClientRole_IsValid(sub.role())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "subscribe.role: PRODUCER, CONSUMER or OBSERVER");
+    }
+    if (sub.known_version() < 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "subscribe.known_version: must not be negative");
+    }
+    if (sub.role() == v1::PRODUCER && sub.bucket_filter_size() > 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "subscribe.bucket_filter: producers route every team and cannot filter");
+    }
+    std::vector<int32_t> filter(sub.bucket_filter().begin(), sub.bucket_filter().end());
+    for (int32_t id : filter) {
+      if (id < 1) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "subscribe.bucket_filter: bucket ids are at least 1");
+      }
+    }
+    std::sort(filter.begin(), filter.end());
+    filter.erase(std::unique(filter.begin(), filter.end()), filter.end());
+
+    std::shared_ptr<const ServedSnapshot> current = hub_->manager().Current();
+    if (sub.known_version() > current->version() &&
+        sub.cluster_id() == current->snapshot().cluster_id()) {
+      // The client has seen a newer version than this replica serves; a
+      // replica never serves older, so it must catch up first.
+      absl::StatusOr<std::shared_ptr<const ServedSnapshot>> caught_up =
+          hub_->manager().CatchUp(sub.known_version());
+      if (!caught_up.ok()) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            std::string(caught_up.status().message()));
+      }
+      current = *caught_up;
+    }
+    const bool other_cluster =
+        !sub.cluster_id().empty() && sub.cluster_id() != current->snapshot().cluster_id();
+
+    {
+      absl::MutexLock lock(&mu_);
+      filter_ = std::move(filter);
+      client_.client_id = sub.client_id();
+      client_.role = sub.role();
+      client_.peer = peer_;
+      client_.connected = true;
+      client_.connected_at = absl::Now();
+      client_.applied_version = other_cluster ? 0 : sub.known_version();
+      acked_ = other_cluster ? 0 : sub.known_version();
+      need_snapshot_ = acked_ == 0 || other_cluster;
+      reset_ = other_cluster;
+      last_heartbeat_ = absl::Now();
+      subscribed_ = true;
+    }
+    client_role_ = sub.role();
+    if (!hub_->Register(this, client_role_)) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    }
+    hub_->UpdateClient(ClientSnapshot());
+    // Catch-up: the snapshot or the deltas since known_version, then SYNC.
+    Poke();
+    v1::WatchResponse sync;
+    sync.mutable_sync()->set_version(current->version());
+    Send(Buffer(SerializeResponse(sync)), /*heartbeat=*/false);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Ack(const v1::WatchRequest::Ack& ack) {
+    if (!subscribed_) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "ack: subscribe first");
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!push_unacked_ || ack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      if (ack.applied_version() < 0 || ack.applied_version() > pushed_to_) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("ack.applied_version: ", ack.applied_version(),
+                                         " is not a version this stream was sent"));
+      }
+      push_unacked_ = false;
+      acked_ = ack.applied_version();
+      client_.applied_version = ack.applied_version();
+      client_.drained_version = std::max(client_.drained_version, ack.drained_version());
+      client_.last_ack = absl::Now();
+    }
+    hub_->UpdateClient(ClientSnapshot());
+    Poke();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Nack(const v1::WatchRequest::Nack& nack) {
+    if (!subscribed_) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "nack: subscribe first");
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!push_unacked_ || nack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      push_unacked_ = false;
+      need_snapshot_ = true;
+      client_.nacks++;
+      client_.last_nack = absl::Now();
+      client_.last_nack_error = nack.error().substr(0, 1024);
+    }
+    spdlog::warn("watch client {} NACKed push {}: {}", client_.client_id, nack.nonce(),
+                 nack.error().substr(0, 200));
+    hub_->metrics().RecordWatchEvent("nack");
+    hub_->UpdateClient(ClientSnapshot());
+    Poke();
+    return grpc::Status::OK;
+  }
+
+  // Returns the next push, if one is due. A NACK or a first subscription
+  // forces the snapshot even when the stream is at the current version.
+  std::optional<grpc::ByteBuffer> MaybePushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!subscribed_ || finished_ || push_unacked_) return std::nullopt;
+    const int64_t current = hub_->manager().Current()->version();
+    if (!need_snapshot_ && acked_ >= current) return std::nullopt;
+    int64_t to_version = 0;
+    grpc::ByteBuffer push =
+        hub_->BuildPush(acked_, filter_, nonce_ + 1, need_snapshot_, reset_, &to_version);
+    ++nonce_;
+    pushed_to_ = to_version;
+    push_unacked_ = true;
+    need_snapshot_ = false;
+    reset_ = false;
+    push_sent_ = absl::Now();
+    return push;
+  }
+
+  // Writes `buffer`, or queues it behind the write in flight. A heartbeat
+  // is dropped rather than queued behind a write the client has not taken.
+  void Send(grpc::ByteBuffer buffer, bool heartbeat) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      if (writing_) {
+        if (heartbeat) return;
+        queue_.push_back(std::move(buffer));
+        return;
+      }
+      writing_ = true;
+      write_buffer_ = std::move(buffer);
+    }
+    StartWrite(&write_buffer_);
+  }
+
+  static grpc::ByteBuffer Buffer(const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    return grpc::ByteBuffer(&slice, 1);
+  }
+
+  ClientState ClientSnapshot() {
+    absl::MutexLock lock(&mu_);
+    return client_;
+  }
+
+  WatchHub* const hub_;
+  const std::string peer_;
+  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
+  grpc::ByteBuffer read_buffer_;
+  grpc::ByteBuffer write_buffer_;  // owned by gRPC while writing_
+
+  // Written once by Subscribe on the (single) read path before Register;
+  // read on that path, in OnDone, and under mu_.
+  bool subscribed_ = false;
+  int client_role_ = 0;
+
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // At most: the SYNC marker and one push (heartbeats are never queued).
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<int32_t> filter_ ABSL_GUARDED_BY(mu_);
+  ClientState client_ ABSL_GUARDED_BY(mu_);
+  int64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t pushed_to_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t nonce_ ABSL_GUARDED_BY(mu_) = 0;
+  bool push_unacked_ ABSL_GUARDED_BY(mu_) = false;
+  bool need_snapshot_ ABSL_GUARDED_BY(mu_) = false;
+  bool reset_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time push_sent_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_heartbeat_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------
+// WatchHub
+
+WatchHub::WatchHub(MappingManager* manager, Store* store, WorkerPool* workers, Metrics* metrics,
+                   WatchOptions options)
+    : manager_(manager),
+      store_(store),
+      workers_(workers),
+      metrics_(metrics),
+      options_(std::move(options)) {}
+
+WatchHub::~WatchHub() { Stop(); }
+
+void WatchHub::Start() {
+  Preload();
+  manager_->AddListener([this](const std::shared_ptr<const ServedSnapshot>& snapshot,
+                               const Change* change) { OnPublish(snapshot, change); });
+  ticker_ = std::thread([this] { TickLoop(); });
+  flusher_ = std::thread([this] { FlushLoop(); });
+}
+
+void WatchHub::Preload() {
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const int64_t to = current->version();
+  const int64_t from = std::max<int64_t>(0, to - options_.resume_max_versions);
+  absl::StatusOr<std::vector<v1::MappingDelta>> deltas = store_->LoadDeltas(from, to);
+  absl::MutexLock lock(&mu_);
+  last_ = current;
+  if (!deltas.ok()) {
+    spdlog::warn("watch: cannot preload deltas {}..{}: {}", from + 1, to,
+                 deltas.status().ToString());
+    return;
+  }
+  // Preloaded frames carry no previous targets: filtered streams resuming
+  // into them take a snapshot.
+  for (v1::MappingDelta& delta : *deltas) {
+    const int64_t version = delta.to_version();
+    frames_.push_back(std::make_shared<const VersionFrame>(
+        version, absl::Now(), std::move(delta), std::vector<std::optional<Target>>(),
+        std::vector<std::optional<Target>>(), /*filterable=*/false));
+  }
+}
+
+void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
+                         const Change* change) {
+  std::shared_ptr<const ServedSnapshot> previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = last_;
+  }
+  std::vector<std::shared_ptr<const VersionFrame>> added;
+  const int64_t version = snapshot->version();
+  const bool same_cluster =
+      previous != nullptr && previous->snapshot().cluster_id() == snapshot->snapshot().cluster_id();
+  if (change != nullptr && same_cluster && previous->version() + 1 == version) {
+    std::vector<std::optional<Target>> old_set, old_unset;
+    old_set.reserve(change->set.size());
+    for (const auto& [team, target] : change->set) {
+      old_set.push_back(previous->snapshot().FindAssignment(team));
+    }
+    for (int64_t team : change->unset) {
+      old_unset.push_back(previous->snapshot().FindAssignment(team));
+    }
+    v1::MappingDelta delta;
+    ToProto(*change, version, &delta);
+    added.push_back(std::make_shared<const VersionFrame>(version, absl::Now(), std::move(delta),
+                                                         std::move(old_set),
+                                                         std::move(old_unset), true));
+  } else if (same_cluster && previous->version() < version) {
+    // Versions committed elsewhere: take their deltas from the change log.
+    absl::StatusOr<std::vector<v1::MappingDelta>> deltas =
+        store_->LoadDeltas(previous->version(), version);
+    if (deltas.ok()) {
+      for (v1::MappingDelta& delta : *deltas) {
+        const int64_t v = delta.to_version();
+        added.push_back(std::make_shared<const VersionFrame>(
+            v, absl::Now(), std::move(delta), std::vector<std::optional<Target>>(),
+            std::vector<std::optional<Target>>(), false));
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (added.empty() || !same_cluster) {
+      frames_.clear();  // a gap: streams behind it take the snapshot
+    }
+    for (auto& frame : added) frames_.push_back(std::move(frame));
+    const absl::Time oldest = absl::Now() - options_.resume_max_age;
+    while (!frames_.empty() &&
+           (frames_.size() > static_cast<size_t>(options_.resume_max_versions) ||
+            frames_.front()->time() < oldest)) {
+      frames_.pop_front();
+    }
+    last_ = snapshot;
+  }
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = true;
+}
+
+grpc::ByteBuffer WatchHub::BuildPush(int64_t acked, const std::vector<int32_t>& filter,
+                                     uint64_t nonce, bool force_snapshot, bool reset,
+                                     int64_t* to_version) {
+  std::vector<grpc::Slice> slices;
+  slices.emplace_back();  // the header, filled in below
+  size_t body_size = 0;
+  std::string header;
+  {
+    absl::MutexLock lock(&mu_);
+    const int64_t current = last_->version();
+    *to_version = current;
+    bool use_deltas = !force_snapshot && acked > 0 && acked < current &&
+                      current - acked <= options_.max_deltas_per_push && !frames_.empty() &&
+                      frames_.front()->version() <= acked + 1 &&
+                      frames_.back()->version() == current;
+    std::vector<const std::string*> fields;
+    if (use_deltas) {
+      const size_t first = static_cast<size_t>(acked + 1 - frames_.front()->version());
+      for (size_t i = first; i < frames_.size(); ++i) {
+        const std::string* field = frames_[i]->Field(filter);
+        if (field == nullptr) {
+          use_deltas = false;
+          break;
+        }
+        fields.push_back(field);
+        slices.push_back(SharedSlice(*field, frames_[i]));
+        body_size += field->size();
+      }
+    }
+    if (!use_deltas) {
+      slices.resize(1);
+      std::shared_ptr<const std::string> bytes;
+      if (filter.empty()) {
+        std::shared_ptr<const ServedSnapshot> snapshot = last_;
+        const std::string& serialized = snapshot->Serialized();
+        slices.emplace_back(FieldPrefix(kPushSnapshotTag, serialized.size()));
+        slices.push_back(SharedSlice(serialized, snapshot));
+        body_size = slices[1].size() + slices[2].size();
+      } else {
+        if (filtered_version_ != current) {
+          filtered_snapshots_.clear();
+          filtered_version_ = current;
+        }
+        auto it = filtered_snapshots_.find(filter);
+        if (it == filtered_snapshots_.end()) {
+          v1::MappingSnapshot proto;
+          ToProto(last_->snapshot(), &proto);
+          v1::Assignments* columns = proto.mutable_assignments();
+          v1::Assignments kept;
+          for (int i = 0; i < columns->team_ids_size(); ++i) {
+            const int32_t t = columns->targets(i);
+            if (t < 0 || std::binary_search(filter.begin(), filter.end(), t)) {
+              kept.add_team_ids(columns->team_ids(i));
+              kept.add_targets(t);
+            }
+          }
+          columns->Swap(&kept);
+          it = filtered_snapshots_
+                   .emplace(filter, std::make_shared<const std::string>(proto.SerializeAsString()))
+                   .first;
+        }
+        bytes = it->second;
+        slices.emplace_back(FieldPrefix(kPushSnapshotTag, bytes->size()));
+        slices.push_back(SharedSlice(*bytes, bytes));
+        body_size = slices[1].size() + slices[2].size();
+      }
+    }
+    header.push_back(static_cast<char>(kPushFromTag));
+    AppendVarint(&header, use_deltas ? acked : 0);
+    header.push_back(static_cast<char>(kPushToTag));
+    AppendVarint(&header, current);
+    header.push_back(static_cast<char>(kPushNonceTag));
+    AppendVarint(&header, nonce);
+    if (reset) {
+      header.push_back(static_cast<char>(kPushResetTag));
+      header.push_back(1);
+    }
+  }
+  std::string prefix = FieldPrefix(kResponsePushTag, header.size() + body_size);
+  slices[0] = grpc::Slice(prefix + header);
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+bool WatchHub::Register(WatchStream* stream, int role) {
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return false;
+  streams_.insert(stream);
+  metrics_->SetWatchers(role, ++watchers_by_role_[role]);
+  return true;
+}
+
+void WatchHub::Unregister(WatchStream* stream, int role) {
+  absl::MutexLock lock(&mu_);
+  if (streams_.erase(stream) > 0) metrics_->SetWatchers(role, --watchers_by_role_[role]);
+}
+
+size_t WatchHub::stream_count() const {
+  absl::MutexLock lock(&mu_);
+  return streams_.size();
+}
+
+void WatchHub::UpdateClient(const ClientState& state) {
+  absl::MutexLock lock(&clients_mu_);
+  ClientState& stored = clients_[state.client_id];
+  stored = state;
+  stored.replica = options_.replica;
+  dirty_.insert(state.client_id);
+}
+
+void WatchHub::ClientDisconnected(const std::string& client_id) {
+  absl::MutexLock lock(&clients_mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) return;
+  it->second.connected = false;
+  dirty_.insert(client_id);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchHub::NewStream(
+    grpc::CallbackServerContext* ctx) {
+  return new WatchStream(this, ctx);
+}
+
+std::vector<WatchStream*> WatchHub::RefStreams() {
+  absl::MutexLock lock(&mu_);
+  std::vector<WatchStream*> streams(streams_.begin(), streams_.end());
+  for (WatchStream* s : streams) s->Ref();
+  return streams;
+}
+
+void WatchHub::TickLoop() {
+  constexpr absl::Duration kTick = absl::Milliseconds(100);
+  absl::Time next_tick = absl::Now() + kTick;
+  while (!stopping_.HasBeenNotified()) {
+    bool woke = false;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      wake_mu_.AwaitWithDeadline(absl::Condition(&wake_), next_tick);
+      woke = wake_;
+      wake_ = false;
+    }
+    if (stopping_.HasBeenNotified()) break;
+    const absl::Time now = absl::Now();
+    const bool tick = now >= next_tick;
+    if (!woke && !tick) continue;
+    std::vector<WatchStream*> streams = RefStreams();
+    for (WatchStream* s : streams) {
+      if (woke) s->Poke();
+      if (tick) s->Tick(now);
+      s->Unref();
+    }
+    if (tick) next_tick = now + kTick;
+  }
+}
+
+void WatchHub::FlushLoop() {
+  absl::Time next_renewal = absl::Now();
+  while (!stopping_.WaitForNotificationWithTimeout(options_.client_flush)) {
+    // Connected clients are renewed well before their lease runs out.
+    const bool renew = absl::Now() >= next_renewal;
+    if (renew) {
+      absl::MutexLock lock(&clients_mu_);
+      for (const auto& [id, state] : clients_) {
+        if (state.connected) dirty_.insert(id);
+      }
+      next_renewal = absl::Now() + options_.client_lease / 3;
+    }
+    Flush();
+  }
+  Flush();
+}
+
+void WatchHub::Flush() {
+  std::vector<ClientState> batch;
+  {
+    absl::MutexLock lock(&clients_mu_);
+    for (const std::string& id : dirty_) {
+      auto it = clients_.find(id);
+      if (it == clients_.end()) continue;
+      batch.push_back(it->second);
+      if (!it->second.connected) clients_.erase(it);
+    }
+    dirty_.clear();
+  }
+  if (batch.empty()) return;
+  absl::Status s = store_->SaveClients(batch, absl::Now() + options_.client_lease);
+  if (!s.ok()) {
+    spdlog::warn("watch: cannot record {} client states: {}", batch.size(), s.ToString());
+    absl::MutexLock lock(&clients_mu_);
+    for (ClientState& state : batch) {
+      // Retry next time, unless a newer state superseded it.
+      if (clients_.find(state.client_id) == clients_.end()) {
+        clients_[state.client_id] = state;
+      }
+      dirty_.insert(state.client_id);
+    }
+  }
+}
+
+void WatchHub::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  std::vector<WatchStream*> streams = RefStreams();
+  for (WatchStream* s : streams) {
+    s->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server is shutting down; reconnect to another replica"));
+    s->Unref();
+  }
+  stopping_.Notify();
+  {
+    absl::MutexLock lock(&wake_mu_);
+    wake_ = true;
+  }
+  if (ticker_.joinable()) ticker_.join();
+  if (flusher_.joinable()) flusher_.join();
+}
+
+}  // namespace bucketmap

@@ -1,0 +1,178 @@
+// WatchHub: the server side of MappingService.WatchMapping.
+//
+// The hub keeps, for the last versions, one shared frame per version: the
+// version's MappingDelta, encoded once as a `WatchResponse.Push.deltas`
+// field. A push to a stream is a small per-stream header (versions and
+// nonce) followed by the shared frames since the stream's ACKed version,
+// handed to gRPC as reference-counted slices — or the snapshot's shared
+// bytes once more than `max_deltas_per_push` versions are pending. The only
+// per-stream state is the ACKed version, the nonce and the write queue.
+// Streams with a bucket filter share one filtered encoding per (version,
+// filter).
+//
+// At most one push per stream is un-ACKed. Heartbeats go out at
+// `heartbeat` even then, but never queue behind a write the client has not
+// taken (so a client that never reads costs a bounded amount of memory). A
+// push not ACKed within `ack_timeout` ends the stream with UNAVAILABLE.
+//
+// Each client's applied version, last ACK and NACK are kept in memory and
+// flushed to the Store in batches, leased, so ListClients sees them.
+//
+// Thread safety: all public methods are thread-safe. Lock order: a
+// stream's mutex, then WatchHub::mu_, then a VersionFrame's; no lock is
+// held while calling into gRPC (StartWrite, Finish).
+#ifndef BUCKETMAP_SERVER_WATCH_HUB_H_
+#define BUCKETMAP_SERVER_WATCH_HUB_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
+#include "server/mapping_manager.h"
+#include "server/metrics.h"
+#include "server/store.h"
+#include "server/worker_pool.h"
+
+namespace bucketmap {
+
+struct WatchOptions {
+  absl::Duration heartbeat = absl::Seconds(10);
+  absl::Duration ack_timeout = absl::Seconds(30);
+  // A stream further behind than this many versions gets the snapshot.
+  int max_deltas_per_push = 64;
+  // Resumes are served from deltas of at most this many recent versions
+  // no older than resume_max_age; older resumes get the snapshot.
+  int resume_max_versions = 10000;
+  absl::Duration resume_max_age = absl::Hours(1);
+  // Client states are flushed to the store this often, leased this long.
+  absl::Duration client_flush = absl::Seconds(1);
+  absl::Duration client_lease = absl::Seconds(30);
+  // This replica's name in ListClients.
+  std::string replica = "bucketmap";
+};
+
+class WatchStream;
+
+// One version's shared encodings.
+class VersionFrame {
+ public:
+  VersionFrame(int64_t version, absl::Time time, v1::MappingDelta delta,
+               std::vector<std::optional<Target>> old_set_targets,
+               std::vector<std::optional<Target>> old_unset_targets, bool filterable);
+
+  int64_t version() const { return version_; }
+  absl::Time time() const { return time_; }
+
+  // The `Push.deltas` field (tag, length, MappingDelta) for streams with
+  // `filter` (sorted bucket ids; empty: no filter). Null when this frame
+  // cannot be filtered (it was loaded from the change log without the
+  // previous targets); the stream then takes a snapshot.
+  const std::string* Field(const std::vector<int32_t>& filter) const;
+
+ private:
+  std::string Encode(const std::vector<int32_t>& filter) const;
+
+  const int64_t version_;
+  const absl::Time time_;
+  const v1::MappingDelta delta_;
+  // Each set/unset row's target before this version (nullopt: none).
+  const std::vector<std::optional<Target>> old_set_targets_;
+  const std::vector<std::optional<Target>> old_unset_targets_;
+  const bool filterable_;
+  const std::string full_field_;
+  mutable absl::Mutex mu_;
+  mutable std::map<std::vector<int32_t>, std::string> filtered_ ABSL_GUARDED_BY(mu_);
+};
+
+class WatchHub {
+ public:
+  // All dependencies must outlive the hub.
+  WatchHub(MappingManager* manager, Store* store, WorkerPool* workers, Metrics* metrics,
+           WatchOptions options);
+  ~WatchHub();
+
+  // Preloads recent deltas from the store, subscribes to the manager and
+  // starts the ticker and flusher threads. Call once, before serving.
+  void Start();
+
+  // Ends every stream with UNAVAILABLE (so clients move to another
+  // replica), refuses new ones, flushes client states, stops the threads.
+  void Stop();
+
+  // The reactor for a new WatchMapping call.
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewStream(
+      grpc::CallbackServerContext* ctx);
+
+  const WatchOptions& options() const { return options_; }
+  MappingManager& manager() { return *manager_; }
+  WorkerPool& workers() { return *workers_; }
+  Metrics& metrics() { return *metrics_; }
+
+  // Builds a push taking a stream from `acked` to the current version.
+  // `force_snapshot` sends the snapshot whatever the gap. Sets *to_version.
+  grpc::ByteBuffer BuildPush(int64_t acked, const std::vector<int32_t>& filter, uint64_t nonce,
+                             bool force_snapshot, bool reset, int64_t* to_version);
+
+  // Stream bookkeeping (called by WatchStream).
+  bool Register(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
+  void Unregister(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
+  void UpdateClient(const ClientState& state) ABSL_LOCKS_EXCLUDED(clients_mu_);
+  void ClientDisconnected(const std::string& client_id) ABSL_LOCKS_EXCLUDED(clients_mu_);
+
+  // Number of open streams (for tests and metrics).
+  size_t stream_count() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  void OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot, const Change* change);
+  void Preload();
+  std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
+  void TickLoop();
+  void FlushLoop();
+  void Flush();
+
+  MappingManager* const manager_;
+  Store* const store_;
+  WorkerPool* const workers_;
+  Metrics* const metrics_;
+  const WatchOptions options_;
+
+  mutable absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<WatchStream*> streams_ ABSL_GUARDED_BY(mu_);
+  std::map<int, int64_t> watchers_by_role_ ABSL_GUARDED_BY(mu_);
+  // Frames of consecutive versions, oldest first, ending at last_.
+  std::deque<std::shared_ptr<const VersionFrame>> frames_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const ServedSnapshot> last_ ABSL_GUARDED_BY(mu_);
+  // Filtered snapshot bytes of last_'s version, by filter.
+  int64_t filtered_version_ ABSL_GUARDED_BY(mu_) = -1;
+  std::map<std::vector<int32_t>, std::shared_ptr<const std::string>> filtered_snapshots_
+      ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex clients_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::flat_hash_map<std::string, ClientState> clients_ ABSL_GUARDED_BY(clients_mu_);
+  absl::flat_hash_set<std::string> dirty_ ABSL_GUARDED_BY(clients_mu_);
+
+  absl::Notification stopping_;
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::thread ticker_;
+  std::thread flusher_;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_WATCH_HUB_H_
