@@ -1,0 +1,373 @@
+// The bucketmap client library: an in-process copy of the team -> bucket
+// mapping for producers and consumers (SPEC §6).
+//
+// A Client holds the newest MappingView it has been given and answers
+// Route(team_id) from it without locks and without allocating. Views come
+// from a full v1::MappingSnapshot, from v1::MappingDelta frames applied on
+// top of the current view, or from the last-known-good cache file.
+//
+// Ownership.
+//   A Client owns the published view and its routing index. A caller that
+//   needs strings (topic names, bucket and pool names) takes a
+//   std::shared_ptr<const MappingView> from Current(); the view stays valid
+//   for as long as the caller holds it, however many versions are published
+//   meanwhile. Pointers and references obtained from a view are valid for
+//   the view's lifetime.
+//
+// Thread safety.
+//   Every Client method may be called from any thread without external
+//   synchronization. Route(), Owns(), GetBucketState(), Current() and
+//   version() never block and never wait for a writer. The Apply*() and
+//   LoadCache() calls are serialized among themselves by an internal mutex;
+//   they never wait for readers. A MappingView is immutable: any number of
+//   threads may use one concurrently.
+//   The first RCU read on a thread (Route() or Current(), say) registers the
+//   thread with liburcu once; that first call takes liburcu's registry lock
+//   and may allocate. Every later call on the thread is wait-free.
+//   The thread is unregistered when it exits.
+//
+// Memory-ordering contract.
+//   - A new view is fully built, then published by a release store of one
+//     pointer (the C++ atomic equivalent of rcu_assign_pointer). Readers
+//     load that pointer with acquire ordering (rcu_dereference's contract),
+//     so everything written while building the view happens-before any read
+//     through it.
+//   - A RouteResult is computed from exactly one view: its version, bucket,
+//     state and source all belong to RouteResult::version, never to a mix of
+//     two versions.
+//   - The pointer is published before version() advances, and both happen
+//     before the Apply*() call returns and before OnChange listeners run.
+//     So a Route() that starts after version() returned v, after
+//     WaitForVersion(v) returned true, or after Apply*() returned with v,
+//     answers from version v or newer (or from another cluster after a
+//     reset).
+//   - A replaced view is reclaimed by liburcu's call_rcu after a grace
+//     period, that is after every Route() that could still see it has
+//     returned; publishing never waits for readers, and readers never wait
+//     for publishing.
+//
+// Feeding the client (the transport seam).
+//   This library does not yet open the gRPC watch stream itself. A watch
+//   transport (SPEC §3 WatchMapping) drives a Client through exactly these
+//   calls, and needs no other access:
+//     subscribe with   version() and cluster_id();
+//     Push.snapshot -> ApplySnapshot(); Push.deltas -> ApplyDeltas();
+//                      ACK version() on OK, NACK with the Status otherwise;
+//     Sync/Heartbeat -> ConfirmCurrent(server_version);
+//     start-up without a server -> LoadCache(); after applying -> WriteCache().
+//   ClientOptions already carries what the transport needs (addresses,
+//   client_id, role, bearer token).
+#ifndef BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_CLIENT_H_
+#define BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_CLIENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "bucketmap/v1/mapping.pb.h"
+#include "bucketmap/v1/types.pb.h"
+#include "domain/model.h"
+#include "domain/snapshot.h"
+
+namespace bucketmap {
+
+namespace client_internal {
+class RouteIndex;
+struct PublishedView;
+}  // namespace client_internal
+
+// Why a RouteResult has, or has no, bucket.
+enum class RouteStatus : uint8_t {
+  // bucket_id names the team's bucket.
+  kOk = 0,
+  // No mapping has been loaded yet (no snapshot, no cache file).
+  kNoMapping = 1,
+  // The team's pool has no ACTIVE or PAUSED bucket (SPEC §2): the event
+  // must not be routed by guesswork.
+  kNoPlaceableBucket = 2,
+  // team_id < 1.
+  kInvalidTeam = 3,
+};
+
+// The route of one team at one version. A small value: copy it freely.
+struct RouteResult {
+  // The version this result was computed from; 0 with kNoMapping.
+  int64_t version = 0;
+  // The team's bucket; 0 unless status == kOk.
+  int32_t bucket_id = 0;
+  // Index into MappingView::pools() of the team's pool (kPool, kDefault);
+  // -1 for pins and when there is no mapping.
+  int32_t pool_index = -1;
+  // State of bucket_id; BucketState{} (0, no named value) unless kOk.
+  BucketState bucket_state = BucketState{};
+  RouteSource source = RouteSource::kDefault;
+  RouteStatus status = RouteStatus::kNoMapping;
+  // True while the team is part of an open handoff (SPEC §5). Always false
+  // until handoffs ship.
+  bool handoff = false;
+
+  bool routable() const { return status == RouteStatus::kOk; }
+  bool paused() const { return routable() && bucket_state == BucketState::kPaused; }
+};
+
+// The whole mapping at one version, with its routing index. Immutable.
+// Obtained from Client::Current(); keep the shared_ptr for as long as the
+// strings or pointers it hands out are used.
+class MappingView {
+ public:
+  ~MappingView();
+  MappingView(const MappingView&) = delete;
+  MappingView& operator=(const MappingView&) = delete;
+
+  int64_t version() const { return snapshot_->version(); }
+  const std::string& cluster_id() const { return snapshot_->cluster_id(); }
+
+  // Returns the route of `team_id` in this view. Allocation-free.
+  RouteResult Route(int64_t team_id) const;
+
+  // Every bucket, RETIRED ones included, ascending by id.
+  const std::vector<Bucket>& buckets() const { return snapshot_->buckets(); }
+  // Returns the bucket with `id`, or nullptr.
+  const Bucket* FindBucket(int32_t id) const { return snapshot_->FindBucket(id); }
+  // Returns the topic of `role` of bucket `bucket_id`, or nullptr when the
+  // bucket does not exist or has no such role.
+  const std::string* Topic(int32_t bucket_id, std::string_view role) const;
+  // The pool table; RouteResult::pool_index indexes it.
+  const std::vector<std::string>& pools() const { return snapshot_->pools(); }
+  // Returns pools()[index], or an empty view for an index out of range
+  // (such as -1).
+  std::string_view PoolName(int32_t index) const;
+
+  // Returns, ascending, the teams with an override (a pin, or a pool
+  // assignment) whose route at this version is `bucket_id`. Teams placed by
+  // default are not listed: there is no list of them; use Owns(). O(number
+  // of overrides).
+  std::vector<int64_t> TeamsInBucket(int32_t bucket_id) const;
+  // True when `team_id`'s route at this version is `bucket_id`, whether by
+  // pin, pool assignment or default placement.
+  bool Owns(int32_t bucket_id, int64_t team_id) const;
+
+  // Number of overrides (pins and pool assignments).
+  size_t assignment_count() const { return snapshot_->assignment_count(); }
+  // The domain snapshot, for callers that need the packed columns.
+  const Snapshot& snapshot() const { return *snapshot_; }
+
+ private:
+  friend class Client;
+  MappingView(std::shared_ptr<const Snapshot> snapshot,
+              std::unique_ptr<const client_internal::RouteIndex> index);
+
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::unique_ptr<const client_internal::RouteIndex> index_;
+};
+
+// Passed to OnChange listeners after each publication.
+struct ChangeEvent {
+  // 0 when nothing was loaded before.
+  int64_t old_version = 0;
+  int64_t new_version = 0;
+  // True when the cluster_id changed: all earlier state was dropped.
+  bool reset = false;
+  // The view just published; valid during the call. Take Current() to keep
+  // it longer.
+  const MappingView* view = nullptr;
+};
+
+struct ClientOptions {
+  // Server addresses ("host:port"), tried in turn by the watch transport.
+  std::vector<std::string> addresses;
+  // Identifies this process in ListClients; should be unique and stable
+  // across restarts.
+  std::string client_id;
+  v1::ClientRole role = v1::PRODUCER;
+  // The last-known-good cache file; empty disables LoadCache()/WriteCache()
+  // without a path.
+  std::string cache_path;
+  // Sent as "authorization: Bearer <token>" once auth exists; empty sends
+  // nothing.
+  std::string bearer_token;
+  // The clock behind Staleness() and the cache file's confirmation time.
+  // Defaults to absl::Now. Waits (WaitForVersion) use real time regardless.
+  std::function<absl::Time()> clock;
+};
+
+class Client {
+ public:
+  using ListenerId = uint64_t;
+
+  explicit Client(ClientOptions options);
+  // Requires that no other thread is still calling into this Client. Waits
+  // for the reclamation of every view this Client retired.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // ---- Reads. Lock-free; none of them allocates except where noted. ----
+
+  // Route()
+  //
+  // Returns the route of `team_id` at the current version: a pin, a pool
+  // assignment or default placement, computed bit-identically with the
+  // server (domain/placement.h). Without a mapping, status is kNoMapping;
+  // a team of a pool with no placeable bucket gets kNoPlaceableBucket, never
+  // a guess. Wait-free and allocation-free (after the thread's first call).
+  RouteResult Route(int64_t team_id) const;
+
+  // Current()
+  //
+  // Returns the current view, or nullptr before any mapping was loaded.
+  // Costs one atomic reference-count increment; does not allocate.
+  std::shared_ptr<const MappingView> Current() const;
+
+  // The current version; 0 before any mapping was loaded.
+  int64_t version() const { return version_.load(std::memory_order_acquire); }
+  // The cluster_id of the current mapping; empty before any was loaded.
+  // Allocates (returns a copy).
+  std::string cluster_id() const;
+
+  // Returns the state of bucket `bucket_id` (PAUSED tells its consumers to
+  // stop), or nullopt when there is no mapping or no such bucket.
+  std::optional<BucketState> GetBucketState(int32_t bucket_id) const;
+  // See MappingView::Owns(); answered from the current view.
+  bool Owns(int32_t bucket_id, int64_t team_id) const;
+  // See MappingView::TeamsInBucket(); allocates the result.
+  std::vector<int64_t> TeamsInBucket(int32_t bucket_id) const;
+
+  // Staleness()
+  //
+  // Returns the time since the mapping was last known to be current: the
+  // last ApplySnapshot()/ApplyDeltas(), or ConfirmCurrent() with a server
+  // version not above ours, or, after LoadCache(), the time recorded in the
+  // cache file. absl::InfiniteDuration() before any mapping was loaded.
+  absl::Duration Staleness() const;
+
+  // WaitForVersion()
+  //
+  // Blocks until version() >= `version` or `timeout` passes; returns
+  // whether the version was reached. Must not be called from an OnChange
+  // listener for a version that listener's publication has not reached.
+  bool WaitForVersion(int64_t version, absl::Duration timeout) const;
+
+  // OnChange()
+  //
+  // Registers `listener`, called after each publication (every
+  // successful ApplySnapshot(), ApplyDeltas() with at least one delta, and
+  // LoadCache() that loads). Listeners run on the thread that published,
+  // one publication at a time, in registration order. They may call any
+  // read method, but not ApplySnapshot(), ApplyDeltas() or LoadCache()
+  // (they would deadlock).
+  ListenerId OnChange(std::function<void(const ChangeEvent&)> listener);
+  // Unregisters a listener. A publication already under way on another
+  // thread may still call it once.
+  void RemoveListener(ListenerId id);
+
+  // ---- Updates: the watch transport's seam (see the file comment). ----
+
+  // ApplySnapshot()
+  //
+  // Replaces the mapping with `snapshot`. A snapshot of another cluster_id
+  // resets the client (all state dropped, listeners told reset = true).
+  // Errors:
+  //   InvalidArgument: the snapshot is malformed (the message names the
+  //     field); nothing changes.
+  //   FailedPrecondition: same cluster but older than version(); nothing
+  //     changes (the server never sends one; a replica behind us could).
+  absl::Status ApplySnapshot(const v1::MappingSnapshot& snapshot);
+
+  // ApplyDeltas()
+  //
+  // Applies consecutive deltas (from_version = previous to_version, each
+  // one version) on top of the current mapping, and publishes the result
+  // once. All or nothing. An empty span is a no-op.
+  // Errors:
+  //   FailedPrecondition: no mapping yet, or deltas[0].from_version !=
+  //     version() (a gap or a replay): resync with a snapshot.
+  //   InvalidArgument: a delta is malformed or not contiguous.
+  absl::Status ApplyDeltas(absl::Span<const v1::MappingDelta> deltas);
+  // The same, for WatchResponse.Push.deltas().
+  absl::Status ApplyDeltas(const google::protobuf::RepeatedPtrField<v1::MappingDelta>& deltas);
+
+  // ConfirmCurrent()
+  //
+  // Reports the server's current version (from SYNC or a heartbeat). When
+  // it is not above version(), the mapping is current: Staleness() restarts
+  // from zero.
+  void ConfirmCurrent(int64_t server_version);
+
+  // LoadCache()
+  //
+  // Seeds the mapping from the last-known-good file (`path`, or
+  // options.cache_path), for a start without a server. Staleness() then
+  // reflects the file's confirmation time. A file that is missing, corrupt,
+  // truncated or of another format version is ignored, with a warning, and
+  // the mapping is unchanged.
+  // Errors:
+  //   InvalidArgument: no path.
+  //   NotFound: no file.
+  //   DataLoss: a corrupt or truncated file.
+  //   FailedPrecondition: a file of an unknown format version, or of
+  //     another cluster than an already loaded mapping.
+  // A file no newer than the loaded mapping is not loaded; that is OK.
+  absl::Status LoadCache();
+  absl::Status LoadCache(const std::string& path);
+
+  // WriteCache()
+  //
+  // Writes the current mapping to the cache file atomically: a temporary
+  // file in the same directory, fsync, rename, fsync of the directory.
+  // Errors: InvalidArgument (no path), FailedPrecondition (no mapping yet),
+  // and the errno-derived status of a failed write (e.g. PermissionDenied).
+  absl::Status WriteCache();
+  absl::Status WriteCache(const std::string& path);
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  absl::Time Now() const;
+  // Publishes `view`: release-stores it, advances version(), retires the
+  // previous view through call_rcu and runs the listeners.
+  void Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  absl::Status ApplyDeltaList(const std::vector<const v1::MappingDelta*>& deltas);
+  // The current view, for the writer; nullptr before any.
+  std::shared_ptr<const MappingView> CurrentForWriter() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+
+  const ClientOptions options_;
+
+  // The published view. Written only under apply_mu_ (release); read by
+  // anyone inside an RCU read-side critical section (acquire).
+  std::atomic<client_internal::PublishedView*> current_{nullptr};
+  std::atomic<int64_t> version_{0};
+  // Unix nanoseconds of the last confirmation; kNever before any.
+  std::atomic<int64_t> confirmed_at_ns_;
+
+  // Serializes publications.
+  absl::Mutex apply_mu_;
+  // WaitForVersion() waits on version_cv_; Publish() advances version_
+  // under version_mu_ and signals.
+  mutable absl::Mutex version_mu_;
+  mutable absl::CondVar version_cv_;
+  // Serializes cache-file writes, so a file never goes back in version.
+  absl::Mutex cache_mu_;
+
+  absl::Mutex listeners_mu_;
+  ListenerId next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+  std::vector<std::pair<ListenerId, std::shared_ptr<const std::function<void(const ChangeEvent&)>>>>
+      listeners_ ABSL_GUARDED_BY(listeners_mu_);
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_CLIENT_H_

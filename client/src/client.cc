@@ -1,0 +1,408 @@
+#include "bucketmap/client.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "client/src/cache_file.h"
+#include "client/src/rcu.h"
+#include "client/src/route_index.h"
+#include "client/src/tsan.h"
+#include "client/src/wire.h"
+#include "domain/status_macros.h"
+#include "spdlog/spdlog.h"
+
+namespace bucketmap {
+namespace client_internal {
+
+// What the RCU pointer points to: one reference to a view, plus what
+// liburcu needs to reclaim it. The view itself may outlive this node
+// through handles taken with Current().
+struct PublishedView {
+  rcu_head head;
+  // == view->index_.get(): Route() goes straight to the index.
+  const RouteIndex* index;
+  std::shared_ptr<const MappingView> view;
+};
+
+namespace {
+
+// Runs on liburcu's call_rcu thread once no reader can still hold `head`.
+void ReclaimPublishedView(rcu_head* head) {
+  TsanAcquireGrace();
+  delete caa_container_of(head, PublishedView, head);
+}
+
+}  // namespace
+}  // namespace client_internal
+
+namespace {
+
+using client_internal::PublishedView;
+using client_internal::RcuReadSection;
+using client_internal::RouteIndex;
+
+constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
+
+ClientOptions WithDefaults(ClientOptions options) {
+  if (!options.clock) options.clock = [] { return absl::Now(); };
+  return options;
+}
+
+// Snapshot::Build/Apply name the field relative to the mapping; say which
+// message it came from.
+absl::Status Prefixed(const absl::Status& status, const std::string& prefix) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+}  // namespace
+
+// ---- MappingView ----
+
+MappingView::MappingView(std::shared_ptr<const Snapshot> snapshot,
+                         std::unique_ptr<const client_internal::RouteIndex> index)
+    : snapshot_(std::move(snapshot)), index_(std::move(index)) {}
+
+MappingView::~MappingView() = default;
+
+RouteResult MappingView::Route(int64_t team_id) const { return index_->Lookup(team_id); }
+
+const std::string* MappingView::Topic(int32_t bucket_id, std::string_view role) const {
+  const Bucket* bucket = FindBucket(bucket_id);
+  if (bucket == nullptr) return nullptr;
+  // A handful of roles; a scan avoids building a std::string key.
+  for (const auto& [r, topic] : bucket->topics) {
+    if (r == role) return &topic;
+  }
+  return nullptr;
+}
+
+std::string_view MappingView::PoolName(int32_t index) const {
+  const auto& pools = snapshot_->pools();
+  if (index < 0 || static_cast<size_t>(index) >= pools.size()) return {};
+  return pools[static_cast<size_t>(index)];
+}
+
+std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
+  std::vector<const PlacementTable*> tables;
+  tables.reserve(snapshot_->pools().size());
+  for (const std::string& pool : snapshot_->pools()) tables.push_back(&snapshot_->PoolTable(pool));
+  std::vector<int64_t> teams;
+  const std::vector<int64_t>& ids = snapshot_->team_ids();
+  const std::vector<int32_t>& targets = snapshot_->targets();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t t = targets[i];
+    const int32_t bucket =
+        t > 0 ? t
+              : tables[static_cast<size_t>(-static_cast<int64_t>(t) - 1)]->BucketForTeam(ids[i]);
+    if (bucket == bucket_id) teams.push_back(ids[i]);
+  }
+  return teams;
+}
+
+bool MappingView::Owns(int32_t bucket_id, int64_t team_id) const {
+  const RouteResult r = Route(team_id);
+  return r.routable() && r.bucket_id == bucket_id;
+}
+
+// ---- Client: reads ----
+
+Client::Client(ClientOptions options)
+    : options_(WithDefaults(std::move(options))), confirmed_at_ns_(kNever) {}
+
+Client::~Client() {
+  {
+    client_internal::MutexLock lock(&apply_mu_);
+    PublishedView* old = current_.exchange(nullptr, std::memory_order_acq_rel);
+    if (old != nullptr) {
+      client_internal::RetireAfterGracePeriod(&old->head, &client_internal::ReclaimPublishedView);
+    }
+  }
+  // Every view this client retired is freed before the client is gone.
+  client_internal::RcuBarrier();
+}
+
+absl::Time Client::Now() const { return options_.clock(); }
+
+RouteResult Client::Route(int64_t team_id) const {
+  RcuReadSection section;
+  const PublishedView* p = current_.load(std::memory_order_acquire);
+  if (p == nullptr) return RouteResult{};
+  return p->index->Lookup(team_id);
+}
+
+std::shared_ptr<const MappingView> Client::Current() const {
+  RcuReadSection section;
+  const PublishedView* p = current_.load(std::memory_order_acquire);
+  return p == nullptr ? nullptr : p->view;
+}
+
+std::shared_ptr<const MappingView> Client::CurrentForWriter() const {
+  // Only writers, serialized by apply_mu_, replace or retire the node.
+  const PublishedView* p = current_.load(std::memory_order_relaxed);
+  return p == nullptr ? nullptr : p->view;
+}
+
+std::string Client::cluster_id() const {
+  std::shared_ptr<const MappingView> view = Current();
+  return view == nullptr ? std::string() : view->cluster_id();
+}
+
+std::optional<BucketState> Client::GetBucketState(int32_t bucket_id) const {
+  RcuReadSection section;
+  const PublishedView* p = current_.load(std::memory_order_acquire);
+  if (p == nullptr) return std::nullopt;
+  const Bucket* bucket = p->view->FindBucket(bucket_id);
+  if (bucket == nullptr) return std::nullopt;
+  return bucket->state;
+}
+
+bool Client::Owns(int32_t bucket_id, int64_t team_id) const {
+  const RouteResult r = Route(team_id);
+  return r.routable() && r.bucket_id == bucket_id;
+}
+
+std::vector<int64_t> Client::TeamsInBucket(int32_t bucket_id) const {
+  std::shared_ptr<const MappingView> view = Current();
+  return view == nullptr ? std::vector<int64_t>() : view->TeamsInBucket(bucket_id);
+}
+
+absl::Duration Client::Staleness() const {
+  const int64_t ns = confirmed_at_ns_.load(std::memory_order_acquire);
+  if (ns == kNever) return absl::InfiniteDuration();
+  return std::max(absl::ZeroDuration(), Now() - absl::FromUnixNanos(ns));
+}
+
+bool Client::WaitForVersion(int64_t version, absl::Duration timeout) const {
+  if (this->version() >= version) return true;
+  const absl::Time deadline = absl::Now() + timeout;
+  client_internal::MutexLock lock(&version_mu_);
+  while (this->version() < version) {
+    if (client_internal::WaitWithDeadline(&version_cv_, &version_mu_, deadline)) break;
+  }
+  return this->version() >= version;
+}
+
+Client::ListenerId Client::OnChange(std::function<void(const ChangeEvent&)> listener) {
+  client_internal::MutexLock lock(&listeners_mu_);
+  const ListenerId id = next_listener_id_++;
+  listeners_.emplace_back(
+      id, std::make_shared<const std::function<void(const ChangeEvent&)>>(std::move(listener)));
+  return id;
+}
+
+void Client::RemoveListener(ListenerId id) {
+  client_internal::MutexLock lock(&listeners_mu_);
+  listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                  [id](const auto& entry) { return entry.first == id; }),
+                   listeners_.end());
+}
+
+// ---- Client: updates ----
+
+void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at) {
+  const int64_t old_version = version_.load(std::memory_order_relaxed);
+  const int64_t new_version = view->version();
+  const MappingView* raw = view.get();
+  auto* node = new PublishedView{{}, view->index_.get(), std::move(view)};
+  // The release half publishes everything written while building the view.
+  PublishedView* old = current_.exchange(node, std::memory_order_acq_rel);
+  {
+    // Under version_mu_, so a waiter either sees the new version before it
+    // waits or is already waiting when signalled.
+    client_internal::MutexLock lock(&version_mu_);
+    version_.store(new_version, std::memory_order_release);
+  }
+  version_cv_.SignalAll();
+  confirmed_at_ns_.store(absl::ToUnixNanos(confirmed_at), std::memory_order_release);
+  if (old != nullptr) {
+    client_internal::RetireAfterGracePeriod(&old->head, &client_internal::ReclaimPublishedView);
+  }
+
+  std::vector<std::shared_ptr<const std::function<void(const ChangeEvent&)>>> listeners;
+  {
+    client_internal::MutexLock lock(&listeners_mu_);
+    listeners.reserve(listeners_.size());
+    for (const auto& entry : listeners_) listeners.push_back(entry.second);
+  }
+  const ChangeEvent event{old_version, new_version, reset, raw};
+  for (const auto& listener : listeners) (*listener)(event);
+}
+
+absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
+  // Decoding and indexing happen before the lock: they are the expensive
+  // part, and touch nothing shared.
+  ASSIGN_OR_RETURN(MappingState state, client_internal::StateFromProto(snapshot));
+  absl::StatusOr<std::shared_ptr<const Snapshot>> built = Snapshot::Build(std::move(state));
+  if (!built.ok()) return Prefixed(built.status(), "snapshot.");
+  std::shared_ptr<const Snapshot> domain = *std::move(built);
+  ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index, RouteIndex::Build(*domain));
+  std::shared_ptr<const MappingView> view(new MappingView(domain, std::move(index)));
+
+  client_internal::MutexLock lock(&apply_mu_);
+  const std::shared_ptr<const MappingView> current = CurrentForWriter();
+  const bool reset = current != nullptr && current->cluster_id() != domain->cluster_id();
+  if (current != nullptr && !reset && domain->version() < current->version()) {
+    return absl::FailedPreconditionError(absl::StrCat("snapshot.version: ", domain->version(),
+                                                      " is older than the applied version ",
+                                                      current->version()));
+  }
+  if (reset) {
+    spdlog::warn(
+        "bucketmap client: cluster_id changed from {} to {}; dropping the mapping at version {} "
+        "and taking the snapshot at version {}",
+        current->cluster_id(), domain->cluster_id(), current->version(), domain->version());
+  }
+  Publish(std::move(view), reset, Now());
+  return absl::OkStatus();
+}
+
+absl::Status Client::ApplyDeltas(absl::Span<const v1::MappingDelta> deltas) {
+  std::vector<const v1::MappingDelta*> list;
+  list.reserve(deltas.size());
+  for (const v1::MappingDelta& d : deltas) list.push_back(&d);
+  return ApplyDeltaList(list);
+}
+
+absl::Status Client::ApplyDeltas(
+    const google::protobuf::RepeatedPtrField<v1::MappingDelta>& deltas) {
+  std::vector<const v1::MappingDelta*> list;
+  list.reserve(deltas.size());
+  for (const v1::MappingDelta& d : deltas) list.push_back(&d);
+  return ApplyDeltaList(list);
+}
+
+absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& deltas) {
+  if (deltas.empty()) return absl::OkStatus();
+  client_internal::MutexLock lock(&apply_mu_);
+  const std::shared_ptr<const MappingView> current = CurrentForWriter();
+  if (current == nullptr) {
+    return absl::FailedPreconditionError(
+        "deltas: no mapping is loaded; a snapshot must come first");
+  }
+  if (deltas[0]->from_version() != current->version()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "deltas[0].from_version: ", deltas[0]->from_version(), ", but the client is at version ",
+        current->version(), "; resync with a snapshot"));
+  }
+
+  std::shared_ptr<const Snapshot> snapshot(current->snapshot_);
+  // Bucket changes can move any override's precomputed route (a state, a
+  // weight, a pool's membership); they rebuild the index. Assignment-only
+  // deltas update just the touched teams.
+  bool rebuild = false;
+  std::vector<int64_t> touched;
+  for (size_t i = 0; i < deltas.size(); ++i) {
+    const v1::MappingDelta& d = *deltas[i];
+    const std::string field = absl::StrCat("deltas[", i, "]");
+    if (d.from_version() != snapshot->version()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".from_version: ", d.from_version(),
+                                                     " does not follow version ",
+                                                     snapshot->version()));
+    }
+    if (d.to_version() != d.from_version() + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".to_version: ", d.to_version(),
+                                                     "; a delta spans one version, from ",
+                                                     d.from_version()));
+    }
+    ASSIGN_OR_RETURN(Change change, client_internal::ChangeFromProto(d, field));
+    rebuild = rebuild || !change.buckets.empty();
+    for (const auto& [team, target] : change.set) touched.push_back(team);
+    touched.insert(touched.end(), change.unset.begin(), change.unset.end());
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = snapshot->Apply(change);
+    if (!next.ok()) return Prefixed(next.status(), field + ": ");
+    snapshot = *std::move(next);
+  }
+  // Pool indexes are stored in the index; a new pool table renumbers them.
+  rebuild = rebuild || snapshot->pools() != current->snapshot().pools();
+
+  absl::StatusOr<std::unique_ptr<const RouteIndex>> index;
+  if (rebuild) {
+    index = RouteIndex::Build(*snapshot);
+  } else {
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    index = RouteIndex::Update(*current->index_, *snapshot, touched);
+  }
+  if (!index.ok()) return index.status();
+  Publish(std::shared_ptr<const MappingView>(new MappingView(snapshot, *std::move(index))),
+          /*reset=*/false, Now());
+  return absl::OkStatus();
+}
+
+void Client::ConfirmCurrent(int64_t server_version) {
+  client_internal::MutexLock lock(&apply_mu_);
+  if (current_.load(std::memory_order_relaxed) == nullptr) return;
+  if (server_version <= version_.load(std::memory_order_relaxed)) {
+    confirmed_at_ns_.store(absl::ToUnixNanos(Now()), std::memory_order_release);
+  }
+}
+
+// ---- Client: the cache file ----
+
+absl::Status Client::LoadCache() { return LoadCache(options_.cache_path); }
+
+absl::Status Client::LoadCache(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("cache_path: empty");
+  absl::StatusOr<client_internal::CacheContents> contents = client_internal::ReadCacheFile(path);
+  if (!contents.ok()) {
+    if (absl::IsNotFound(contents.status())) {
+      spdlog::info("bucketmap client: no cache file at {}", path);
+    } else {
+      spdlog::warn("bucketmap client: ignoring cache file {}: {}", path,
+                   contents.status().ToString());
+    }
+    return contents.status();
+  }
+  // A file that passed its checksum but does not build is still corrupt
+  // from our point of view: written by a buggy release, say.
+  auto corrupt = [&path](const absl::Status& status) {
+    spdlog::warn("bucketmap client: ignoring cache file {}: {}", path, status.ToString());
+    return absl::DataLossError(absl::StrCat("cache file: ", status.message()));
+  };
+  absl::StatusOr<MappingState> state = client_internal::StateFromProto(contents->snapshot);
+  if (!state.ok()) return corrupt(state.status());
+  absl::StatusOr<std::shared_ptr<const Snapshot>> domain = Snapshot::Build(*std::move(state));
+  if (!domain.ok()) return corrupt(domain.status());
+  absl::StatusOr<std::unique_ptr<const RouteIndex>> index = RouteIndex::Build(**domain);
+  if (!index.ok()) return corrupt(index.status());
+  std::shared_ptr<const MappingView> view(new MappingView(*domain, *std::move(index)));
+
+  client_internal::MutexLock lock(&apply_mu_);
+  const std::shared_ptr<const MappingView> current = CurrentForWriter();
+  if (current != nullptr) {
+    if (current->cluster_id() != view->cluster_id()) {
+      spdlog::warn("bucketmap client: ignoring cache file {} of cluster {}; the mapping is of {}",
+                   path, view->cluster_id(), current->cluster_id());
+      return absl::FailedPreconditionError(
+          absl::StrCat("cache file: of cluster ", view->cluster_id(),
+                       " while the loaded mapping is of cluster ", current->cluster_id()));
+    }
+    if (view->version() <= current->version()) return absl::OkStatus();
+  }
+  const absl::Time confirmed_at = contents->confirmed_at;
+  spdlog::info(
+      "bucketmap client: loaded mapping version {} of cluster {} from {}, confirmed {} ago",
+      view->version(), view->cluster_id(), path, absl::FormatDuration(Now() - confirmed_at));
+  Publish(std::move(view), /*reset=*/false, confirmed_at);
+  return absl::OkStatus();
+}
+
+absl::Status Client::WriteCache() { return WriteCache(options_.cache_path); }
+
+absl::Status Client::WriteCache(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("cache_path: empty");
+  client_internal::MutexLock lock(&cache_mu_);
+  // Taken under cache_mu_, so successive writes never go back in version.
+  const std::shared_ptr<const MappingView> view = Current();
+  if (view == nullptr) return absl::FailedPreconditionError("no mapping is loaded");
+  v1::MappingSnapshot proto;
+  client_internal::SnapshotToProto(view->snapshot(), &proto);
+  const int64_t ns = confirmed_at_ns_.load(std::memory_order_acquire);
+  const absl::Time confirmed_at = ns == kNever ? Now() : absl::FromUnixNanos(ns);
+  return client_internal::WriteCacheFile(path, proto, confirmed_at);
+}
+
+}  // namespace bucketmap
