@@ -408,6 +408,22 @@ TEST(FormatTest, HistoryAndEmptyLists) {
   EXPECT_THAT(deltas, HasSubstr("    team 7: override removed\n"));
 
   EXPECT_EQ(FormatClients(v1::ListClientsResponse()), "no clients\n");
+  auto clients = FromText<v1::ListClientsResponse>(R"pb(
+    clients {
+      client_id: "events-1"
+      role: PRODUCER
+      replica: "r1:50051"
+      peer: "ipv4:10.0.0.7:4242"
+      applied_version: 9
+      drained_version: 8
+      connected: true
+      last_ack_time { seconds: 1767225600 }
+    })pb");
+  EXPECT_EQ(FormatClients(clients),
+            "CLIENT    ROLE      STATE      REPLICA   PEER                APPLIED  DRAINED  "
+            "LAST ACK              NACKS  LAST NACK ERROR\n"
+            "events-1  PRODUCER  connected  r1:50051  ipv4:10.0.0.7:4242        9        8  "
+            "2026-01-01T00:00:00Z      0  -\n");
   EXPECT_EQ(FormatHandoffs(v1::ListHandoffsResponse()), "no open handoffs\n");
   EXPECT_EQ(FormatListAssignments(v1::ListAssignmentsResponse()), "no assignments (version 0)\n");
 }

@@ -364,10 +364,15 @@ std::string FormatTeam(const v1::TeamRoute& route) {
 
 std::string FormatClients(const v1::ListClientsResponse& response) {
   if (response.clients().empty()) return "no clients\n";
-  Table table({"CLIENT", "ROLE", "REPLICA", "APPLIED", "DRAINED"});
+  Table table({"CLIENT", "ROLE", "STATE", "REPLICA", "PEER", "APPLIED", "DRAINED", "LAST ACK",
+               "NACKS", "LAST NACK ERROR"});
   for (const v1::ClientInfo& c : response.clients()) {
-    table.AddRow({c.client_id(), v1::ClientRole_Name(c.role()), c.replica(),
-                  absl::StrCat(c.applied_version()), absl::StrCat(c.drained_version())});
+    table.AddRow({c.client_id(), v1::ClientRole_Name(c.role()),
+                  c.connected() ? "connected" : "gone", c.replica().empty() ? "-" : c.replica(),
+                  c.peer().empty() ? "-" : c.peer(), absl::StrCat(c.applied_version()),
+                  absl::StrCat(c.drained_version()), TimeText(c.last_ack_time()),
+                  absl::StrCat(c.nacks()),
+                  c.last_nack_error().empty() ? "-" : c.last_nack_error()});
   }
   return table.Render();
 }
