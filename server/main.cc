@@ -55,8 +55,9 @@ ABSL_FLAG(absl::Duration, watch_ack_timeout, absl::Seconds(30),
           "A watch push not ACKed within this closes the stream; the client reconnects.");
 ABSL_FLAG(int32_t, watch_max_deltas_per_push, 64,
           "A watcher further behind than this many versions is sent the snapshot instead.");
-ABSL_FLAG(int32_t, watch_resume_versions, 10000,
-          "Resumes are served as deltas from at most this many recent versions...");
+ABSL_FLAG(int32_t, watch_resume_versions, 64,
+          "Resumes are served as deltas from at most this many recent versions (capped by "
+          "--watch_max_deltas_per_push)...");
 ABSL_FLAG(absl::Duration, watch_resume_age, absl::Hours(1),
           "...no older than this; older resumes get the snapshot.");
 ABSL_FLAG(absl::Duration, client_lease, absl::Seconds(30),

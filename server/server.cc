@@ -47,6 +47,10 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_size);
   builder.SetMaxSendMessageSize(options.max_message_size);
+  // Clients send keepalive pings (every 20 s in the C++ library) to notice
+  // a dead server; accept them rather than answering with GOAWAY.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(server->mapping_service_.get());
   builder.RegisterService(server->admin_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -49,13 +49,6 @@ grpc::Slice SharedSlice(const std::string& bytes, std::shared_ptr<T> owner) {
                      [](void* p) { delete static_cast<std::shared_ptr<T>*>(p); }, held);
 }
 
-// Keeps an assignment row for a filtered stream: pool rows always (their
-// placement may land in a filtered bucket), pins only to filtered buckets.
-bool Keep(const Target& target, const std::vector<int32_t>& filter) {
-  return !target.is_pin() ||
-         std::binary_search(filter.begin(), filter.end(), target.bucket_id);
-}
-
 std::string SerializeResponse(const v1::WatchResponse& response) {
   return response.SerializeAsString();
 }
@@ -65,53 +58,68 @@ std::string SerializeResponse(const v1::WatchResponse& response) {
 // ---------------------------------------------------------------------------
 // VersionFrame
 
-VersionFrame::VersionFrame(int64_t version, absl::Time time, v1::MappingDelta delta,
-                           std::vector<std::optional<Target>> old_set_targets,
-                           std::vector<std::optional<Target>> old_unset_targets, bool filterable)
-    : version_(version),
-      time_(time),
-      delta_(std::move(delta)),
-      old_set_targets_(std::move(old_set_targets)),
-      old_unset_targets_(std::move(old_unset_targets)),
-      filterable_(filterable),
-      full_field_(Encode({})) {}
+namespace {
 
-std::string VersionFrame::Encode(const std::vector<int32_t>& filter) const {
-  std::string body;
-  if (filter.empty()) {
-    body = delta_.SerializeAsString();
-  } else {
-    absl::StatusOr<Change> change = FromProto(delta_);
-    Change filtered;
-    filtered.buckets = change->buckets;
-    for (size_t i = 0; i < change->set.size(); ++i) {
-      const auto& [team, target] = change->set[i];
-      const std::optional<Target>& old = old_set_targets_[i];
-      if (Keep(target, filter)) {
-        filtered.set.push_back(change->set[i]);
-      } else if (old.has_value() && Keep(*old, filter)) {
-        // The team leaves this stream's view.
-        filtered.unset.push_back(team);
-      }
-    }
-    for (size_t i = 0; i < change->unset.size(); ++i) {
-      const std::optional<Target>& old = old_unset_targets_[i];
-      if (old.has_value() && Keep(*old, filter)) filtered.unset.push_back(change->unset[i]);
-    }
-    std::sort(filtered.unset.begin(), filtered.unset.end());
-    v1::MappingDelta proto;
-    ToProto(filtered, version_, &proto);
-    body = proto.SerializeAsString();
-  }
+std::string DeltaField(const v1::MappingDelta& delta) {
+  const std::string body = delta.SerializeAsString();
   return FieldPrefix(kPushDeltasTag, body.size()) + body;
 }
 
+// A packed target is kept by a filtered stream: pool rows always (their
+// placement may land in a filtered bucket), pins only to filtered buckets.
+bool KeepPacked(int32_t target, const std::vector<int32_t>& filter) {
+  return target < 0 ||
+         (target > 0 && std::binary_search(filter.begin(), filter.end(), target));
+}
+
+}  // namespace
+
+VersionFrame::VersionFrame(int64_t version, absl::Time time, const v1::MappingDelta& delta,
+                           std::optional<PriorTargets> prior)
+    : version_(version),
+      time_(time),
+      field_(DeltaField(delta)),
+      prefix_size_(FieldPrefix(kPushDeltasTag, delta.ByteSizeLong()).size()),
+      prior_(std::move(prior)) {}
+
+size_t VersionFrame::bytes() const {
+  size_t n = sizeof(*this) + field_.capacity();
+  if (prior_.has_value()) n += 4 * (prior_->set.capacity() + prior_->unset.capacity());
+  return n;
+}
+
+std::string VersionFrame::Filtered(const std::vector<int32_t>& filter) const {
+  v1::MappingDelta delta;
+  delta.ParseFromArray(field_.data() + prefix_size_, field_.size() - prefix_size_);
+  v1::MappingDelta out;
+  out.set_from_version(delta.from_version());
+  out.set_to_version(delta.to_version());
+  *out.mutable_buckets() = delta.buckets();
+  *out.mutable_pools() = delta.pools();
+  std::vector<int64_t> unset;
+  const v1::Assignments& set = delta.set();
+  for (int i = 0; i < set.team_ids_size(); ++i) {
+    if (KeepPacked(set.targets(i), filter)) {
+      out.mutable_set()->add_team_ids(set.team_ids(i));
+      out.mutable_set()->add_targets(set.targets(i));
+    } else if (KeepPacked(prior_->set[i], filter)) {
+      unset.push_back(set.team_ids(i));  // the team leaves this stream's view
+    }
+  }
+  for (int i = 0; i < delta.unset_team_ids_size(); ++i) {
+    if (KeepPacked(prior_->unset[i], filter)) unset.push_back(delta.unset_team_ids(i));
+  }
+  std::sort(unset.begin(), unset.end());
+  out.mutable_unset_team_ids()->Add(unset.begin(), unset.end());
+  return DeltaField(out);
+}
+
 const std::string* VersionFrame::Field(const std::vector<int32_t>& filter) const {
-  if (filter.empty()) return &full_field_;
-  if (!filterable_) return nullptr;
+  if (filter.empty()) return &field_;
+  if (!prior_.has_value()) return nullptr;
   absl::MutexLock lock(&mu_);
   auto it = filtered_.find(filter);
-  if (it == filtered_.end()) it = filtered_.emplace(filter, Encode(filter)).first;
+  if (it == filtered_.end()) it = filtered_.emplace(filter, Filtered(filter)).first;
   return &it->second;
 }
 
@@ -465,25 +473,49 @@ void WatchHub::Start() {
   flusher_ = std::thread([this] { FlushLoop(); });
 }
 
+size_t WatchHub::RingCapacity() const {
+  return static_cast<size_t>(
+      std::max(0, std::min(options_.resume_max_versions, options_.max_deltas_per_push)));
+}
+
 void WatchHub::Preload() {
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
   const int64_t to = current->version();
-  const int64_t from = std::max<int64_t>(0, to - options_.resume_max_versions);
+  const int64_t from = std::max<int64_t>(0, to - static_cast<int64_t>(RingCapacity()));
   absl::StatusOr<std::vector<v1::MappingDelta>> deltas = store_->LoadDeltas(from, to);
-  absl::MutexLock lock(&mu_);
-  last_ = current;
-  if (!deltas.ok()) {
+  std::vector<std::shared_ptr<const VersionFrame>> added;
+  if (deltas.ok()) {
+    // Without the previous targets these frames cannot be filtered:
+    // filtered streams resuming into them take a snapshot.
+    for (const v1::MappingDelta& delta : *deltas) {
+      added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(), delta,
+                                                           std::nullopt));
+    }
+  } else {
     spdlog::warn("watch: cannot preload deltas {}..{}: {}", from + 1, to,
                  deltas.status().ToString());
-    return;
   }
-  // Preloaded frames carry no previous targets: filtered streams resuming
-  // into them take a snapshot.
-  for (v1::MappingDelta& delta : *deltas) {
-    const int64_t version = delta.to_version();
-    frames_.push_back(std::make_shared<const VersionFrame>(
-        version, absl::Now(), std::move(delta), std::vector<std::optional<Target>>(),
-        std::vector<std::optional<Target>>(), /*filterable=*/false));
+  absl::MutexLock lock(&mu_);
+  last_ = current;
+  AddFrames(std::move(added), deltas.ok());
+}
+
+void WatchHub::AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added,
+                         bool contiguous) {
+  if (added.empty() || !contiguous) {
+    frames_.clear();  // a gap: streams behind it take the snapshot
+    frame_bytes_ = 0;
+  }
+  for (auto& frame : added) {
+    frame_bytes_ += frame->bytes();
+    frames_.push_back(std::move(frame));
+  }
+  const absl::Time oldest = absl::Now() - options_.resume_max_age;
+  while (!frames_.empty() &&
+         (frames_.size() > RingCapacity() || frames_.front()->time() < oldest ||
+          frame_bytes_ > options_.resume_max_bytes)) {
+    frame_bytes_ -= frames_.front()->bytes();
+    frames_.pop_front();
   }
 }
 
@@ -499,44 +531,39 @@ void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
   const bool same_cluster =
       previous != nullptr && previous->snapshot().cluster_id() == snapshot->snapshot().cluster_id();
   if (change != nullptr && same_cluster && previous->version() + 1 == version) {
-    std::vector<std::optional<Target>> old_set, old_unset;
-    old_set.reserve(change->set.size());
-    for (const auto& [team, target] : change->set) {
-      old_set.push_back(previous->snapshot().FindAssignment(team));
-    }
-    for (int64_t team : change->unset) {
-      old_unset.push_back(previous->snapshot().FindAssignment(team));
-    }
+    // Record each row's previous target, so that filtered encodings can
+    // turn a team leaving the filtered buckets into an unset row.
+    const Snapshot& before = previous->snapshot();
+    PriorTargets prior;
+    auto packed = [&before](int64_t team) -> int32_t {
+      const auto& teams = before.team_ids();
+      auto it = std::lower_bound(teams.begin(), teams.end(), team);
+      if (it == teams.end() || *it != team) return 0;
+      return before.targets()[it - teams.begin()];
+    };
+    prior.set.reserve(change->set.size());
+    for (const auto& [team, target] : change->set) prior.set.push_back(packed(team));
+    prior.unset.reserve(change->unset.size());
+    for (int64_t team : change->unset) prior.unset.push_back(packed(team));
     v1::MappingDelta delta;
     ToProto(*change, version, &delta);
-    added.push_back(std::make_shared<const VersionFrame>(version, absl::Now(), std::move(delta),
-                                                         std::move(old_set),
-                                                         std::move(old_unset), true));
-  } else if (same_cluster && previous->version() < version) {
+    added.push_back(
+        std::make_shared<const VersionFrame>(version, absl::Now(), delta, std::move(prior)));
+  } else if (same_cluster && previous->version() < version &&
+             version - previous->version() <= static_cast<int64_t>(RingCapacity())) {
     // Versions committed elsewhere: take their deltas from the change log.
     absl::StatusOr<std::vector<v1::MappingDelta>> deltas =
         store_->LoadDeltas(previous->version(), version);
     if (deltas.ok()) {
-      for (v1::MappingDelta& delta : *deltas) {
-        const int64_t v = delta.to_version();
-        added.push_back(std::make_shared<const VersionFrame>(
-            v, absl::Now(), std::move(delta), std::vector<std::optional<Target>>(),
-            std::vector<std::optional<Target>>(), false));
+      for (const v1::MappingDelta& delta : *deltas) {
+        added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(),
+                                                             delta, std::nullopt));
       }
     }
   }
   {
     absl::MutexLock lock(&mu_);
-    if (added.empty() || !same_cluster) {
-      frames_.clear();  // a gap: streams behind it take the snapshot
-    }
-    for (auto& frame : added) frames_.push_back(std::move(frame));
-    const absl::Time oldest = absl::Now() - options_.resume_max_age;
-    while (!frames_.empty() &&
-           (frames_.size() > static_cast<size_t>(options_.resume_max_versions) ||
-            frames_.front()->time() < oldest)) {
-      frames_.pop_front();
-    }
+    AddFrames(std::move(added), same_cluster);
     last_ = snapshot;
   }
   absl::MutexLock lock(&wake_mu_);

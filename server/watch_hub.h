@@ -54,10 +54,13 @@ struct WatchOptions {
   absl::Duration ack_timeout = absl::Seconds(30);
   // A stream further behind than this many versions gets the snapshot.
   int max_deltas_per_push = 64;
-  // Resumes are served from deltas of at most this many recent versions
-  // no older than resume_max_age; older resumes get the snapshot.
-  int resume_max_versions = 10000;
+  // Resumes are served from the deltas of at most this many recent
+  // versions (never more than max_deltas_per_push: a stream further behind
+  // gets the snapshot anyway), no older than resume_max_age, and holding at
+  // most resume_max_bytes; older resumes get the snapshot.
+  int resume_max_versions = 64;
   absl::Duration resume_max_age = absl::Hours(1);
+  size_t resume_max_bytes = 64 << 20;
   // Client states are flushed to the store this often, leased this long.
   absl::Duration client_flush = absl::Seconds(1);
   absl::Duration client_lease = absl::Seconds(30);
@@ -67,33 +70,40 @@ struct WatchOptions {
 
 class WatchStream;
 
-// One version's shared encodings.
+// The targets rows had before a version: > 0 a pinned bucket, < 0 a pool
+// (filters keep every pool row, so which pool does not matter), 0 none.
+struct PriorTargets {
+  std::vector<int32_t> set;    // parallel to the delta's set rows
+  std::vector<int32_t> unset;  // parallel to its unset_team_ids
+};
+
+// One version's shared encodings. Immutable but for a lazily filled cache
+// of filtered encodings.
 class VersionFrame {
  public:
-  VersionFrame(int64_t version, absl::Time time, v1::MappingDelta delta,
-               std::vector<std::optional<Target>> old_set_targets,
-               std::vector<std::optional<Target>> old_unset_targets, bool filterable);
+  // `prior` is needed to filter (a team leaving the filtered buckets must
+  // arrive as unset); frames loaded from the change log have none.
+  VersionFrame(int64_t version, absl::Time time, const v1::MappingDelta& delta,
+               std::optional<PriorTargets> prior);
 
   int64_t version() const { return version_; }
   absl::Time time() const { return time_; }
+  // Memory held, for the hub's byte budget.
+  size_t bytes() const;
 
   // The `Push.deltas` field (tag, length, MappingDelta) for streams with
   // `filter` (sorted bucket ids; empty: no filter). Null when this frame
-  // cannot be filtered (it was loaded from the change log without the
-  // previous targets); the stream then takes a snapshot.
+  // cannot be filtered; the stream then takes a snapshot.
   const std::string* Field(const std::vector<int32_t>& filter) const;
 
  private:
-  std::string Encode(const std::vector<int32_t>& filter) const;
+  std::string Filtered(const std::vector<int32_t>& filter) const;
 
   const int64_t version_;
   const absl::Time time_;
-  const v1::MappingDelta delta_;
-  // Each set/unset row's target before this version (nullopt: none).
-  const std::vector<std::optional<Target>> old_set_targets_;
-  const std::vector<std::optional<Target>> old_unset_targets_;
-  const bool filterable_;
-  const std::string full_field_;
+  const std::string field_;
+  const size_t prefix_size_;  // of field_: tag and length
+  const std::optional<PriorTargets> prior_;
   mutable absl::Mutex mu_;
   mutable std::map<std::vector<int32_t>, std::string> filtered_ ABSL_GUARDED_BY(mu_);
 };
@@ -139,6 +149,11 @@ class WatchHub {
  private:
   void OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot, const Change* change);
   void Preload();
+  // Appends frames (consecutive versions) and drops what retention
+  // no longer keeps. An empty `added` or a gap clears the ring.
+  void AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added, bool contiguous)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t RingCapacity() const;
   std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();
   void FlushLoop();
@@ -156,6 +171,7 @@ class WatchHub {
   std::map<int, int64_t> watchers_by_role_ ABSL_GUARDED_BY(mu_);
   // Frames of consecutive versions, oldest first, ending at last_.
   std::deque<std::shared_ptr<const VersionFrame>> frames_ ABSL_GUARDED_BY(mu_);
+  size_t frame_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const ServedSnapshot> last_ ABSL_GUARDED_BY(mu_);
   // Filtered snapshot bytes of last_'s version, by filter.
   int64_t filtered_version_ ABSL_GUARDED_BY(mu_) = -1;

@@ -1,0 +1,92 @@
+// WatchConnection: keeps a bucketmap::Client current over the
+// MappingService.WatchMapping stream (docs/protocol.md).
+//
+// It connects to the client's addresses in turn, subscribes with the
+// client's version and cluster_id (so a reconnect resumes with deltas),
+// applies every push, writes the last-known-good cache file when the client
+// has one, and only then ACKs; a push that cannot be applied is NACKed and
+// the server answers with the snapshot. A broken stream is retried with
+// exponential backoff and full jitter; the backoff resets once a stream has
+// synced. With a cache file and no mapping yet, Start() first seeds the
+// client from the file, so it can route while no server is reachable.
+//
+// Thread safety: Start() and Stop() may be called from any thread; the
+// connection runs on one thread of its own. The Client must outlive the
+// WatchConnection.
+//
+// This is the only part of the client library that links gRPC (target
+// bucketmap_client_watch), so the routing core stays buildable under
+// ThreadSanitizer.
+#ifndef BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_WATCH_H_
+#define BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_WATCH_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "bucketmap/client.h"
+
+namespace grpc {
+class ClientContext;
+}  // namespace grpc
+
+namespace bucketmap {
+
+struct WatchConnectionOptions {
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(10);
+  // The largest message accepted: a snapshot of a million teams is ~10 MB.
+  int max_message_size = 64 << 20;
+  // The role's bucket filter (consumers and observers only).
+  std::vector<int32_t> bucket_filter;
+  // Write the cache file before ACKing each push (when the client has a
+  // cache path). Producers need it for handoffs (SPEC §5).
+  bool write_cache = true;
+};
+
+class WatchConnection {
+ public:
+  WatchConnection(Client* client, WatchConnectionOptions options = {});
+  // Stops the connection.
+  ~WatchConnection();
+  WatchConnection(const WatchConnection&) = delete;
+  WatchConnection& operator=(const WatchConnection&) = delete;
+
+  // Seeds the client from its cache file if it has no mapping, then
+  // starts connecting. Call once.
+  void Start();
+  // Ends the stream and joins the connection thread. Idempotent.
+  void Stop();
+
+  // True while a stream has synced and has not ended since.
+  bool synced() const { return synced_.load(std::memory_order_acquire); }
+  // Streams opened so far, including the current one.
+  int64_t streams_opened() const { return streams_opened_.load(std::memory_order_relaxed); }
+  // The address of the current or last stream.
+  std::string address() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  void Run();
+  // Runs one stream to its end; returns true if it synced.
+  bool RunStream(const std::string& address);
+
+  Client* const client_;
+  const WatchConnectionOptions options_;
+  std::thread thread_;
+  absl::Notification stopping_;
+  std::atomic<bool> synced_{false};
+  std::atomic<int64_t> streams_opened_{0};
+  mutable absl::Mutex mu_;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string address_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_WATCH_H_

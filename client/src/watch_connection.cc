@@ -1,0 +1,149 @@
+#include "bucketmap/watch.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "bucketmap/v1/mapping.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "spdlog/spdlog.h"
+
+namespace bucketmap {
+
+WatchConnection::WatchConnection(Client* client, WatchConnectionOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+WatchConnection::~WatchConnection() { Stop(); }
+
+void WatchConnection::Start() {
+  if (client_->version() == 0 && !client_->options().cache_path.empty()) {
+    absl::Status s = client_->LoadCache();
+    if (s.ok()) {
+      spdlog::info("bucketmap: routing from the cache file at version {} until a server answers",
+                   client_->version());
+    } else if (!absl::IsNotFound(s)) {
+      spdlog::warn("bucketmap: cache file not used: {}", s.ToString());
+    }
+  }
+  thread_ = std::thread([this] { Run(); });
+}
+
+void WatchConnection::Stop() {
+  if (stopping_.HasBeenNotified()) return;
+  stopping_.Notify();
+  {
+    absl::MutexLock lock(&mu_);
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string WatchConnection::address() const {
+  absl::MutexLock lock(&mu_);
+  return address_;
+}
+
+void WatchConnection::Run() {
+  const std::vector<std::string>& addresses = client_->options().addresses;
+  if (addresses.empty()) {
+    spdlog::error("bucketmap: no server addresses; the client stays at version {}",
+                  client_->version());
+    return;
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  absl::Duration backoff = options_.initial_backoff;
+  for (size_t attempt = 0; !stopping_.HasBeenNotified(); ++attempt) {
+    const std::string& address = addresses[attempt % addresses.size()];
+    if (RunStream(address)) backoff = options_.initial_backoff;
+    if (stopping_.HasBeenNotified()) break;
+    // Full jitter: a fleet reconnecting after a server restart spreads out.
+    std::uniform_real_distribution<double> jitter(0.0, 1.0);
+    const absl::Duration wait = backoff * jitter(rng);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+    stopping_.WaitForNotificationWithTimeout(wait);
+  }
+}
+
+bool WatchConnection::RunStream(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options_.max_message_size);
+  args.SetMaxSendMessageSize(options_.max_message_size);
+  // Notice a dead server within seconds even when no push is due.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::MappingService::NewStub(channel);
+
+  grpc::ClientContext context;
+  if (!client_->options().bearer_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + client_->options().bearer_token);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_.HasBeenNotified()) return false;
+    context_ = &context;
+    address_ = address;
+  }
+  streams_opened_.fetch_add(1, std::memory_order_relaxed);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> stream =
+      stub->WatchMapping(&context);
+
+  v1::WatchRequest subscribe;
+  v1::WatchRequest::Subscribe* sub = subscribe.mutable_subscribe();
+  sub->set_client_id(client_->options().client_id);
+  sub->set_role(client_->options().role);
+  sub->set_known_version(client_->version());
+  sub->set_cluster_id(client_->cluster_id());
+  for (int32_t bucket : options_.bucket_filter) sub->add_bucket_filter(bucket);
+  bool synced = false;
+  if (stream->Write(subscribe)) {
+    v1::WatchResponse response;
+    while (stream->Read(&response)) {
+      if (response.has_push()) {
+        const v1::WatchResponse::Push& push = response.push();
+        absl::Status applied;
+        if (push.has_snapshot()) {
+          applied = client_->ApplySnapshot(push.snapshot());
+        } else {
+          applied = client_->ApplyDeltas(push.deltas());
+        }
+        if (applied.ok() && options_.write_cache && !client_->options().cache_path.empty()) {
+          // The file must hold the version before the server hears of it.
+          absl::Status cached = client_->WriteCache();
+          if (!cached.ok()) spdlog::warn("bucketmap: cache write failed: {}", cached.ToString());
+        }
+        v1::WatchRequest answer;
+        if (applied.ok()) {
+          answer.mutable_ack()->set_nonce(push.nonce());
+          answer.mutable_ack()->set_applied_version(client_->version());
+        } else {
+          spdlog::warn("bucketmap: push {}..{} not applied: {}", push.from_version(),
+                       push.to_version(), applied.ToString());
+          answer.mutable_nack()->set_nonce(push.nonce());
+          answer.mutable_nack()->set_error(applied.ToString());
+        }
+        if (!stream->Write(answer)) break;
+      } else if (response.has_sync()) {
+        client_->ConfirmCurrent(response.sync().version());
+        synced = true;
+        synced_.store(true, std::memory_order_release);
+      } else if (response.has_heartbeat()) {
+        client_->ConfirmCurrent(response.heartbeat().version());
+      }
+    }
+  }
+  synced_.store(false, std::memory_order_release);
+  grpc::Status status = stream->Finish();
+  {
+    absl::MutexLock lock(&mu_);
+    context_ = nullptr;
+  }
+  if (!stopping_.HasBeenNotified()) {
+    spdlog::info("bucketmap: watch stream to {} ended ({}: {}); reconnecting", address,
+                 static_cast<int>(status.error_code()), status.error_message());
+  }
+  return synced;
+}
+
+}  // namespace bucketmap
