@@ -56,7 +56,8 @@ std::string Fingerprint(const std::string& kind, const google::protobuf::Message
     copy->SerializeToCodedStream(&coded);
   }
   const XXH128_hash_t hash = XXH3_128bits(bytes.data(), bytes.size());
-  return absl::StrCat(absl::Hex(hash.high64, absl::kZeroPad16), absl::Hex(hash.low64, absl::kZeroPad16));
+  return absl::StrCat(absl::Hex(hash.high64, absl::kZeroPad16),
+                      absl::Hex(hash.low64, absl::kZeroPad16));
 }
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx, absl::Duration cap) {
@@ -116,6 +117,23 @@ void FillBucket(const Snapshot& before, const Plan& plan, int32_t bucket_id, int
   ToProto(plan.effect, dry_run, response->mutable_effect());
 }
 
+// Keeps only `team_id`'s rows of a delta (buckets are kept whole).
+void TrimDeltaToTeam(int64_t team_id, v1::MappingDelta* delta) {
+  v1::Assignments kept;
+  const v1::Assignments& set = delta->set();
+  for (int i = 0; i < set.team_ids_size(); ++i) {
+    if (set.team_ids(i) == team_id) {
+      kept.add_team_ids(team_id);
+      kept.add_targets(set.targets(i));
+    }
+  }
+  delta->mutable_set()->Swap(&kept);
+  const bool unset =
+      std::binary_search(delta->unset_team_ids().begin(), delta->unset_team_ids().end(), team_id);
+  delta->clear_unset_team_ids();
+  if (unset) delta->add_unset_team_ids(team_id);
+}
+
 }  // namespace
 
 AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
@@ -124,8 +142,7 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
 
 template <typename Response>
 grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext* ctx,
-                                                     WriteSpec<Response> spec,
-                                                     Response* response) {
+                                                     WriteSpec<Response> spec, Response* response) {
   if (absl::Status s = ValidateReason(spec.reason); !s.ok()) return FinishNow(ctx, s);
   if (absl::Status s = ValidateRequestId(spec.request_id); !s.ok()) return FinishNow(ctx, s);
   if (absl::Status s = ValidateExpectedVersion(spec.expected_version); !s.ok()) {
@@ -141,8 +158,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
   write.expected_version = spec.expected_version;
   write.deadline = DeadlineOf(*ctx, options_.write_timeout);
 
-  workers_->Schedule([this, reactor, response, spec = std::move(spec),
-                      write = std::move(write)]() {
+  workers_->Schedule([this, reactor, response, spec = std::move(spec), write = std::move(write)]() {
     if (spec.dry_run) {
       // A dry run is planned against this replica's snapshot; it commits
       // nothing and is not remembered under its request_id.
@@ -342,10 +358,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
     return FinishNow(ctx, absl::InvalidArgumentError("assignments: at least one is required"));
   }
   if (request->assignments_size() > options_.max_bulk_assign) {
-    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
-                              "assignments: ", request->assignments_size(),
-                              " entries exceed the limit of ", options_.max_bulk_assign,
-                              " per call; split the load into batches")));
+    return FinishNow(
+        ctx, absl::InvalidArgumentError(absl::StrCat(
+                 "assignments: ", request->assignments_size(), " entries exceed the limit of ",
+                 options_.max_bulk_assign, " per call; split the load into batches")));
   }
   for (int i = 0; i < request->assignments_size(); ++i) {
     const v1::BulkAssignment& a = request->assignments(i);
@@ -407,7 +423,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
     return FinishNow(ctx, absl::InvalidArgumentError("bucket_id: must be positive"));
   }
   if (request->bucket_id() != 0 && !request->pool().empty()) {
-    return FinishNow(ctx, absl::InvalidArgumentError("pool: set at most one of bucket_id and pool"));
+    return FinishNow(ctx,
+                     absl::InvalidArgumentError("pool: set at most one of bucket_id and pool"));
   }
   if (!request->pool().empty()) {
     if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
@@ -441,8 +458,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
     }
     wanted = -static_cast<int32_t>(it - pools.begin()) - 1;
   }
-  const int32_t page_size = request->page_size() == 0 ? kDefaultAssignmentsPage
-                                                       : request->page_size();
+  const int32_t page_size =
+      request->page_size() == 0 ? kDefaultAssignmentsPage : request->page_size();
   const auto& teams = snapshot.team_ids();
   const auto& targets = snapshot.targets();
   size_t i = std::upper_bound(teams.begin(), teams.end(), after_team) - teams.begin();
@@ -507,7 +524,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerConte
       reactor->Finish(ToGrpcStatus(page.status()));
       return;
     }
-    for (v1::ChangeRecord& record : page->records) *response->add_records() = std::move(record);
+    for (v1::ChangeRecord& record : page->records) {
+      // Filtered by team, a bulk write's delta shrinks to that team's row:
+      // a page of 100k-row deltas would not fit a message.
+      if (query.team_id != 0 && record.has_delta())
+        TrimDeltaToTeam(query.team_id, record.mutable_delta());
+      *response->add_records() = std::move(record);
+    }
     if (page->next_from_version != 0) {
       response->set_next_page_token(absl::StrCat(page->next_from_version));
     }

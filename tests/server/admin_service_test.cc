@@ -440,6 +440,27 @@ TEST_F(AdminServiceTest, HistoryRecordsActorReasonAndPagesByTeamAndRange) {
   }
   EXPECT_EQ(versions, (std::vector<int64_t>{3, 4, 5, 6, 7}));
 
+  // Filtered by team, a bulk write's delta holds only that team's row.
+  v1::BulkAssignRequest bulk;
+  bulk.set_reason("bulk");
+  for (int64_t team : {9, 10, 12}) {
+    v1::BulkAssignment* a = bulk.add_assignments();
+    a->set_team_id(team);
+    a->set_bucket_id(b2);  // team 10 is on b1 now
+  }
+  v1::BulkAssignResponse bulk_resp;
+  ASSERT_TRUE(admin_->BulkAssign(Ctx().get(), bulk, &bulk_resp).ok());
+  v1::GetHistoryRequest latest;
+  latest.set_team_id(10);
+  latest.set_from_version(bulk_resp.version());
+  latest.set_include_delta(true);
+  v1::GetHistoryResponse trimmed;
+  ASSERT_TRUE(admin_->GetHistory(Ctx().get(), latest, &trimmed).ok());
+  ASSERT_EQ(trimmed.records_size(), 1);
+  EXPECT_EQ(trimmed.records(0).assignments_changed(), 3);
+  ASSERT_EQ(trimmed.records(0).delta().set().team_ids_size(), 1);
+  EXPECT_EQ(trimmed.records(0).delta().set().team_ids(0), 10);
+
   v1::GetHistoryRequest range;
   range.set_from_version(2);
   range.set_to_version(4);
