@@ -104,7 +104,7 @@ std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
 
 bool MappingView::Owns(int32_t bucket_id, int64_t team_id) const {
   const RouteResult r = Route(team_id);
-  return r.routable() && r.bucket_id == bucket_id;
+  return r.routable() && r.bucket_id() == bucket_id;
 }
 
 // ---- Client: reads ----
@@ -161,7 +161,7 @@ std::optional<BucketState> Client::GetBucketState(int32_t bucket_id) const {
 
 bool Client::Owns(int32_t bucket_id, int64_t team_id) const {
   const RouteResult r = Route(team_id);
-  return r.routable() && r.bucket_id == bucket_id;
+  return r.routable() && r.bucket_id() == bucket_id;
 }
 
 std::vector<int64_t> Client::TeamsInBucket(int32_t bucket_id) const {

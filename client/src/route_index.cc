@@ -4,7 +4,6 @@
 #include <string>
 #include <utility>
 
-#include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -12,23 +11,23 @@ namespace bucketmap {
 namespace client_internal {
 namespace {
 
-constexpr uint32_t kPoolIndexBits = 24;
-constexpr uint32_t kPoolIndexMask = (1u << kPoolIndexBits) - 1;
-// Pool index + 1 must fit, and the all-ones value stays unused.
-constexpr size_t kMaxPools = kPoolIndexMask - 1;
 // A default-pool member index must fit in the 16-bit slot table.
 constexpr size_t kMaxDefaultMembers = 65536;
 
-inline uint64_t HashTeam(int64_t team_id) { return Mix64(static_cast<uint64_t>(team_id)); }
-
-size_t CapacityFor(size_t count) {
-  size_t capacity = 8;
-  while (capacity < 2 * count) capacity *= 2;
-  return capacity;
+size_t PartitionOf(int64_t team_id, uint64_t partition_mask) {
+  return static_cast<size_t>((HashTeam(team_id) >> 32) & partition_mask);
 }
 
-// Computes the precomputed routes of overrides, using the snapshot's
-// placement tables exactly as Snapshot::RouteOf() does.
+// Buckets for `count` entries: a power of two, at most half the entries
+// used, so that a probe rarely goes past its first bucket.
+size_t BucketsFor(size_t count) {
+  size_t buckets = 1;
+  while (buckets * 2 < count) buckets *= 2;
+  return buckets;
+}
+
+// Computes the routes of overrides, using the snapshot's placement tables
+// exactly as Snapshot::RouteOf() does.
 class EntryMaker {
  public:
   explicit EntryMaker(const Snapshot& snapshot) : snapshot_(snapshot) {
@@ -38,25 +37,20 @@ class EntryMaker {
 
   // The entry of the override at `i` in the snapshot's columns.
   RouteIndex::Entry Make(size_t i) const {
-    RouteIndex::Entry e;
-    e.team_id = snapshot_.team_ids()[i];
+    const int64_t team = snapshot_.team_ids()[i];
     const int32_t target = snapshot_.targets()[i];
-    uint32_t pool_plus_one = 0;
-    if (target > 0) {
-      e.bucket_id = target;
-    } else {
-      const size_t pool = static_cast<size_t>(-static_cast<int64_t>(target) - 1);
-      e.bucket_id = tables_[pool]->BucketForTeam(e.team_id);
-      pool_plus_one = static_cast<uint32_t>(pool + 1);
+    int32_t bucket = target;
+    int32_t pool = -1;
+    RouteSource source = RouteSource::kPin;
+    if (target < 0) {
+      pool = static_cast<int32_t>(-static_cast<int64_t>(target) - 1);
+      bucket = tables_[static_cast<size_t>(pool)]->BucketForTeam(team);
+      source = RouteSource::kPool;
     }
-    uint32_t state = 0;
-    if (e.bucket_id > 0) {
-      // Snapshot::Build/Apply guarantee pins name existing buckets, and
-      // placement only yields members of the pool.
-      state = static_cast<uint32_t>(snapshot_.FindBucket(e.bucket_id)->state);
-    }
-    e.aux = pool_plus_one | (state << kPoolIndexBits);
-    return e;
+    // Snapshot::Build/Apply guarantee that pins name existing buckets, and
+    // placement only yields members of the pool.
+    const BucketState state = bucket > 0 ? snapshot_.FindBucket(bucket)->state : BucketState{};
+    return RouteIndex::Entry{team, RouteIndex::PackRoute(bucket, pool, state, source)};
   }
 
  private:
@@ -64,64 +58,45 @@ class EntryMaker {
   std::vector<const PlacementTable*> tables_;
 };
 
-// Inserts or replaces `e`; the partition must have a free slot.
-void Insert(std::vector<RouteIndex::Entry>& slots, size_t& size, const RouteIndex::Entry& e) {
-  const uint64_t mask = slots.size() - 1;
-  for (uint64_t i = HashTeam(e.team_id) & mask;; i = (i + 1) & mask) {
-    if (slots[i].team_id == e.team_id) {
-      slots[i] = e;
-      return;
-    }
-    if (slots[i].team_id == 0) {
-      slots[i] = e;
-      ++size;
-      return;
-    }
-  }
-}
-
-// Removes `team_id` if present, by backward-shift deletion: linear probing
-// then needs no tombstones, so lookups of absent teams stay short.
-void Erase(std::vector<RouteIndex::Entry>& slots, size_t& size, int64_t team_id) {
-  const uint64_t mask = slots.size() - 1;
-  uint64_t hole = HashTeam(team_id) & mask;
-  for (;; hole = (hole + 1) & mask) {
-    if (slots[hole].team_id == 0) return;
-    if (slots[hole].team_id == team_id) break;
-  }
-  for (uint64_t j = (hole + 1) & mask; slots[j].team_id != 0; j = (j + 1) & mask) {
-    const uint64_t home = HashTeam(slots[j].team_id) & mask;
-    // The entry at j may fill the hole when the hole lies on its probe path
-    // from `home` to j.
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      slots[hole] = slots[j];
-      hole = j;
-    }
-  }
-  slots[hole] = RouteIndex::Entry{};
-  --size;
-}
-
-void Rehash(std::vector<RouteIndex::Entry>& slots, size_t capacity) {
-  std::vector<RouteIndex::Entry> old(capacity);
-  old.swap(slots);
-  size_t size = 0;
-  for (const RouteIndex::Entry& e : old) {
-    if (e.team_id != 0) Insert(slots, size, e);
-  }
+// The slot table shared by every index whose default pool has no
+// placeable bucket: each slot names the one unroutable route.
+const std::shared_ptr<const std::vector<uint16_t>>& ZeroSlots() {
+  static const auto* const kZero = new std::shared_ptr<const std::vector<uint16_t>>(
+      std::make_shared<const std::vector<uint16_t>>(kSlotCount, 0));
+  return *kZero;
 }
 
 }  // namespace
 
+std::shared_ptr<const RouteIndex::Partition> RouteIndex::BuildPartition(
+    const std::vector<Entry>& entries) {
+  auto part = std::make_shared<Partition>();
+  part->buckets.resize(BucketsFor(entries.size()));
+  const uint64_t mask = part->buckets.size() - 1;
+  for (const Entry& e : entries) {
+    for (uint64_t b = HashTeam(e.team_id) & mask;; b = (b + 1) & mask) {
+      Entry* slots = part->buckets[b].entries;
+      Entry* free = std::find_if(slots, slots + 4, [](const Entry& x) { return x.team_id == 0; });
+      if (free != slots + 4) {
+        *free = e;
+        break;
+      }
+    }
+  }
+  part->size = entries.size();
+  return part;
+}
+
 void RouteIndex::Publish(size_t i, std::shared_ptr<const Partition> partition) {
-  refs_[i] = PartitionRef{partition->slots.data(), partition->slots.size() - 1};
+  refs_[i] = PartitionRef{partition->buckets.data(), partition->buckets.size() - 1};
   partitions_[i] = std::move(partition);
 }
 
 absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapshot& snapshot) {
-  if (snapshot.pools().size() > kMaxPools) {
-    return absl::ResourceExhaustedError(absl::StrCat("snapshot.pools: ", snapshot.pools().size(),
-                                                     " pools; the client supports ", kMaxPools));
+  const auto& pools = snapshot.pools();
+  if (pools.size() > kMaxPools) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("snapshot.pools: ", pools.size(), " pools; the client supports ", kMaxPools));
   }
   std::unique_ptr<RouteIndex> index(new RouteIndex());
   index->version_ = snapshot.version();
@@ -132,30 +107,27 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
   while (bits < 16 && (n >> bits) > kTargetPartitionSize) ++bits;
   const size_t count = size_t{1} << bits;
   index->partition_mask_ = count - 1;
-  std::vector<size_t> sizes(count, 0);
-  for (int64_t team : snapshot.team_ids()) ++sizes[(HashTeam(team) >> 32) & index->partition_mask_];
-  std::vector<std::shared_ptr<Partition>> parts(count);
-  for (size_t p = 0; p < count; ++p) {
-    parts[p] = std::make_shared<Partition>();
-    parts[p]->slots.resize(CapacityFor(sizes[p]));
-  }
+  std::vector<std::vector<Entry>> grouped(count);
+  for (auto& g : grouped) g.reserve(n / count + n / count / 4 + 4);
   EntryMaker maker(snapshot);
   for (size_t i = 0; i < n; ++i) {
     const Entry e = maker.Make(i);
-    Partition& part = *parts[(HashTeam(e.team_id) >> 32) & index->partition_mask_];
-    Insert(part.slots, part.size, e);
+    grouped[PartitionOf(e.team_id, index->partition_mask_)].push_back(e);
   }
   index->refs_.resize(count);
   index->partitions_.resize(count);
-  for (size_t p = 0; p < count; ++p) index->Publish(p, std::move(parts[p]));
+  for (size_t p = 0; p < count; ++p) index->Publish(p, BuildPartition(grouped[p]));
   index->size_ = n;
 
   // Default placement.
-  const auto& pools = snapshot.pools();
-  index->default_pool_index_ = static_cast<int32_t>(
+  const int32_t default_pool = static_cast<int32_t>(
       std::lower_bound(pools.begin(), pools.end(), std::string(kDefaultPool)) - pools.begin());
   const PlacementTable& table = snapshot.PoolTable(kDefaultPool);
-  if (!table.empty()) {
+  auto routes = std::make_shared<std::vector<uint64_t>>();
+  if (table.empty()) {
+    routes->push_back(RouteIndex::PackRoute(0, default_pool, BucketState{}, RouteSource::kDefault));
+    index->default_slots_ = ZeroSlots();
+  } else {
     const std::vector<PlacementMember>& members = table.members();  // ascending by id
     if (members.size() > kMaxDefaultMembers) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -163,8 +135,9 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
           " placeable buckets in the default pool; the client supports ", kMaxDefaultMembers));
     }
     for (const PlacementMember& m : members) {
-      index->default_members_.push_back(
-          Member{m.bucket_id, static_cast<uint8_t>(snapshot.FindBucket(m.bucket_id)->state)});
+      routes->push_back(RouteIndex::PackRoute(m.bucket_id, default_pool,
+                                              snapshot.FindBucket(m.bucket_id)->state,
+                                              RouteSource::kDefault));
     }
     auto slots = std::make_shared<std::vector<uint16_t>>(kSlotCount);
     for (uint32_t s = 0; s < static_cast<uint32_t>(kSlotCount); ++s) {
@@ -174,9 +147,11 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
                            [](const PlacementMember& m, int32_t v) { return m.bucket_id < v; });
       (*slots)[s] = static_cast<uint16_t>(it - members.begin());
     }
-    index->default_slots_raw_ = slots->data();
     index->default_slots_ = std::move(slots);
   }
+  index->default_routes_ = std::move(routes);
+  index->default_slots_raw_ = index->default_slots_->data();
+  index->default_routes_raw_ = index->default_routes_->data();
   return std::unique_ptr<const RouteIndex>(std::move(index));
 }
 
@@ -185,77 +160,54 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
   const size_t n = snapshot.assignment_count();
   const size_t count = previous.refs_.size();
   // Partitions sized for another order of magnitude: start over, so that
-  // probes stay short and partitions stay cheap to copy.
+  // partitions stay cheap to rebuild.
   if (n > 4 * kTargetPartitionSize * count || (count > 1 && n * 4 < kTargetPartitionSize * count)) {
     return Build(snapshot);
   }
+  // Everything it points into (partitions, default tables) is shared.
   std::unique_ptr<RouteIndex> index(new RouteIndex(previous));
   index->version_ = snapshot.version();
 
-  // Copy-on-write: a partition is copied the first time a touched team
-  // falls into it.
-  std::vector<std::shared_ptr<Partition>> copies(count);
+  // Group the touched teams by partition; each touched partition is
+  // rebuilt from its untouched entries plus the touched teams' new ones.
+  std::vector<std::pair<size_t, int64_t>> by_partition;
+  by_partition.reserve(touched.size());
+  for (int64_t team : touched) {
+    by_partition.emplace_back(PartitionOf(team, index->partition_mask_), team);
+  }
+  std::sort(by_partition.begin(), by_partition.end());
   EntryMaker maker(snapshot);
   const std::vector<int64_t>& ids = snapshot.team_ids();
-  for (int64_t team : touched) {
-    const size_t p = (HashTeam(team) >> 32) & index->partition_mask_;
-    if (copies[p] == nullptr) copies[p] = std::make_shared<Partition>(*previous.partitions_[p]);
-    Partition& part = *copies[p];
-    const auto it = std::lower_bound(ids.begin(), ids.end(), team);
-    if (it != ids.end() && *it == team) {
-      if (2 * (part.size + 1) > part.slots.size()) Rehash(part.slots, 2 * part.slots.size());
-      Insert(part.slots, part.size, maker.Make(static_cast<size_t>(it - ids.begin())));
-    } else {
-      Erase(part.slots, part.size, team);
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < by_partition.size();) {
+    const size_t p = by_partition[i].first;
+    size_t j = i;
+    while (j < by_partition.size() && by_partition[j].first == p) ++j;
+    // by_partition[i, j) are this partition's touched teams, ascending.
+    auto is_touched = [&](int64_t team) {
+      return std::binary_search(by_partition.begin() + i, by_partition.begin() + j,
+                                std::make_pair(p, team));
+    };
+    entries.clear();
+    for (const Bucket& bucket : previous.partitions_[p]->buckets) {
+      for (const Entry& e : bucket.entries) {
+        if (e.team_id != 0 && !is_touched(e.team_id)) entries.push_back(e);
+      }
     }
+    for (size_t k = i; k < j; ++k) {
+      const int64_t team = by_partition[k].second;
+      const auto it = std::lower_bound(ids.begin(), ids.end(), team);
+      if (it != ids.end() && *it == team) {
+        entries.push_back(maker.Make(static_cast<size_t>(it - ids.begin())));
+      }
+    }
+    index->Publish(p, BuildPartition(entries));
+    i = j;
   }
   size_t size = 0;
-  for (size_t p = 0; p < count; ++p) {
-    if (copies[p] != nullptr) index->Publish(p, std::move(copies[p]));
-    size += index->partitions_[p]->size;
-  }
+  for (const auto& part : index->partitions_) size += part->size;
   index->size_ = size;
   return std::unique_ptr<const RouteIndex>(std::move(index));
-}
-
-RouteResult RouteIndex::Lookup(int64_t team_id) const {
-  RouteResult r;
-  r.version = version_;
-  if (ABSL_PREDICT_FALSE(team_id < 1)) {
-    r.status = RouteStatus::kInvalidTeam;
-    return r;
-  }
-  const uint64_t h = HashTeam(team_id);
-  const PartitionRef& part = refs_[(h >> 32) & partition_mask_];
-  for (uint64_t i = h & part.mask;; i = (i + 1) & part.mask) {
-    const Entry& e = part.slots[i];
-    if (e.team_id == team_id) {
-      const int32_t pool_index = static_cast<int32_t>(e.aux & kPoolIndexMask) - 1;
-      r.bucket_id = e.bucket_id;
-      r.pool_index = pool_index;
-      r.source = pool_index < 0 ? RouteSource::kPin : RouteSource::kPool;
-      if (e.bucket_id > 0) {
-        r.bucket_state = static_cast<BucketState>(e.aux >> kPoolIndexBits);
-        r.status = RouteStatus::kOk;
-      } else {
-        r.status = RouteStatus::kNoPlaceableBucket;
-      }
-      return r;
-    }
-    if (e.team_id == 0) break;
-  }
-  r.source = RouteSource::kDefault;
-  r.pool_index = default_pool_index_;
-  if (ABSL_PREDICT_FALSE(default_slots_raw_ == nullptr)) {
-    r.status = RouteStatus::kNoPlaceableBucket;
-    return r;
-  }
-  // Mix64(team_id) >> 48 is TeamSlot(team_id).
-  const Member& m = default_members_[default_slots_raw_[h >> 48]];
-  r.bucket_id = m.bucket_id;
-  r.bucket_state = static_cast<BucketState>(m.state);
-  r.status = RouteStatus::kOk;
-  return r;
 }
 
 bool RouteIndex::TEST_SharesPartition(const RouteIndex& other, size_t i) const {

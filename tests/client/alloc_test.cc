@@ -79,12 +79,12 @@ TEST(ClientAllocationTest, RouteDoesNotAllocate) {
   const int64_t before = t_allocations;
   int64_t sum = 0;
   for (int round = 0; round < 10; ++round) {
-    for (int64_t t : teams) sum += client.Route(t).bucket_id;
+    for (int64_t t : teams) sum += client.Route(t).bucket_id();
   }
   // Handles cost a reference count, not an allocation.
   for (int i = 0; i < 1000; ++i) {
     std::shared_ptr<const MappingView> view = client.Current();
-    sum += view->Route(teams[i]).bucket_id;
+    sum += view->Route(teams[i]).bucket_id();
     sum += client.Owns(1, teams[i]);
     sum += client.GetBucketState(2).has_value();
     sum += view->Topic(1, "ingestion") != nullptr;

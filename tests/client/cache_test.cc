@@ -112,7 +112,7 @@ TEST_F(CacheTest, RoundTripSeedsAClientWithTheFilesAge) {
   EXPECT_EQ(reader.Staleness(), absl::Minutes(7)) << "the file's age, not zero";
   (void)written;
   for (int64_t team = 1; team < 12000; team += 3) {
-    ASSERT_EQ(reader.Route(team).bucket_id, expected->RouteOf(team).bucket_id) << team;
+    ASSERT_EQ(reader.Route(team).bucket_id(), expected->RouteOf(team).bucket_id) << team;
   }
   // Catching up with the server makes it fresh.
   reader.ConfirmCurrent(321);
@@ -251,12 +251,12 @@ TEST_F(CacheTest, StartFromCacheThenCatchUpWithDeltas) {
   Client client(Options());
   ASSERT_THAT(client.LoadCache(), IsOk());
   EXPECT_EQ(client.Staleness(), absl::Hours(2));
-  EXPECT_EQ(client.Route(5).bucket_id, 2);
+  EXPECT_EQ(client.Route(5).bucket_id(), 2);
   // The server comes back: resume from version 42 with deltas.
   Change c;
   c.set = {{5, Target::Pin(1)}};
   ASSERT_THAT(client.ApplyDeltas({client_testing::DeltaProto(c, 42)}), IsOk());
-  EXPECT_EQ(client.Route(5).bucket_id, 1);
+  EXPECT_EQ(client.Route(5).bucket_id(), 1);
   EXPECT_EQ(client.Staleness(), absl::ZeroDuration());
 }
 

@@ -45,7 +45,7 @@ TEST(ClientNotifyTest, OnChangeSeesEachPublication) {
     EXPECT_EQ(e.view->version(), e.new_version);
     // Listeners run after publication: reads already see the new version.
     EXPECT_EQ(client.version(), e.new_version);
-    routed.push_back(client.Route(7).version);
+    routed.push_back(client.Route(7).version());
   });
   ASSERT_THAT(client.ApplySnapshot(SnapshotProto(State(5))), IsOk());
   ASSERT_THAT(client.ApplyDeltas({PinDelta(5, 7, 2)}), IsOk());
@@ -83,7 +83,7 @@ TEST(ClientNotifyTest, WaitForVersion) {
     waiting.Notify();
     reached = client.WaitForVersion(7, absl::Seconds(30));
     // Whoever observed version 7 routes from 7 or newer.
-    EXPECT_GE(client.Route(9).version, 7);
+    EXPECT_GE(client.Route(9).version(), 7);
   });
   waiting.WaitForNotification();
   ASSERT_THAT(client.ApplyDeltas({PinDelta(5, 9, 1)}), IsOk());
@@ -148,8 +148,8 @@ TEST(ClientNotifyTest, HandleOutlivesPublicationsAndClient) {
   // The client and every later view are gone; the handle still works.
   EXPECT_EQ(held->version(), 5);
   EXPECT_EQ(*held->Topic(1, "ingestion"), "events_plugin_ingestion_1");
-  EXPECT_EQ(held->Route(120).source, RouteSource::kDefault);
-  EXPECT_EQ(held->Route(120).version, 5);
+  EXPECT_EQ(held->Route(120).source(), RouteSource::kDefault);
+  EXPECT_EQ(held->Route(120).version(), 5);
 }
 
 }  // namespace

@@ -80,17 +80,18 @@ class Failures {
 };
 
 void CheckRoute(const RouteResult& r, int64_t team, Failures& failures) {
-  const int64_t v = r.version;
+  const int64_t v = r.version();
   if (!r.routable()) {
     failures.Add("team " + std::to_string(team) + " unroutable at " + std::to_string(v));
     return;
   }
-  if (team <= kPinnedTeams && (r.bucket_id != PinnedBucket(v) || r.source != RouteSource::kPin)) {
+  if (team <= kPinnedTeams &&
+      (r.bucket_id() != PinnedBucket(v) || r.source() != RouteSource::kPin)) {
     failures.Add("team " + std::to_string(team) + " at version " + std::to_string(v) +
-                 " routed to " + std::to_string(r.bucket_id));
+                 " routed to " + std::to_string(r.bucket_id()));
   }
-  if (r.bucket_state != StateOf(r.bucket_id, v)) {
-    failures.Add("bucket " + std::to_string(r.bucket_id) + " has the wrong state at version " +
+  if (r.bucket_state() != StateOf(r.bucket_id(), v)) {
+    failures.Add("bucket " + std::to_string(r.bucket_id()) + " has the wrong state at version " +
                  std::to_string(v));
   }
 }
@@ -112,23 +113,23 @@ TEST(ClientConcurrencyTest, ReadersSeeWholeVersionsWhileWriterPublishes) {
         const int64_t team = (i % 3 == 0) ? 1000 + static_cast<int64_t>(i % 5000)
                                           : 1 + static_cast<int64_t>(i % kPinnedTeams);
         const RouteResult res = client.Route(team);
-        if (res.version < last) failures.Add("version went back on reader " + std::to_string(r));
-        last = res.version;
+        if (res.version() < last) failures.Add("version went back on reader " + std::to_string(r));
+        last = res.version();
         CheckRoute(res, team, failures);
         ++n;
         if (i % 64 == 0) {
           // A handle: strings and routes from one version, however long held.
           std::shared_ptr<const MappingView> view = client.Current();
           const RouteResult vr = view->Route(3);
-          if (vr.version != view->version()) failures.Add("view route from another version");
+          if (vr.version() != view->version()) failures.Add("view route from another version");
           CheckRoute(vr, 3, failures);
-          const std::string* topic = view->Topic(vr.bucket_id, "ingestion");
+          const std::string* topic = view->Topic(vr.bucket_id(), "ingestion");
           if (topic == nullptr ||
-              *topic != "events_plugin_ingestion_" + std::to_string(vr.bucket_id)) {
-            failures.Add("topic of bucket " + std::to_string(vr.bucket_id));
+              *topic != "events_plugin_ingestion_" + std::to_string(vr.bucket_id())) {
+            failures.Add("topic of bucket " + std::to_string(vr.bucket_id()));
           }
           if (client.GetBucketState(4) == std::nullopt) failures.Add("bucket 4 missing");
-          if (!view->Owns(vr.bucket_id, 3)) failures.Add("Owns disagrees with Route");
+          if (!view->Owns(vr.bucket_id(), 3)) failures.Add("Owns disagrees with Route");
         }
       }
       reads += n;

@@ -9,6 +9,7 @@
 #include "bucketmap/client.h"
 #include "client/src/route_index.h"
 #include "client_test_util.h"
+#include "domain/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -39,12 +40,12 @@ void ExpectMatches(const Snapshot& expected, const Client& client,
   auto check = [&](int64_t team) {
     const Route want = expected.RouteOf(team);
     const RouteResult got = client.Route(team);
-    ASSERT_EQ(got.bucket_id, want.bucket_id) << "team " << team << " v" << expected.version();
-    ASSERT_EQ(got.source, want.source) << team;
-    ASSERT_EQ(got.version, expected.version());
-    if (want.source != RouteSource::kPin) ASSERT_EQ(view->PoolName(got.pool_index), want.pool);
+    ASSERT_EQ(got.bucket_id(), want.bucket_id) << "team " << team << " v" << expected.version();
+    ASSERT_EQ(got.source(), want.source) << team;
+    ASSERT_EQ(got.version(), expected.version());
+    if (want.source != RouteSource::kPin) ASSERT_EQ(view->PoolName(got.pool_index()), want.pool);
     if (want.routable()) {
-      ASSERT_EQ(got.bucket_state, expected.FindBucket(want.bucket_id)->state) << team;
+      ASSERT_EQ(got.bucket_state(), expected.FindBucket(want.bucket_id)->state) << team;
     }
   };
   for (int64_t team : expected.team_ids()) check(team);
@@ -155,11 +156,11 @@ TEST(ClientDeltaTest, PoolIndexesAreDecodedByName) {
   d.mutable_set()->add_targets(1);  // pin
   ASSERT_THAT(client.ApplyDeltas({d}), IsOk());
   auto view = client.Current();
-  EXPECT_EQ(client.Route(10).bucket_id, 3);
-  EXPECT_EQ(view->PoolName(client.Route(10).pool_index), "paid");
-  EXPECT_EQ(client.Route(11).bucket_id, 2);
-  EXPECT_EQ(view->PoolName(client.Route(11).pool_index), "free");
-  EXPECT_EQ(client.Route(12).source, RouteSource::kPin);
+  EXPECT_EQ(client.Route(10).bucket_id(), 3);
+  EXPECT_EQ(view->PoolName(client.Route(10).pool_index()), "paid");
+  EXPECT_EQ(client.Route(11).bucket_id(), 2);
+  EXPECT_EQ(view->PoolName(client.Route(11).pool_index()), "free");
+  EXPECT_EQ(client.Route(12).source(), RouteSource::kPin);
 }
 
 TEST(ClientDeltaTest, BucketUpdatesMoveRoutes) {
@@ -170,7 +171,7 @@ TEST(ClientDeltaTest, BucketUpdatesMoveRoutes) {
   state.assignments = {{7, Target::Pool("paid")}, {8, Target::Pin(2)}};
   Client client({});
   ASSERT_THAT(client.ApplySnapshot(SnapshotProto(state)), IsOk());
-  EXPECT_EQ(client.Route(7).bucket_id, 1);
+  EXPECT_EQ(client.Route(7).bucket_id(), 1);
 
   // Pause bucket 2: routes stay, states change for pins and default teams.
   Bucket paused = MakeBucket(2, "default", BucketState::kPaused);
@@ -185,14 +186,14 @@ TEST(ClientDeltaTest, BucketUpdatesMoveRoutes) {
   Change drain;
   drain.buckets = {MakeBucket(1, "paid", BucketState::kDraining)};
   ASSERT_THAT(client.ApplyDeltas({DeltaProto(drain, 2)}), IsOk());
-  EXPECT_EQ(client.Route(7).status, RouteStatus::kNoPlaceableBucket);
+  EXPECT_EQ(client.Route(7).status(), RouteStatus::kNoPlaceableBucket);
   EXPECT_EQ(client.version(), 3);
 
   // A new paid bucket makes it routable again.
   Change add;
   add.buckets = {MakeBucket(3, "paid")};
   ASSERT_THAT(client.ApplyDeltas({DeltaProto(add, 3)}), IsOk());
-  EXPECT_EQ(client.Route(7).bucket_id, 3);
+  EXPECT_EQ(client.Route(7).bucket_id(), 3);
 }
 
 TEST(ClientDeltaTest, GapIsRejectedForResync) {
@@ -216,7 +217,7 @@ TEST(ClientDeltaTest, GapIsRejectedForResync) {
   EXPECT_THAT(client.ApplyDeltas(std::vector<v1::MappingDelta>{}), IsOk());
   EXPECT_THAT(client.ApplyDeltas({DeltaProto(c, 10)}), IsOk());
   EXPECT_EQ(client.version(), 11);
-  EXPECT_EQ(client.Route(5).source, RouteSource::kPin);
+  EXPECT_EQ(client.Route(5).source(), RouteSource::kPin);
 }
 
 TEST(ClientDeltaTest, PushIsAllOrNothing) {
@@ -250,12 +251,12 @@ TEST(ClientDeltaTest, PushIsAllOrNothing) {
   EXPECT_THAT(client.ApplyDeltas({zero}),
               StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("deltas[0].set.targets[0]")));
   EXPECT_EQ(client.version(), 10);
-  EXPECT_EQ(client.Route(5).source, RouteSource::kDefault) << "nothing was applied";
+  EXPECT_EQ(client.Route(5).source(), RouteSource::kDefault) << "nothing was applied";
 
   EXPECT_THAT(client.ApplyDeltas({DeltaProto(a, 10), DeltaProto(b, 11)}), IsOk());
   EXPECT_EQ(client.version(), 12);
-  EXPECT_EQ(client.Route(5).bucket_id, 2);
-  EXPECT_EQ(client.Route(6).bucket_id, 2);
+  EXPECT_EQ(client.Route(5).bucket_id(), 2);
+  EXPECT_EQ(client.Route(6).bucket_id(), 2);
 }
 
 TEST(ClientDeltaTest, RepeatedPtrFieldOverload) {
@@ -274,7 +275,7 @@ TEST(ClientDeltaTest, RepeatedPtrFieldOverload) {
   *push.add_deltas() = DeltaProto(b, 2);
   ASSERT_THAT(client.ApplyDeltas(push.deltas()), IsOk());
   EXPECT_EQ(client.version(), 3);
-  EXPECT_EQ(client.Route(5).source, RouteSource::kDefault);
+  EXPECT_EQ(client.Route(5).source(), RouteSource::kDefault);
 }
 
 TEST(ClientDeltaTest, ClusterChangeResets) {
@@ -299,8 +300,8 @@ TEST(ClientDeltaTest, ClusterChangeResets) {
   ASSERT_THAT(client.ApplySnapshot(SnapshotProto(b)), IsOk());
   EXPECT_EQ(client.version(), 3);
   EXPECT_EQ(client.cluster_id(), "cluster-b");
-  EXPECT_EQ(client.Route(5).bucket_id, 1) << "the old pin is gone";
-  EXPECT_EQ(client.Route(5).source, RouteSource::kDefault);
+  EXPECT_EQ(client.Route(5).bucket_id(), 1) << "the old pin is gone";
+  EXPECT_EQ(client.Route(5).source(), RouteSource::kDefault);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_FALSE(events[0].reset);
   EXPECT_TRUE(events[1].reset);
@@ -319,7 +320,16 @@ TEST(ClientDeltaTest, ClusterChangeResets) {
     return s;
   }())),
               IsOk());
-  EXPECT_EQ(client.Route(5).source, RouteSource::kDefault);
+  EXPECT_EQ(client.Route(5).source(), RouteSource::kDefault);
+}
+
+TEST(RouteIndexTest, HashIsTheDomainHash) {
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 1000000; ++i) {
+    const int64_t team = i < 1000 ? i : static_cast<int64_t>(rng() >> 1);
+    ASSERT_EQ(client_internal::HashTeam(team), Mix64(static_cast<uint64_t>(team))) << team;
+    ASSERT_EQ(client_internal::HashTeam(team) >> 48, TeamSlot(team)) << team;
+  }
 }
 
 TEST(RouteIndexTest, SmallDeltaSharesUntouchedPartitions) {
@@ -348,17 +358,17 @@ TEST(RouteIndexTest, SmallDeltaSharesUntouchedPartitions) {
   EXPECT_GE(shared, index.partition_count() - 2);
   EXPECT_LT(shared, index.partition_count());
   for (int64_t team : (*next)->team_ids()) {
-    ASSERT_EQ((*updated)->Lookup(team).bucket_id, (*next)->RouteOf(team).bucket_id);
+    ASSERT_EQ((*updated)->Lookup(team).bucket_id(), (*next)->RouteOf(team).bucket_id);
   }
   for (int64_t team : touched) {
-    EXPECT_EQ((*updated)->Lookup(team).bucket_id, (*next)->RouteOf(team).bucket_id);
-    EXPECT_EQ((*updated)->Lookup(team).source, (*next)->RouteOf(team).source);
+    EXPECT_EQ((*updated)->Lookup(team).bucket_id(), (*next)->RouteOf(team).bucket_id);
+    EXPECT_EQ((*updated)->Lookup(team).source(), (*next)->RouteOf(team).source);
   }
 }
 
 TEST(RouteIndexTest, GrowsAndShrinksThroughUpdates) {
-  // Grow one partition far past its initial capacity, then empty it again:
-  // backward-shift deletion must keep every remaining team findable.
+  // Grow a small index far past its initial size, then shrink it again:
+  // every remaining team must stay findable through each rebuild.
   MappingState state;
   state.version = 1;
   state.cluster_id = "c";
@@ -399,8 +409,8 @@ TEST(RouteIndexTest, GrowsAndShrinksThroughUpdates) {
     ASSERT_EQ(index->size(), live.size());
     for (int64_t t = 1; t <= 3000; ++t) {
       const RouteResult r = index->Lookup(t);
-      ASSERT_EQ(r.source == RouteSource::kPin, live.count(t) == 1) << t << " step " << step;
-      ASSERT_EQ(r.bucket_id, snap->RouteOf(t).bucket_id);
+      ASSERT_EQ(r.source() == RouteSource::kPin, live.count(t) == 1) << t << " step " << step;
+      ASSERT_EQ(r.bucket_id(), snap->RouteOf(t).bucket_id);
     }
   }
 }

@@ -29,22 +29,22 @@ void ExpectSameRoute(const Snapshot& expected, const MappingView& view, const Ro
                      int64_t team) {
   const Route want = expected.RouteOf(team);
   SCOPED_TRACE(::testing::Message() << "team " << team << " at version " << expected.version());
-  EXPECT_EQ(got.version, expected.version());
-  EXPECT_EQ(got.bucket_id, want.bucket_id);
-  EXPECT_EQ(got.source, want.source);
+  EXPECT_EQ(got.version(), expected.version());
+  EXPECT_EQ(got.bucket_id(), want.bucket_id);
+  EXPECT_EQ(got.source(), want.source);
   if (want.source == RouteSource::kPin) {
-    EXPECT_EQ(got.pool_index, -1);
+    EXPECT_EQ(got.pool_index(), -1);
   } else {
-    EXPECT_EQ(view.PoolName(got.pool_index), want.pool);
+    EXPECT_EQ(view.PoolName(got.pool_index()), want.pool);
   }
   if (want.routable()) {
-    EXPECT_EQ(got.status, RouteStatus::kOk);
-    EXPECT_EQ(got.bucket_state, expected.FindBucket(want.bucket_id)->state);
+    EXPECT_EQ(got.status(), RouteStatus::kOk);
+    EXPECT_EQ(got.bucket_state(), expected.FindBucket(want.bucket_id)->state);
   } else {
-    EXPECT_EQ(got.status, RouteStatus::kNoPlaceableBucket);
-    EXPECT_EQ(got.bucket_state, BucketState{});
+    EXPECT_EQ(got.status(), RouteStatus::kNoPlaceableBucket);
+    EXPECT_EQ(got.bucket_state(), BucketState{});
   }
-  EXPECT_FALSE(got.handoff);
+  EXPECT_FALSE(got.handoff());
 }
 
 void ExpectRoutesMatch(const Snapshot& expected, const Client& client, std::mt19937_64& rng,
@@ -65,10 +65,10 @@ void ExpectRoutesMatch(const Snapshot& expected, const Client& client, std::mt19
 TEST(ClientRouteTest, NoMappingIsExplicit) {
   Client client({});
   const RouteResult r = client.Route(42);
-  EXPECT_EQ(r.status, RouteStatus::kNoMapping);
+  EXPECT_EQ(r.status(), RouteStatus::kNoMapping);
   EXPECT_FALSE(r.routable());
-  EXPECT_EQ(r.bucket_id, 0);
-  EXPECT_EQ(r.version, 0);
+  EXPECT_EQ(r.bucket_id(), 0);
+  EXPECT_EQ(r.version(), 0);
   EXPECT_EQ(client.Current(), nullptr);
   EXPECT_EQ(client.version(), 0);
   EXPECT_EQ(client.cluster_id(), "");
@@ -108,10 +108,10 @@ TEST(ClientRouteTest, MatchesPlacementVectorTeams) {
   const PlacementTable& table = expected->PoolTable("default");
   for (int64_t team = 1; team <= 200000; team += 7) {
     const RouteResult r = client.Route(team);
-    ASSERT_EQ(r.bucket_id, table.BucketForSlot(TeamSlot(team))) << team;
-    ASSERT_NE(r.bucket_id, 3) << "a DRAINING bucket is out of placement";
-    ASSERT_EQ(r.source, RouteSource::kDefault);
-    ASSERT_EQ(r.paused(), r.bucket_id == 2);
+    ASSERT_EQ(r.bucket_id(), table.BucketForSlot(TeamSlot(team))) << team;
+    ASSERT_NE(r.bucket_id(), 3) << "a DRAINING bucket is out of placement";
+    ASSERT_EQ(r.source(), RouteSource::kDefault);
+    ASSERT_EQ(r.paused(), r.bucket_id() == 2);
   }
 }
 
@@ -129,30 +129,30 @@ TEST(ClientRouteTest, UnroutablePoolsAreExplicit) {
   ASSERT_THAT(client.ApplySnapshot(SnapshotProto(state)), IsOk());
   auto view = client.Current();
 
-  EXPECT_EQ(client.Route(10).status, RouteStatus::kOk);
-  EXPECT_EQ(client.Route(10).source, RouteSource::kPin);
-  EXPECT_EQ(client.Route(11).bucket_id, 1);
-  EXPECT_EQ(client.Route(11).source, RouteSource::kPool);
+  EXPECT_EQ(client.Route(10).status(), RouteStatus::kOk);
+  EXPECT_EQ(client.Route(10).source(), RouteSource::kPin);
+  EXPECT_EQ(client.Route(11).bucket_id(), 1);
+  EXPECT_EQ(client.Route(11).source(), RouteSource::kPool);
 
   const RouteResult ghost = client.Route(12);
-  EXPECT_EQ(ghost.status, RouteStatus::kNoPlaceableBucket);
-  EXPECT_EQ(ghost.bucket_id, 0);
-  EXPECT_EQ(ghost.source, RouteSource::kPool);
-  EXPECT_EQ(view->PoolName(ghost.pool_index), "ghost");
-  EXPECT_EQ(ghost.version, 3);
+  EXPECT_EQ(ghost.status(), RouteStatus::kNoPlaceableBucket);
+  EXPECT_EQ(ghost.bucket_id(), 0);
+  EXPECT_EQ(ghost.source(), RouteSource::kPool);
+  EXPECT_EQ(view->PoolName(ghost.pool_index()), "ghost");
+  EXPECT_EQ(ghost.version(), 3);
 
   const RouteResult assigned_default = client.Route(13);
-  EXPECT_EQ(assigned_default.status, RouteStatus::kNoPlaceableBucket);
-  EXPECT_EQ(assigned_default.source, RouteSource::kPool);
+  EXPECT_EQ(assigned_default.status(), RouteStatus::kNoPlaceableBucket);
+  EXPECT_EQ(assigned_default.source(), RouteSource::kPool);
 
   const RouteResult by_default = client.Route(99);
-  EXPECT_EQ(by_default.status, RouteStatus::kNoPlaceableBucket);
-  EXPECT_EQ(by_default.source, RouteSource::kDefault);
-  EXPECT_EQ(view->PoolName(by_default.pool_index), "default");
+  EXPECT_EQ(by_default.status(), RouteStatus::kNoPlaceableBucket);
+  EXPECT_EQ(by_default.source(), RouteSource::kDefault);
+  EXPECT_EQ(view->PoolName(by_default.pool_index()), "default");
   EXPECT_FALSE(by_default.routable());
 
-  EXPECT_EQ(client.Route(0).status, RouteStatus::kInvalidTeam);
-  EXPECT_EQ(client.Route(-5).status, RouteStatus::kInvalidTeam);
+  EXPECT_EQ(client.Route(0).status(), RouteStatus::kInvalidTeam);
+  EXPECT_EQ(client.Route(-5).status(), RouteStatus::kInvalidTeam);
 }
 
 TEST(ClientRouteTest, ViewExposesStringsAndStates) {

@@ -32,9 +32,9 @@
 //     load that pointer with acquire ordering (rcu_dereference's contract),
 //     so everything written while building the view happens-before any read
 //     through it.
-//   - A RouteResult is computed from exactly one view: its version, bucket,
-//     state and source all belong to RouteResult::version, never to a mix of
-//     two versions.
+//   - A RouteResult is computed from exactly one view: its bucket, state
+//     and source all belong to its version(), never to a mix of two
+//     versions.
 //   - The pointer is published before version() advances, and both happen
 //     before the Apply*() call returns and before OnChange listeners run.
 //     So a Route() that starts after version() returned v, after
@@ -100,25 +100,66 @@ enum class RouteStatus : uint8_t {
   kInvalidTeam = 3,
 };
 
-// The route of one team at one version. A small value: copy it freely.
-struct RouteResult {
+// The route of one team at one version: a 16-byte trivially copyable value
+// (it comes back in two registers), decoded by inline accessors so that a
+// caller pays only for the fields it reads.
+class RouteResult {
+ public:
+  // No mapping: status() is kNoMapping.
+  RouteResult() = default;
+
   // The version this result was computed from; 0 with kNoMapping.
-  int64_t version = 0;
-  // The team's bucket; 0 unless status == kOk.
-  int32_t bucket_id = 0;
+  int64_t version() const { return version_; }
+  // Why there is, or is no, bucket.
+  RouteStatus status() const {
+    const uint64_t forced = (bits_ >> kStatusShift) & 0x3;
+    if (forced != 0) return static_cast<RouteStatus>(forced);
+    return bucket_id() > 0 ? RouteStatus::kOk : RouteStatus::kNoPlaceableBucket;
+  }
+  bool routable() const { return status() == RouteStatus::kOk; }
+  // The team's bucket; 0 unless routable().
+  int32_t bucket_id() const { return static_cast<int32_t>(static_cast<uint32_t>(bits_)); }
+  // State of bucket_id(); BucketState{} (0, no named value) unless
+  // routable().
+  BucketState bucket_state() const {
+    return static_cast<BucketState>((bits_ >> kStateShift) & 0x7);
+  }
+  bool paused() const { return routable() && bucket_state() == BucketState::kPaused; }
+  // Pin, pool assignment or default placement. kDefault without a mapping
+  // and for an invalid team.
+  RouteSource source() const { return static_cast<RouteSource>((bits_ >> kSourceShift) & 0x3); }
   // Index into MappingView::pools() of the team's pool (kPool, kDefault);
-  // -1 for pins and when there is no mapping.
-  int32_t pool_index = -1;
-  // State of bucket_id; BucketState{} (0, no named value) unless kOk.
-  BucketState bucket_state = BucketState{};
-  RouteSource source = RouteSource::kDefault;
-  RouteStatus status = RouteStatus::kNoMapping;
+  // -1 for pins, without a mapping and for an invalid team.
+  int32_t pool_index() const { return static_cast<int32_t>((bits_ >> kPoolShift) & kPoolMask) - 1; }
   // True while the team is part of an open handoff (SPEC §5). Always false
   // until handoffs ship.
-  bool handoff = false;
+  bool handoff() const { return ((bits_ >> kHandoffShift) & 1) != 0; }
 
-  bool routable() const { return status == RouteStatus::kOk; }
-  bool paused() const { return routable() && bucket_state == BucketState::kPaused; }
+ private:
+  friend class client_internal::RouteIndex;
+  friend class Client;
+
+  // The packed form (see route_index.h):
+  //   bits  0..31  bucket id          bits 54..56  BucketState
+  //   bits 32..53  pool index + 1     bits 57..58  RouteSource
+  //   bit  59      handoff            bits 60..61  forced RouteStatus (0: by bucket id)
+  static constexpr int kPoolShift = 32;
+  static constexpr uint64_t kPoolMask = (uint64_t{1} << 22) - 1;
+  static constexpr int kStateShift = 54;
+  static constexpr int kSourceShift = 57;
+  static constexpr int kHandoffShift = 59;
+  static constexpr int kStatusShift = 60;
+
+  static constexpr uint64_t Forced(RouteStatus status) {
+    // Only kNoMapping (1) and kInvalidTeam (3) are forced; kOk and
+    // kNoPlaceableBucket follow from the bucket id.
+    return (static_cast<uint64_t>(RouteSource::kDefault) << kSourceShift) |
+           (static_cast<uint64_t>(status) << kStatusShift);
+  }
+  constexpr RouteResult(int64_t version, uint64_t bits) : version_(version), bits_(bits) {}
+
+  int64_t version_ = 0;
+  uint64_t bits_ = Forced(RouteStatus::kNoMapping);
 };
 
 // The whole mapping at one version, with its routing index. Immutable.
