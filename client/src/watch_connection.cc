@@ -1,10 +1,11 @@
+#include "bucketmap/watch.h"
+
 #include <algorithm>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
-#include "bucketmap/watch.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
 
