@@ -184,7 +184,7 @@ class MappingView {
   // Returns the topic of `role` of bucket `bucket_id`, or nullptr when the
   // bucket does not exist or has no such role.
   const std::string* Topic(int32_t bucket_id, std::string_view role) const;
-  // The pool table; RouteResult::pool_index indexes it.
+  // The pool table; RouteResult::pool_index() indexes it.
   const std::vector<std::string>& pools() const { return snapshot_->pools(); }
   // Returns pools()[index], or an empty view for an index out of range
   // (such as -1).
@@ -318,7 +318,9 @@ class Client {
   // ApplySnapshot()
   //
   // Replaces the mapping with `snapshot`. A snapshot of another cluster_id
-  // resets the client (all state dropped, listeners told reset = true).
+  // resets the client (all state dropped, listeners told reset = true). A
+  // snapshot at the current version replaces the mapping too: it is how the
+  // server answers a NACK.
   // Errors:
   //   InvalidArgument: the snapshot is malformed (the message names the
   //     field); nothing changes.
