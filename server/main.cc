@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/pg_store.h"
 #include "server/server.h"
@@ -163,6 +164,10 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves the team -> bucket mapping. See docs/operations.md.");
   absl::ParseCommandLine(argc, argv);
+  // Debian builds abseil without NDEBUG, which turns on the Mutex
+  // deadlock detector: a global graph updated on every lock. Tests keep it;
+  // the server, with a mutex per watch stream, cannot afford it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Logs go to stderr, as operators and supervisors expect of a server.
   spdlog::set_default_logger(spdlog::stderr_color_mt("bucketmap"));
   return bucketmap::Run();

@@ -44,6 +44,9 @@ class MetricsInterceptorFactory final
   explicit MetricsInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
+    // An interceptor runs on every message of a stream; watch streams are
+    // counted by the WatchHub when they end instead.
+    if (info->type() == grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING) return nullptr;
     std::string method = info->method();
     if (!method.empty() && method[0] == '/') method.erase(0, 1);
     return new MetricsInterceptor(metrics_, std::move(method));

@@ -128,6 +128,7 @@ const std::string* VersionFrame::Field(const std::vector<int32_t>& filter) const
 
 class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
+  friend class WatchHub;  // for TakeState
   WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx) : hub_(hub), peer_(ctx->peer()) {
     StartRead(&read_buffer_);
   }
@@ -169,7 +170,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
                                       "; reconnect and resume")));
     } else if (heartbeat) {
       v1::WatchResponse response;
-      response.mutable_heartbeat()->set_version(hub_->manager().Current()->version());
+      response.mutable_heartbeat()->set_version(hub_->version());
       Send(Buffer(SerializeResponse(response)), /*heartbeat=*/true);
     }
   }
@@ -181,6 +182,8 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       if (finished_) return;
       finished_ = true;
     }
+    hub_->metrics().RecordRpc("bucketmap.v1.MappingService/WatchMapping", status.error_code(),
+                              absl::ToDoubleSeconds(absl::Now() - opened_));
     Finish(status);
   }
 
@@ -221,7 +224,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       }
       if (!queue_.empty()) {
         next = std::move(queue_.front());
-        queue_.pop_front();
+        queue_.erase(queue_.begin());
         writing_ = true;
       }
     }
@@ -240,7 +243,13 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     }
     if (subscribed_) {
       hub_->Unregister(this, client_role_);
-      hub_->ClientDisconnected(client_.client_id);
+      ClientState last;
+      {
+        absl::MutexLock lock(&mu_);
+        client_.connected = false;
+        last = client_;
+      }
+      hub_->ClientDisconnected(std::move(last));
     }
     Unref();
   }
@@ -319,14 +328,15 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       acked_ = other_cluster ? 0 : sub.known_version();
       need_snapshot_ = acked_ == 0 || other_cluster;
       reset_ = other_cluster;
+      client_.replica = hub_->options().replica;
       last_heartbeat_ = absl::Now();
       subscribed_ = true;
+      state_dirty_ = true;
     }
     client_role_ = sub.role();
     if (!hub_->Register(this, client_role_)) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
     }
-    hub_->UpdateClient(ClientSnapshot());
     // Catch-up: the snapshot or the deltas since known_version, then SYNC.
     Poke();
     v1::WatchResponse sync;
@@ -352,8 +362,8 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       client_.applied_version = ack.applied_version();
       client_.drained_version = std::max(client_.drained_version, ack.drained_version());
       client_.last_ack = absl::Now();
+      state_dirty_ = true;
     }
-    hub_->UpdateClient(ClientSnapshot());
     Poke();
     return grpc::Status::OK;
   }
@@ -370,11 +380,11 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       client_.nacks++;
       client_.last_nack = absl::Now();
       client_.last_nack_error = nack.error().substr(0, 1024);
+      state_dirty_ = true;
     }
     spdlog::warn("watch client {} NACKed push {}: {}", client_.client_id, nack.nonce(),
                  nack.error().substr(0, 200));
     hub_->metrics().RecordWatchEvent("nack");
-    hub_->UpdateClient(ClientSnapshot());
     Poke();
     return grpc::Status::OK;
   }
@@ -383,7 +393,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // forces the snapshot even when the stream is at the current version.
   std::optional<grpc::ByteBuffer> MaybePushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!subscribed_ || finished_ || push_unacked_) return std::nullopt;
-    const int64_t current = hub_->manager().Current()->version();
+    const int64_t current = hub_->version();
     if (!need_snapshot_ && acked_ >= current) return std::nullopt;
     int64_t to_version = 0;
     grpc::ByteBuffer push =
@@ -419,13 +429,18 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     return grpc::ByteBuffer(&slice, 1);
   }
 
-  ClientState ClientSnapshot() {
+  // The client's state for the flusher: when it changed since the last
+  // call, or always with `all` (lease renewal).
+  std::optional<ClientState> TakeState(bool all) {
     absl::MutexLock lock(&mu_);
+    if (!subscribed_ || finished_ || (!state_dirty_ && !all)) return std::nullopt;
+    state_dirty_ = false;
     return client_;
   }
 
   WatchHub* const hub_;
   const std::string peer_;
+  const absl::Time opened_ = absl::Now();
   std::atomic<int> refs_{1};  // gRPC's, released in OnDone
   grpc::ByteBuffer read_buffer_;
   grpc::ByteBuffer write_buffer_;  // owned by gRPC while writing_
@@ -439,9 +454,11 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   // At most: the SYNC marker and one push (heartbeats are never queued).
-  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  // A vector, not a deque: an idle stream should allocate nothing here.
+  std::vector<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> filter_ ABSL_GUARDED_BY(mu_);
   ClientState client_ ABSL_GUARDED_BY(mu_);
+  bool state_dirty_ ABSL_GUARDED_BY(mu_) = false;
   int64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pushed_to_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t nonce_ ABSL_GUARDED_BY(mu_) = 0;
@@ -497,6 +514,7 @@ void WatchHub::Preload() {
   }
   absl::MutexLock lock(&mu_);
   last_ = current;
+  version_.store(current->version(), std::memory_order_release);
   AddFrames(std::move(added), deltas.ok());
 }
 
@@ -565,91 +583,106 @@ void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
     absl::MutexLock lock(&mu_);
     AddFrames(std::move(added), same_cluster);
     last_ = snapshot;
+    version_.store(version, std::memory_order_release);
   }
   absl::MutexLock lock(&wake_mu_);
   wake_ = true;
 }
 
+std::shared_ptr<const WatchHub::PushBody> WatchHub::MakeBody(int64_t acked,
+                                                             const std::vector<int32_t>& filter,
+                                                             bool snapshot) {
+  auto body = std::make_shared<PushBody>();
+  const int64_t current = last_->version();
+  body->to_version = current;
+  if (!snapshot) {
+    snapshot = !(acked > 0 && acked < current &&
+                 current - acked <= options_.max_deltas_per_push && !frames_.empty() &&
+                 frames_.front()->version() <= acked + 1 && frames_.back()->version() == current);
+  }
+  if (!snapshot) {
+    body->from_version = acked;
+    const size_t first = static_cast<size_t>(acked + 1 - frames_.front()->version());
+    for (size_t i = first; i < frames_.size(); ++i) {
+      const std::string* field = frames_[i]->Field(filter);
+      if (field == nullptr) {  // unfilterable: fall back to the snapshot
+        body->slices.clear();
+        body->size = 0;
+        snapshot = true;
+        break;
+      }
+      body->slices.push_back(SharedSlice(*field, frames_[i]));
+      body->size += field->size();
+    }
+  }
+  if (snapshot) {
+    body->from_version = 0;
+    std::shared_ptr<const std::string> bytes;
+    if (filter.empty()) {
+      std::shared_ptr<const ServedSnapshot> served = last_;
+      const std::string& serialized = served->Serialized();
+      body->slices.emplace_back(FieldPrefix(kPushSnapshotTag, serialized.size()));
+      body->slices.push_back(SharedSlice(serialized, served));
+    } else {
+      v1::MappingSnapshot proto;
+      ToProto(last_->snapshot(), &proto);
+      v1::Assignments kept;
+      const v1::Assignments& columns = proto.assignments();
+      for (int i = 0; i < columns.team_ids_size(); ++i) {
+        const int32_t t = columns.targets(i);
+        if (t < 0 || std::binary_search(filter.begin(), filter.end(), t)) {
+          kept.add_team_ids(columns.team_ids(i));
+          kept.add_targets(t);
+        }
+      }
+      proto.mutable_assignments()->Swap(&kept);
+      bytes = std::make_shared<const std::string>(proto.SerializeAsString());
+      body->slices.emplace_back(FieldPrefix(kPushSnapshotTag, bytes->size()));
+      body->slices.push_back(SharedSlice(*bytes, bytes));
+    }
+    body->size = body->slices[0].size() + body->slices[1].size();
+  }
+  return body;
+}
+
 grpc::ByteBuffer WatchHub::BuildPush(int64_t acked, const std::vector<int32_t>& filter,
                                      uint64_t nonce, bool force_snapshot, bool reset,
                                      int64_t* to_version) {
-  std::vector<grpc::Slice> slices;
-  slices.emplace_back();  // the header, filled in below
-  size_t body_size = 0;
-  std::string header;
+  std::shared_ptr<const PushBody> body;
   {
+    // Streams at the same version with the same filter share one body:
+    // after a write, that is nearly every stream.
     absl::MutexLock lock(&mu_);
-    const int64_t current = last_->version();
-    *to_version = current;
-    bool use_deltas = !force_snapshot && acked > 0 && acked < current &&
-                      current - acked <= options_.max_deltas_per_push && !frames_.empty() &&
-                      frames_.front()->version() <= acked + 1 &&
-                      frames_.back()->version() == current;
-    std::vector<const std::string*> fields;
-    if (use_deltas) {
-      const size_t first = static_cast<size_t>(acked + 1 - frames_.front()->version());
-      for (size_t i = first; i < frames_.size(); ++i) {
-        const std::string* field = frames_[i]->Field(filter);
-        if (field == nullptr) {
-          use_deltas = false;
-          break;
-        }
-        fields.push_back(field);
-        slices.push_back(SharedSlice(*field, frames_[i]));
-        body_size += field->size();
-      }
+    if (bodies_version_ != last_->version()) {
+      bodies_.clear();
+      bodies_version_ = last_->version();
     }
-    if (!use_deltas) {
-      slices.resize(1);
-      std::shared_ptr<const std::string> bytes;
-      if (filter.empty()) {
-        std::shared_ptr<const ServedSnapshot> snapshot = last_;
-        const std::string& serialized = snapshot->Serialized();
-        slices.emplace_back(FieldPrefix(kPushSnapshotTag, serialized.size()));
-        slices.push_back(SharedSlice(serialized, snapshot));
-        body_size = slices[1].size() + slices[2].size();
-      } else {
-        if (filtered_version_ != current) {
-          filtered_snapshots_.clear();
-          filtered_version_ = current;
-        }
-        auto it = filtered_snapshots_.find(filter);
-        if (it == filtered_snapshots_.end()) {
-          v1::MappingSnapshot proto;
-          ToProto(last_->snapshot(), &proto);
-          v1::Assignments* columns = proto.mutable_assignments();
-          v1::Assignments kept;
-          for (int i = 0; i < columns->team_ids_size(); ++i) {
-            const int32_t t = columns->targets(i);
-            if (t < 0 || std::binary_search(filter.begin(), filter.end(), t)) {
-              kept.add_team_ids(columns->team_ids(i));
-              kept.add_targets(t);
-            }
-          }
-          columns->Swap(&kept);
-          it = filtered_snapshots_
-                   .emplace(filter, std::make_shared<const std::string>(proto.SerializeAsString()))
-                   .first;
-        }
-        bytes = it->second;
-        slices.emplace_back(FieldPrefix(kPushSnapshotTag, bytes->size()));
-        slices.push_back(SharedSlice(*bytes, bytes));
-        body_size = slices[1].size() + slices[2].size();
-      }
+    auto key = std::make_tuple(force_snapshot ? int64_t{-1} : acked, filter);
+    auto it = bodies_.find(key);
+    if (it == bodies_.end()) {
+      it = bodies_.emplace(std::move(key), MakeBody(acked, filter, force_snapshot)).first;
     }
-    header.push_back(static_cast<char>(kPushFromTag));
-    AppendVarint(&header, use_deltas ? acked : 0);
-    header.push_back(static_cast<char>(kPushToTag));
-    AppendVarint(&header, current);
-    header.push_back(static_cast<char>(kPushNonceTag));
-    AppendVarint(&header, nonce);
-    if (reset) {
-      header.push_back(static_cast<char>(kPushResetTag));
-      header.push_back(1);
-    }
+    body = it->second;
   }
-  std::string prefix = FieldPrefix(kResponsePushTag, header.size() + body_size);
-  slices[0] = grpc::Slice(prefix + header);
+  *to_version = body->to_version;
+  // The per-stream part: WatchResponse.push's tag and length, then the
+  // Push fields that differ per stream.
+  std::string header;
+  header.push_back(static_cast<char>(kPushFromTag));
+  AppendVarint(&header, body->from_version);
+  header.push_back(static_cast<char>(kPushToTag));
+  AppendVarint(&header, body->to_version);
+  header.push_back(static_cast<char>(kPushNonceTag));
+  AppendVarint(&header, nonce);
+  if (reset) {
+    header.push_back(static_cast<char>(kPushResetTag));
+    header.push_back(1);
+  }
+  std::string framed = FieldPrefix(kResponsePushTag, header.size() + body->size) + header;
+  std::vector<grpc::Slice> slices;
+  slices.reserve(1 + body->slices.size());
+  slices.emplace_back(framed);
+  slices.insert(slices.end(), body->slices.begin(), body->slices.end());
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
@@ -671,20 +704,9 @@ size_t WatchHub::stream_count() const {
   return streams_.size();
 }
 
-void WatchHub::UpdateClient(const ClientState& state) {
-  absl::MutexLock lock(&clients_mu_);
-  ClientState& stored = clients_[state.client_id];
-  stored = state;
-  stored.replica = options_.replica;
-  dirty_.insert(state.client_id);
-}
-
-void WatchHub::ClientDisconnected(const std::string& client_id) {
-  absl::MutexLock lock(&clients_mu_);
-  auto it = clients_.find(client_id);
-  if (it == clients_.end()) return;
-  it->second.connected = false;
-  dirty_.insert(client_id);
+void WatchHub::ClientDisconnected(ClientState state) {
+  absl::MutexLock lock(&departed_mu_);
+  departed_.push_back(std::move(state));
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchHub::NewStream(
@@ -729,41 +751,32 @@ void WatchHub::FlushLoop() {
   while (!stopping_.WaitForNotificationWithTimeout(options_.client_flush)) {
     // Connected clients are renewed well before their lease runs out.
     const bool renew = absl::Now() >= next_renewal;
-    if (renew) {
-      absl::MutexLock lock(&clients_mu_);
-      for (const auto& [id, state] : clients_) {
-        if (state.connected) dirty_.insert(id);
-      }
-      next_renewal = absl::Now() + options_.client_lease / 3;
-    }
-    Flush();
+    if (renew) next_renewal = absl::Now() + options_.client_lease / 3;
+    Flush(renew);
   }
-  Flush();
+  Flush(/*all=*/false);
 }
 
-void WatchHub::Flush() {
+void WatchHub::Flush(bool all) {
   std::vector<ClientState> batch;
+  for (WatchStream* s : RefStreams()) {
+    if (std::optional<ClientState> state = s->TakeState(all)) batch.push_back(*std::move(state));
+    s->Unref();
+  }
   {
-    absl::MutexLock lock(&clients_mu_);
-    for (const std::string& id : dirty_) {
-      auto it = clients_.find(id);
-      if (it == clients_.end()) continue;
-      batch.push_back(it->second);
-      if (!it->second.connected) clients_.erase(it);
-    }
-    dirty_.clear();
+    absl::MutexLock lock(&departed_mu_);
+    for (ClientState& state : departed_) batch.push_back(std::move(state));
+    departed_.clear();
   }
   if (batch.empty()) return;
   absl::Status s = store_->SaveClients(batch, absl::Now() + options_.client_lease);
   if (!s.ok()) {
     spdlog::warn("watch: cannot record {} client states: {}", batch.size(), s.ToString());
-    absl::MutexLock lock(&clients_mu_);
+    // Departed clients are kept for the next attempt; connected ones are
+    // taken again at the next renewal.
+    absl::MutexLock lock(&departed_mu_);
     for (ClientState& state : batch) {
-      // Retry next time, unless a newer state superseded it.
-      if (clients_.find(state.client_id) == clients_.end()) {
-        clients_[state.client_id] = state;
-      }
-      dirty_.insert(state.client_id);
+      if (!state.connected) departed_.push_back(std::move(state));
     }
   }
 }

@@ -15,8 +15,9 @@
 // taken (so a client that never reads costs a bounded amount of memory). A
 // push not ACKed within `ack_timeout` ends the stream with UNAVAILABLE.
 //
-// Each client's applied version, last ACK and NACK are kept in memory and
-// flushed to the Store in batches, leased, so ListClients sees them.
+// Each client's applied version, last ACK and NACK are kept by its stream;
+// a flusher thread saves the changed ones to the Store in batches, leased
+// and renewed, so ListClients sees them.
 //
 // Thread safety: all public methods are thread-safe. Lock order: a
 // stream's mutex, then WatchHub::mu_, then a VersionFrame's; no lock is
@@ -24,6 +25,7 @@
 #ifndef BUCKETMAP_SERVER_WATCH_HUB_H_
 #define BUCKETMAP_SERVER_WATCH_HUB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -31,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -140,8 +143,11 @@ class WatchHub {
   // Stream bookkeeping (called by WatchStream).
   bool Register(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
   void Unregister(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
-  void UpdateClient(const ClientState& state) ABSL_LOCKS_EXCLUDED(clients_mu_);
-  void ClientDisconnected(const std::string& client_id) ABSL_LOCKS_EXCLUDED(clients_mu_);
+  // Records the final state of a client whose stream ended.
+  void ClientDisconnected(ClientState state) ABSL_LOCKS_EXCLUDED(departed_mu_);
+
+  // The version streams are brought to: the last published one.
+  int64_t version() const { return version_.load(std::memory_order_acquire); }
 
   // Number of open streams (for tests and metrics).
   size_t stream_count() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -157,7 +163,8 @@ class WatchHub {
   std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();
   void FlushLoop();
-  void Flush();
+  // Saves the states that changed (all of them with `all`).
+  void Flush(bool all);
 
   MappingManager* const manager_;
   Store* const store_;
@@ -173,14 +180,25 @@ class WatchHub {
   std::deque<std::shared_ptr<const VersionFrame>> frames_ ABSL_GUARDED_BY(mu_);
   size_t frame_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const ServedSnapshot> last_ ABSL_GUARDED_BY(mu_);
-  // Filtered snapshot bytes of last_'s version, by filter.
-  int64_t filtered_version_ ABSL_GUARDED_BY(mu_) = -1;
-  std::map<std::vector<int32_t>, std::shared_ptr<const std::string>> filtered_snapshots_
+  std::atomic<int64_t> version_{0};  // last_'s, readable without mu_
+  // Push bodies (everything after the per-stream header) at last_'s
+  // version, by (acked version or -1 for a forced snapshot, filter).
+  struct PushBody {
+    int64_t from_version = 0;  // 0: a snapshot
+    int64_t to_version = 0;
+    std::vector<grpc::Slice> slices;
+    size_t size = 0;
+  };
+  std::shared_ptr<const PushBody> MakeBody(int64_t acked, const std::vector<int32_t>& filter,
+                                           bool snapshot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t bodies_version_ ABSL_GUARDED_BY(mu_) = -1;
+  std::map<std::tuple<int64_t, std::vector<int32_t>>, std::shared_ptr<const PushBody>> bodies_
       ABSL_GUARDED_BY(mu_);
 
-  absl::Mutex clients_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  absl::flat_hash_map<std::string, ClientState> clients_ ABSL_GUARDED_BY(clients_mu_);
-  absl::flat_hash_set<std::string> dirty_ ABSL_GUARDED_BY(clients_mu_);
+  // Client states are pulled from the streams by the flusher; these are
+  // the final states of streams that ended since the last flush.
+  absl::Mutex departed_mu_;
+  std::vector<ClientState> departed_ ABSL_GUARDED_BY(departed_mu_);
 
   absl::Notification stopping_;
   absl::Mutex wake_mu_;
