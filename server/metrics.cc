@@ -89,7 +89,17 @@ Metrics::Metrics()
       watch_events_(prometheus::BuildCounter()
                         .Name("bucketmap_watch_events_total")
                         .Help("Watch stream events: NACKs received, streams closed on ACK timeout.")
-                        .Register(*registry_)) {}
+                        .Register(*registry_)),
+      watch_pending_writes_(prometheus::BuildGauge()
+                                .Name("bucketmap_watch_pending_writes")
+                                .Help("Watch messages queued or being written, over all streams "
+                                      "(at most 3 per stream).")
+                                .Register(*registry_)
+                                .Add({})) {}
+
+void Metrics::SetWatchPendingWrites(int64_t count) {
+  watch_pending_writes_.Set(static_cast<double>(count));
+}
 
 void Metrics::SetWatchers(int role, int64_t count) {
   static const char* const kRoles[] = {"unspecified", "producer", "consumer", "observer"};

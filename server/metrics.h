@@ -38,6 +38,8 @@ class Metrics {
 
   // Sets the number of open watch streams of a role (bucketmap.v1.ClientRole).
   void SetWatchers(int role, int64_t count);
+  // Messages queued or in flight on all watch streams.
+  void SetWatchPendingWrites(int64_t count);
   // Counts a watch event: "nack", "ack_timeout".
   void RecordWatchEvent(const std::string& event);
 
@@ -56,6 +58,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& pinned_teams_;
   prometheus::Family<prometheus::Gauge>& watchers_;
   prometheus::Family<prometheus::Counter>& watch_events_;
+  prometheus::Gauge& watch_pending_writes_;
   absl::Mutex mu_;
 };
 

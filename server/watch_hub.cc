@@ -218,7 +218,9 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      hub_->CountPendingWrites(-1);
       if (!ok || finished_) {
+        hub_->CountPendingWrites(-static_cast<int64_t>(queue_.size()));
         queue_.clear();
         return;
       }
@@ -416,10 +418,12 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       if (writing_) {
         if (heartbeat) return;
         queue_.push_back(std::move(buffer));
+        hub_->CountPendingWrites(1);
         return;
       }
       writing_ = true;
       write_buffer_ = std::move(buffer);
+      hub_->CountPendingWrites(1);
     }
     StartWrite(&write_buffer_);
   }
@@ -702,6 +706,11 @@ void WatchHub::Unregister(WatchStream* stream, int role) {
 size_t WatchHub::stream_count() const {
   absl::MutexLock lock(&mu_);
   return streams_.size();
+}
+
+void WatchHub::CountPendingWrites(int64_t delta) {
+  metrics_->SetWatchPendingWrites(pending_writes_.fetch_add(delta, std::memory_order_relaxed) +
+                                  delta);
 }
 
 void WatchHub::ClientDisconnected(ClientState state) {

@@ -149,6 +149,12 @@ class WatchHub {
   // The version streams are brought to: the last published one.
   int64_t version() const { return version_.load(std::memory_order_acquire); }
 
+  // Messages queued or being written, over all streams: at most three per
+  // stream (a push, the SYNC marker, and the one in flight), whatever a
+  // client does. Exposed as bucketmap_watch_pending_writes.
+  int64_t pending_writes() const { return pending_writes_.load(std::memory_order_relaxed); }
+  void CountPendingWrites(int64_t delta);
+
   // Number of open streams (for tests and metrics).
   size_t stream_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -181,6 +187,7 @@ class WatchHub {
   size_t frame_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const ServedSnapshot> last_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> version_{0};  // last_'s, readable without mu_
+  std::atomic<int64_t> pending_writes_{0};
   // Push bodies (everything after the per-stream header) at last_'s
   // version, by (acked version or -1 for a forced snapshot, filter).
   struct PushBody {

@@ -173,6 +173,45 @@ TEST_F(WatchTimeoutTest, HeartbeatsFlowWhileUnackedAndStuckStreamIsClosed) {
   EXPECT_THAT(status.error_message(), HasSubstr("not ACKed"));
 }
 
+TEST_F(WatchTest, AClientThatNeverReadsHoldsABoundedAmountAndDelaysNobody) {
+  const int32_t b1 = MakeBucket("b1");
+  // A raw stream that subscribes and then never reads nor ACKs.
+  grpc::ClientContext stuck_ctx;
+  auto stuck = mapping_->WatchMapping(&stuck_ctx);
+  v1::WatchRequest subscribe;
+  subscribe.mutable_subscribe()->set_client_id("never-reads");
+  subscribe.mutable_subscribe()->set_role(v1::OBSERVER);
+  ASSERT_TRUE(stuck->Write(subscribe));
+  WatchClient healthy(mapping_.get());
+  healthy.Subscribe("healthy", v1::OBSERVER);
+  CatchUp(healthy);
+
+  // 200 writes of 500 teams each; the healthy client sees every version.
+  int64_t seen = 0;
+  for (int w = 0; w < 200; ++w) {
+    v1::BulkAssignRequest bulk;
+    bulk.set_reason("load");
+    for (int i = 0; i < 500; ++i) {
+      v1::BulkAssignment* a = bulk.add_assignments();
+      a->set_team_id(1 + w * 500 + i);
+      a->set_bucket_id(b1);
+    }
+    v1::BulkAssignResponse resp;
+    ASSERT_TRUE(admin_->BulkAssign(Ctx().get(), bulk, &resp).ok());
+    while (seen < resp.version()) {
+      std::optional<v1::WatchResponse> r = healthy.NextNonHeartbeat();
+      ASSERT_TRUE(r.has_value() && r->has_push());
+      seen = r->push().to_version();
+      healthy.Ack(r->push());
+    }
+    // The stuck stream holds at most its catch-up push and SYNC marker,
+    // never one message per version.
+    EXPECT_LE(server_->watch_hub().pending_writes(), 3) << "after write " << w;
+  }
+  EXPECT_EQ(seen, 201);
+  stuck_ctx.TryCancel();
+}
+
 TEST_F(WatchTest, ResumeGetsDeltasAndOtherClusterGetsReset) {
   const int32_t b1 = MakeBucket("b1");
   std::string cluster;
