@@ -10,7 +10,8 @@
 //      reader threads. Target: at least 1.8x, zero allocations.
 //   3. What a publication costs the writer at 1M teams (for reference).
 //
-// Usage: route_bench [--quick]   (--quick: smaller and shorter, for CI)
+// Usage: route_bench [--quick | --only=TEAMS]
+//   --quick: smaller and shorter, for CI; --only: one comparison, for profiling.
 // A plain timing program: each number is the median of several runs, and
 // the two sides of a comparison run interleaved in one process.
 #include <algorithm>
@@ -291,6 +292,11 @@ void PublishCost(size_t n) {
 int main(int argc, char** argv) {
   using namespace bucketmap;
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  // --only=N: just the hash-map comparison at N teams (for profiling).
+  if (argc > 1 && std::strncmp(argv[1], "--only=", 7) == 0) {
+    CompareWithHashMap(static_cast<size_t>(std::atoll(argv[1] + 7)), 5000000, 7);
+    return 0;
+  }
   std::printf(
       "== Route() vs absl::flat_hash_map<int64_t,int32_t>, same queries, ns/op "
       "(median of %d runs) ==\n",
@@ -302,15 +308,16 @@ int main(int argc, char** argv) {
   CompareWithHashMap(100000, queries, quick ? 3 : 7);
   if (!quick) CompareWithHashMap(1000000, queries, 7);
 
-  const double seconds = quick ? 0.5 : 3.0;
+  const double seconds = quick ? 0.5 : 2.0;
+  const int rounds = quick ? 3 : 5;
   std::printf(
       "\n== Route() throughput, 1 vs 2 reader threads, a publication every 10 ms, "
-      "100k teams, %.1f s each, median of 3 ==\n",
-      seconds);
+      "100k teams, %.1f s each, median of %d ==\n",
+      seconds, rounds);
   const Mapping m = MakeMapping(100000, 77);
   std::vector<double> one, two;
   ScalingResult last1, last2;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < rounds; ++i) {
     last1 = RunReaders(1, seconds, m);
     last2 = RunReaders(2, seconds, m);
     one.push_back(last1.ops_per_sec);
