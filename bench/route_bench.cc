@@ -251,6 +251,35 @@ ScalingResult RunReaders(int readers, double seconds, const Mapping& m) {
   return result;
 }
 
+// The same readers over a bare flat_hash_map, with no publication: how
+// well this machine scales memory-bound lookups on two threads at all.
+double RunMapReaders(int readers, double seconds, const Mapping& m,
+                     const absl::flat_hash_map<int64_t, int32_t>& map) {
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> ops{0};
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&, r] {
+      std::mt19937_64 rng(99 + r);
+      std::uniform_int_distribution<size_t> pick(0, m.teams.size() - 1);
+      std::vector<int64_t> q(1 << 16);
+      for (int64_t& t : q) t = m.teams[pick(rng)];
+      int64_t n = 0, sink = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (int64_t t : q) sink += map.find(t)->second;
+        n += static_cast<int64_t>(q.size());
+      }
+      ops += n + (sink == 42);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  const double elapsed = Seconds(Clock::now() - start);
+  for (auto& t : threads) t.join();
+  return static_cast<double>(ops.load()) / elapsed;
+}
+
 // ---- 3. Publication cost at 1M teams ----
 
 void PublishCost(size_t n) {
@@ -334,6 +363,20 @@ int main(int argc, char** argv) {
   }
   std::printf("scaling: %.2fx (2 readers %.1f Mops/s / 1 reader %.1f Mops/s)\n",
               Median(two) / Median(one), Median(two) / 1e6, Median(one) / 1e6);
+
+  {
+    absl::flat_hash_map<int64_t, int32_t> map;
+    for (int64_t team : m.teams) map[team] = m.snapshot->RouteOf(team).bucket_id;
+    std::vector<double> map1, map2;
+    for (int i = 0; i < rounds; ++i) {
+      map1.push_back(RunMapReaders(1, seconds, m, map));
+      map2.push_back(RunMapReaders(2, seconds, m, map));
+    }
+    std::printf(
+        "control, bare flat_hash_map, no publication: %.2fx (2 threads %.1f Mops/s / 1 thread "
+        "%.1f Mops/s)\n",
+        Median(map2) / Median(map1), Median(map2) / 1e6, Median(map1) / 1e6);
+  }
 
   if (!quick) {
     std::printf("\n== Publication cost (writer side) ==\n");
