@@ -13,7 +13,11 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -122,6 +126,24 @@ class Watcher final : public grpc::ClientBidiReactor<v1::WatchRequest, v1::Watch
   std::atomic<bool> done_{false};
 };
 
+// CPU time (user + system) of a process, in seconds, from /proc.
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  double ticks = 0;
+  for (int i = 1; in >> field && i <= 15; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);
+  }
+  return ticks / sysconf(_SC_CLK_TCK);
+}
+
+double SelfCpuSeconds() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
@@ -162,7 +184,8 @@ int Run(const std::vector<int>& sizes) {
     Check(admin->CreateBucket(ctx().get(), req, &resp), "CreateBucket");
   }
   std::printf("| Watchers | Propagation p50 (median of %d writes) | p99 (median of %d writes) | "
-              "Server RSS per idle watcher |\n|---|---|---|---|\n",
+              "Server RSS per idle watcher | CPU per delivered push: server / clients |\n"
+              "|---|---|---|---|---|\n",
               kWrites, kWrites);
   int64_t team = 1;
   for (int n : sizes) {
@@ -186,6 +209,8 @@ int Run(const std::vector<int>& sizes) {
     const double rss_idle = ProcessRssMb(server);
 
     std::vector<double> p50s, p99s;
+    const double server_cpu_before = ProcessCpuSeconds(server);
+    const double client_cpu_before = SelfCpuSeconds();
     for (int w = 0; w < kWrites; ++w) {
       v1::AssignTeamRequest req;
       req.set_team_id(team++);
@@ -210,9 +235,13 @@ int Run(const std::vector<int>& sizes) {
       p99s.push_back(Percentile(lat, 0.99));
       absl::SleepFor(absl::Milliseconds(100));
     }
-    std::printf("| %d | %.2f ms | %.2f ms | %.1f KiB (RSS %.0f -> %.0f MB) |\n", n,
-                Percentile(p50s, 0.5), Percentile(p99s, 0.5),
-                (rss_idle - rss_before) * 1024 / n, rss_before, rss_idle);
+    // Includes the 100 ms pauses between writes, when little runs.
+    const double pushes = static_cast<double>(n) * kWrites;
+    const double server_us = (ProcessCpuSeconds(server) - server_cpu_before) * 1e6 / pushes;
+    const double client_us = (SelfCpuSeconds() - client_cpu_before) * 1e6 / pushes;
+    std::printf("| %d | %.2f ms | %.2f ms | %.1f KiB (RSS %.0f -> %.0f MB) | %.1f us / %.1f us |\n",
+                n, Percentile(p50s, 0.5), Percentile(p99s, 0.5),
+                (rss_idle - rss_before) * 1024 / n, rss_before, rss_idle, server_us, client_us);
     std::fflush(stdout);
     for (auto& w : watchers) w->Cancel();
     for (auto& w : watchers) {
