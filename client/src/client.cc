@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "client/src/cache_file.h"
-#include "client/src/rcu.h"
+#include "client/src/epoch.h"
 #include "client/src/route_index.h"
 #include "client/src/tsan.h"
 #include "client/src/wire.h"
@@ -17,22 +17,27 @@
 namespace bucketmap {
 namespace client_internal {
 
-// What the RCU pointer points to: one reference to a view, plus what
-// liburcu needs to reclaim it. The view itself may outlive this node
-// through handles taken with Current().
-struct PublishedView {
-  rcu_head head;
-  // == view->index_.get(): Route() goes straight to the index.
-  const RouteIndex* index;
+// What the published pointer points to: a copy of the view's lookup table
+// (so Route() goes from the pointer straight to the table, one load fewer
+// than through the view and its index), and one reference to the view. The
+// view itself may outlive this node through handles taken with Current().
+struct PublishedView : RouteTable {
+  PublishedView(const RouteTable& table, std::shared_ptr<const MappingView> v)
+      : RouteTable(table), view(std::move(v)) {}
   std::shared_ptr<const MappingView> view;
 };
 
 namespace {
 
-// Runs on liburcu's call_rcu thread once no reader can still hold `head`.
-void ReclaimPublishedView(rcu_head* head) {
-  TsanAcquireGrace();
-  delete caa_container_of(head, PublishedView, head);
+const PublishedView* AsNode(const RouteTable* table) {
+  return static_cast<const PublishedView*>(table);
+}
+
+// Runs once no reader can still hold `node`.
+void ReclaimPublishedView(void* node) { delete static_cast<PublishedView*>(node); }
+
+void RetireNode(const void* owner, const RouteTable* table) {
+  Retire(owner, const_cast<PublishedView*>(AsNode(table)), &ReclaimPublishedView);
 }
 
 }  // namespace
@@ -40,9 +45,11 @@ void ReclaimPublishedView(rcu_head* head) {
 
 namespace {
 
+using client_internal::AsNode;
+using client_internal::EpochReadSection;
 using client_internal::PublishedView;
-using client_internal::RcuReadSection;
 using client_internal::RouteIndex;
+using client_internal::RouteTable;
 
 constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
 
@@ -115,34 +122,31 @@ Client::Client(ClientOptions options)
 Client::~Client() {
   {
     client_internal::MutexLock lock(&apply_mu_);
-    PublishedView* old = current_.exchange(nullptr, std::memory_order_acq_rel);
-    if (old != nullptr) {
-      client_internal::RetireAfterGracePeriod(&old->head, &client_internal::ReclaimPublishedView);
-    }
+    const RouteTable* old = current_.exchange(nullptr, std::memory_order_acq_rel);
+    if (old != nullptr) client_internal::RetireNode(this, old);
   }
   // Every view this client retired is freed before the client is gone.
-  client_internal::RcuBarrier();
+  client_internal::WaitForReclaim(this);
 }
 
 absl::Time Client::Now() const { return options_.clock(); }
 
-RouteResult Client::Route(int64_t team_id) const {
-  RcuReadSection section;
-  const PublishedView* p = current_.load(std::memory_order_acquire);
-  if (p == nullptr) return RouteResult{};
-  return p->index->Lookup(team_id);
+RouteResult Client::RouteSlow(int64_t team_id) const {
+  EpochReadSection section;
+  const RouteTable* table = current_.load(std::memory_order_acquire);
+  return table == nullptr ? RouteResult() : table->Lookup(team_id);
 }
 
 std::shared_ptr<const MappingView> Client::Current() const {
-  RcuReadSection section;
-  const PublishedView* p = current_.load(std::memory_order_acquire);
-  return p == nullptr ? nullptr : p->view;
+  EpochReadSection section;
+  const RouteTable* table = current_.load(std::memory_order_acquire);
+  return table == nullptr ? nullptr : AsNode(table)->view;
 }
 
 std::shared_ptr<const MappingView> Client::CurrentForWriter() const {
   // Only writers, serialized by apply_mu_, replace or retire the node.
-  const PublishedView* p = current_.load(std::memory_order_relaxed);
-  return p == nullptr ? nullptr : p->view;
+  const RouteTable* table = current_.load(std::memory_order_relaxed);
+  return table == nullptr ? nullptr : AsNode(table)->view;
 }
 
 std::string Client::cluster_id() const {
@@ -151,10 +155,10 @@ std::string Client::cluster_id() const {
 }
 
 std::optional<BucketState> Client::GetBucketState(int32_t bucket_id) const {
-  RcuReadSection section;
-  const PublishedView* p = current_.load(std::memory_order_acquire);
-  if (p == nullptr) return std::nullopt;
-  const Bucket* bucket = p->view->FindBucket(bucket_id);
+  EpochReadSection section;
+  const RouteTable* table = current_.load(std::memory_order_acquire);
+  if (table == nullptr) return std::nullopt;
+  const Bucket* bucket = AsNode(table)->view->FindBucket(bucket_id);
   if (bucket == nullptr) return std::nullopt;
   return bucket->state;
 }
@@ -206,9 +210,10 @@ void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::
   const int64_t old_version = version_.load(std::memory_order_relaxed);
   const int64_t new_version = view->version();
   const MappingView* raw = view.get();
-  auto* node = new PublishedView{{}, view->index_.get(), std::move(view)};
+  const RouteTable& table = view->index_->table();
+  auto* node = new PublishedView(table, std::move(view));
   // The release half publishes everything written while building the view.
-  PublishedView* old = current_.exchange(node, std::memory_order_acq_rel);
+  const RouteTable* old = current_.exchange(node, std::memory_order_acq_rel);
   {
     // Under version_mu_, so a waiter either sees the new version before it
     // waits or is already waiting when signalled.
@@ -217,9 +222,10 @@ void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::
   }
   version_cv_.SignalAll();
   confirmed_at_ns_.store(absl::ToUnixNanos(confirmed_at), std::memory_order_release);
-  if (old != nullptr) {
-    client_internal::RetireAfterGracePeriod(&old->head, &client_internal::ReclaimPublishedView);
-  }
+  if (old != nullptr) client_internal::RetireNode(this, old);
+  // Frees the views of earlier publications (this one's is usually still
+  // being read); never waits for readers.
+  client_internal::Reclaim();
 
   std::vector<std::shared_ptr<const std::function<void(const ChangeEvent&)>>> listeners;
   {
@@ -333,11 +339,16 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
 }
 
 void Client::ConfirmCurrent(int64_t server_version) {
-  client_internal::MutexLock lock(&apply_mu_);
-  if (current_.load(std::memory_order_relaxed) == nullptr) return;
-  if (server_version <= version_.load(std::memory_order_relaxed)) {
-    confirmed_at_ns_.store(absl::ToUnixNanos(Now()), std::memory_order_release);
+  {
+    client_internal::MutexLock lock(&apply_mu_);
+    if (current_.load(std::memory_order_relaxed) == nullptr) return;
+    if (server_version <= version_.load(std::memory_order_relaxed)) {
+      confirmed_at_ns_.store(absl::ToUnixNanos(Now()), std::memory_order_release);
+    }
   }
+  // Heartbeats come while no publication does: free the view the last
+  // publication replaced.
+  client_internal::Reclaim();
 }
 
 // ---- Client: the cache file ----

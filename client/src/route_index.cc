@@ -92,6 +92,14 @@ void RouteIndex::Publish(size_t i, std::shared_ptr<const Partition> partition) {
   partitions_[i] = std::move(partition);
 }
 
+void RouteIndex::Seal() {
+  table_.version = version_;
+  table_.partition_mask = partition_mask_;
+  table_.partitions = refs_.data();
+  table_.default_slots = default_slots_->data();
+  table_.default_routes = default_routes_->data();
+}
+
 absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapshot& snapshot) {
   const auto& pools = snapshot.pools();
   if (pools.size() > kMaxPools) {
@@ -150,8 +158,7 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
     index->default_slots_ = std::move(slots);
   }
   index->default_routes_ = std::move(routes);
-  index->default_slots_raw_ = index->default_slots_->data();
-  index->default_routes_raw_ = index->default_routes_->data();
+  index->Seal();
   return std::unique_ptr<const RouteIndex>(std::move(index));
 }
 
@@ -207,6 +214,7 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
   size_t size = 0;
   for (const auto& part : index->partitions_) size += part->size;
   index->size_ = size;
+  index->Seal();
   return std::unique_ptr<const RouteIndex>(std::move(index));
 }
 

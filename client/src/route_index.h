@@ -29,6 +29,9 @@
 // previous index, so applying a small delta to a 1M-team mapping costs the
 // index microseconds, not a copy of the whole table.
 //
+// The lookup itself is RouteTable::Lookup() in bucketmap/internal/read_path.h,
+// inlined into callers of Client::Route().
+//
 // Thread safety: immutable after Build()/Update(); Lookup() may be called
 // concurrently from any number of threads and never allocates.
 #ifndef BUCKETMAP_CLIENT_SRC_ROUTE_INDEX_H_
@@ -42,21 +45,12 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "bucketmap/client.h"
+#include "bucketmap/internal/read_path.h"
 #include "domain/placement.h"
 #include "domain/snapshot.h"
 
 namespace bucketmap {
 namespace client_internal {
-
-// Mix64() of domain/placement.h, inlined: Route() is dominated by its
-// instruction count and branches, and the domain's copy is out of line in
-// another library. RouteIndexTest.HashIsTheDomainHash holds the two equal.
-inline uint64_t HashTeam(int64_t team_id) {
-  uint64_t x = static_cast<uint64_t>(team_id) + 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 class RouteIndex {
  public:
@@ -76,7 +70,9 @@ class RouteIndex {
       const RouteIndex& previous, const Snapshot& snapshot, absl::Span<const int64_t> touched);
 
   // Returns the route of `team_id`. Wait-free; never allocates.
-  inline RouteResult Lookup(int64_t team_id) const;
+  RouteResult Lookup(int64_t team_id) const { return table_.Lookup(team_id); }
+  // What Lookup() reads; its pointers are valid for the index's lifetime.
+  const RouteTable& table() const { return table_; }
 
   // The packed form of a route, as RouteResult holds it.
   static uint64_t PackRoute(int32_t bucket_id, int32_t pool_index, BucketState state,
@@ -98,16 +94,8 @@ class RouteIndex {
   // True when partition `i` is the same object in both indexes (tests).
   bool TEST_SharesPartition(const RouteIndex& other, size_t i) const;
 
-  struct Entry {
-    int64_t team_id = 0;  // 0: a free entry (team ids are >= 1)
-    uint64_t route = 0;   // PackRoute()
-  };
-  // One cache line. Entries fill from the front and are never removed in
-  // place (a partition is rebuilt instead), so a bucket whose last entry
-  // is free ends every probe that reaches it.
-  struct alignas(64) Bucket {
-    Entry entries[4];
-  };
+  using Entry = RouteEntry;
+  using Bucket = RouteBucket;
 
  private:
   struct Partition {
@@ -115,15 +103,15 @@ class RouteIndex {
     size_t size = 0;
   };
   // What Lookup() reads: no shared_ptr control block on the hot path.
-  struct PartitionRef {
-    const Bucket* buckets;
-    uint64_t mask;
-  };
+  using PartitionRef = RoutePartitionRef;
 
   RouteIndex() = default;
   static std::shared_ptr<const Partition> BuildPartition(const std::vector<Entry>& entries);
   void Publish(size_t i, std::shared_ptr<const Partition> partition);
+  // Points table_ at this index's arrays; last step of Build()/Update().
+  void Seal();
 
+  RouteTable table_;
   int64_t version_ = 0;
   size_t size_ = 0;
   uint64_t partition_mask_ = 0;
@@ -135,41 +123,7 @@ class RouteIndex {
   // to one unroutable route.
   std::shared_ptr<const std::vector<uint16_t>> default_slots_;
   std::shared_ptr<const std::vector<uint64_t>> default_routes_;
-  const uint16_t* default_slots_raw_ = nullptr;
-  const uint64_t* default_routes_raw_ = nullptr;
 };
-
-inline RouteResult RouteIndex::Lookup(int64_t team_id) const {
-  if (ABSL_PREDICT_FALSE(team_id < 1)) {
-    return RouteResult(version_, RouteResult::Forced(RouteStatus::kInvalidTeam));
-  }
-  const uint64_t h = HashTeam(team_id);
-  // Issued before the probe and independent of it, so the two loads
-  // overlap.
-  const uint64_t default_route = default_routes_raw_[default_slots_raw_[h >> 48]];
-  const PartitionRef& part = refs_[(h >> 32) & partition_mask_];
-  uint64_t b = h & part.mask;
-  const Entry* e;
-  uint32_t match;
-  for (;;) {
-    e = part.buckets[b].entries;
-    // One bit per entry holding the team, built with setcc and shifts: the
-    // compiler turns a chain of ternaries back into jumps, and a
-    // mispredicted jump on a cache-missing key stalls the lookups behind it.
-    match = static_cast<uint32_t>(e[0].team_id == team_id) |
-            static_cast<uint32_t>(e[1].team_id == team_id) << 1 |
-            static_cast<uint32_t>(e[2].team_id == team_id) << 2 |
-            static_cast<uint32_t>(e[3].team_id == team_id) << 3;
-    // Found, or a free entry proves the team is not further on.
-    if (ABSL_PREDICT_TRUE((match | static_cast<uint32_t>(e[3].team_id == 0)) != 0)) break;
-    b = (b + 1) & part.mask;
-  }
-  // Picks the entry's route or the default one with a mask, not a branch.
-  // With no match, the index is 4 & 3 = 0: a valid load, then discarded.
-  const uint32_t hit = static_cast<uint32_t>(__builtin_ctz(match | 0x10u)) & 3;
-  const uint64_t found = uint64_t{0} - static_cast<uint64_t>(match != 0);
-  return RouteResult(version_, (e[hit].route & found) | (default_route & ~found));
-}
 
 }  // namespace client_internal
 }  // namespace bucketmap

@@ -74,7 +74,7 @@ TEST(ClientAllocationTest, RouteDoesNotAllocate) {
   std::vector<int64_t> teams(100000);
   std::uniform_int_distribution<int64_t> any(-5, 200000);  // includes invalid ids
   for (int64_t& t : teams) t = any(rng);
-  client.Route(1);  // the thread's first read registers it with liburcu
+  client.Route(1);  // the thread's first read registers its epoch record
 
   const int64_t before = t_allocations;
   int64_t sum = 0;

@@ -21,16 +21,15 @@
 //   LoadCache() calls are serialized among themselves by an internal mutex;
 //   they never wait for readers. A MappingView is immutable: any number of
 //   threads may use one concurrently.
-//   The first RCU read on a thread (Route() or Current(), say) registers the
-//   thread with liburcu once; that first call takes liburcu's registry lock
-//   and may allocate. Every later call on the thread is wait-free.
-//   The thread is unregistered when it exits.
+//   The first read on a thread (Route() or Current(), say) registers the
+//   thread with the client's epoch-based reclamation once; that first call
+//   takes a registry lock and may allocate. Every later call on the thread
+//   is wait-free. The thread's record is given back when it exits.
 //
 // Memory-ordering contract.
-//   - A new view is fully built, then published by a release store of one
-//     pointer (the C++ atomic equivalent of rcu_assign_pointer). Readers
-//     load that pointer with acquire ordering (rcu_dereference's contract),
-//     so everything written while building the view happens-before any read
+//   - A new view is fully built, then published by a release exchange of
+//     one pointer. Readers load that pointer with acquire ordering, so
+//     everything written while building the view happens-before any read
 //     through it.
 //   - A RouteResult is computed from exactly one view: its bucket, state
 //     and source all belong to its version(), never to a mix of two
@@ -41,10 +40,18 @@
 //     WaitForVersion(v) returned true, or after Apply*() returned with v,
 //     answers from version v or newer (or from another cluster after a
 //     reset).
-//   - A replaced view is reclaimed by liburcu's call_rcu after a grace
-//     period, that is after every Route() that could still see it has
-//     returned; publishing never waits for readers, and readers never wait
-//     for publishing.
+//   - Reads run inside an epoch read-side section: the thread stores the
+//     global epoch into its own record before loading the pointer, and 0
+//     after its last read through it. A replaced view is retired with a new
+//     epoch and freed only once every thread's record is 0 or at least that
+//     epoch, checked after a membarrier() that orders every reader's entry
+//     store before its pointer load (so readers pay no fence). The check
+//     runs on the publishing thread after each publication, and on
+//     ConfirmCurrent(); it frees what it can and never waits, so
+//     publishing never waits for readers, and readers never wait for
+//     publishing. A replaced view can thus outlive its replacement until
+//     the next publication or confirmation (~Client frees it at the
+//     latest).
 //
 // Feeding the client (the transport seam).
 //   This library does not yet open the gRPC watch stream itself. A watch
@@ -70,11 +77,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "bucketmap/internal/read_path.h"
+#include "bucketmap/route_result.h"
 #include "bucketmap/v1/mapping.pb.h"
 #include "bucketmap/v1/types.pb.h"
 #include "domain/model.h"
@@ -86,81 +96,6 @@ namespace client_internal {
 class RouteIndex;
 struct PublishedView;
 }  // namespace client_internal
-
-// Why a RouteResult has, or has no, bucket.
-enum class RouteStatus : uint8_t {
-  // bucket_id names the team's bucket.
-  kOk = 0,
-  // No mapping has been loaded yet (no snapshot, no cache file).
-  kNoMapping = 1,
-  // The team's pool has no ACTIVE or PAUSED bucket (SPEC §2): the event
-  // must not be routed by guesswork.
-  kNoPlaceableBucket = 2,
-  // team_id < 1.
-  kInvalidTeam = 3,
-};
-
-// The route of one team at one version: a 16-byte trivially copyable value
-// (it comes back in two registers), decoded by inline accessors so that a
-// caller pays only for the fields it reads.
-class RouteResult {
- public:
-  // No mapping: status() is kNoMapping.
-  RouteResult() = default;
-
-  // The version this result was computed from; 0 with kNoMapping.
-  int64_t version() const { return version_; }
-  // Why there is, or is no, bucket.
-  RouteStatus status() const {
-    const uint64_t forced = (bits_ >> kStatusShift) & 0x3;
-    if (forced != 0) return static_cast<RouteStatus>(forced);
-    return bucket_id() > 0 ? RouteStatus::kOk : RouteStatus::kNoPlaceableBucket;
-  }
-  bool routable() const { return status() == RouteStatus::kOk; }
-  // The team's bucket; 0 unless routable().
-  int32_t bucket_id() const { return static_cast<int32_t>(static_cast<uint32_t>(bits_)); }
-  // State of bucket_id(); BucketState{} (0, no named value) unless
-  // routable().
-  BucketState bucket_state() const {
-    return static_cast<BucketState>((bits_ >> kStateShift) & 0x7);
-  }
-  bool paused() const { return routable() && bucket_state() == BucketState::kPaused; }
-  // Pin, pool assignment or default placement. kDefault without a mapping
-  // and for an invalid team.
-  RouteSource source() const { return static_cast<RouteSource>((bits_ >> kSourceShift) & 0x3); }
-  // Index into MappingView::pools() of the team's pool (kPool, kDefault);
-  // -1 for pins, without a mapping and for an invalid team.
-  int32_t pool_index() const { return static_cast<int32_t>((bits_ >> kPoolShift) & kPoolMask) - 1; }
-  // True while the team is part of an open handoff (SPEC §5). Always false
-  // until handoffs ship.
-  bool handoff() const { return ((bits_ >> kHandoffShift) & 1) != 0; }
-
- private:
-  friend class client_internal::RouteIndex;
-  friend class Client;
-
-  // The packed form (see route_index.h):
-  //   bits  0..31  bucket id          bits 54..56  BucketState
-  //   bits 32..53  pool index + 1     bits 57..58  RouteSource
-  //   bit  59      handoff            bits 60..61  forced RouteStatus (0: by bucket id)
-  static constexpr int kPoolShift = 32;
-  static constexpr uint64_t kPoolMask = (uint64_t{1} << 22) - 1;
-  static constexpr int kStateShift = 54;
-  static constexpr int kSourceShift = 57;
-  static constexpr int kHandoffShift = 59;
-  static constexpr int kStatusShift = 60;
-
-  static constexpr uint64_t Forced(RouteStatus status) {
-    // Only kNoMapping (1) and kInvalidTeam (3) are forced; kOk and
-    // kNoPlaceableBucket follow from the bucket id.
-    return (static_cast<uint64_t>(RouteSource::kDefault) << kSourceShift) |
-           (static_cast<uint64_t>(status) << kStatusShift);
-  }
-  constexpr RouteResult(int64_t version, uint64_t bits) : version_(version), bits_(bits) {}
-
-  int64_t version_ = 0;
-  uint64_t bits_ = Forced(RouteStatus::kNoMapping);
-};
 
 // The whole mapping at one version, with its routing index. Immutable.
 // Obtained from Client::Current(); keep the shared_ptr for as long as the
@@ -263,7 +198,9 @@ class Client {
   // server (domain/placement.h). Without a mapping, status is kNoMapping;
   // a team of a pool with no placeable bucket gets kNoPlaceableBucket, never
   // a guess. Wait-free and allocation-free (after the thread's first call).
-  RouteResult Route(int64_t team_id) const;
+  // Always inlined (below): in a producer's loop, consecutive lookups then
+  // overlap their cache misses, which a call per lookup prevents.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE RouteResult Route(int64_t team_id) const;
 
   // Current()
   //
@@ -378,8 +315,11 @@ class Client {
 
  private:
   absl::Time Now() const;
+  // Route() on a thread without a reader record: registers it first.
+  RouteResult RouteSlow(int64_t team_id) const;
   // Publishes `view`: release-stores it, advances version(), retires the
-  // previous view through call_rcu and runs the listeners.
+  // previous view, reclaims what no reader can still hold and runs the
+  // listeners.
   void Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   absl::Status ApplyDeltaList(const std::vector<const v1::MappingDelta*>& deltas);
@@ -389,9 +329,11 @@ class Client {
 
   const ClientOptions options_;
 
-  // The published view. Written only under apply_mu_ (release); read by
-  // anyone inside an RCU read-side critical section (acquire).
-  std::atomic<client_internal::PublishedView*> current_{nullptr};
+  // The published view's lookup table (the first part of a
+  // client_internal::PublishedView, defined in client.cc). Written only
+  // under apply_mu_ (release); read by anyone inside an epoch read-side
+  // section (acquire).
+  std::atomic<const client_internal::RouteTable*> current_{nullptr};
   std::atomic<int64_t> version_{0};
   // Unix nanoseconds of the last confirmation; kNever before any.
   std::atomic<int64_t> confirmed_at_ns_;
@@ -410,6 +352,16 @@ class Client {
   std::vector<std::pair<ListenerId, std::shared_ptr<const std::function<void(const ChangeEvent&)>>>>
       listeners_ ABSL_GUARDED_BY(listeners_mu_);
 };
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline RouteResult Client::Route(int64_t team_id) const {
+  client_internal::EpochReader* const reader = client_internal::t_epoch_reader;
+  if (ABSL_PREDICT_FALSE(reader == nullptr)) return RouteSlow(team_id);
+  reader->Enter();
+  const client_internal::RouteTable* table = current_.load(std::memory_order_acquire);
+  const RouteResult result = table == nullptr ? RouteResult() : table->Lookup(team_id);
+  reader->Exit();
+  return result;
+}
 
 }  // namespace bucketmap
 
