@@ -1,6 +1,11 @@
 #include "client/src/route_index.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -66,16 +71,37 @@ const std::shared_ptr<const std::vector<uint16_t>>& ZeroSlots() {
   return *kZero;
 }
 
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Zeroed memory for `count` buckets. A table of a megabyte or more is
+// rounded up to whole 2 MiB pages and asks for transparent huge pages:
+// at 1M teams the override table is 16 MiB, about the reach of the L2 TLB
+// in 4 KiB pages, and Route() is a random probe into it, so with small
+// pages most probes would add a page walk to their cache miss.
+std::shared_ptr<RouteIndex::Bucket> AllocateBuckets(size_t count) {
+  const size_t bytes = count * sizeof(RouteIndex::Bucket);
+  const bool huge = bytes >= kHugePage / 2;
+  const size_t size = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : bytes;
+  void* p = nullptr;
+  if (posix_memalign(&p, huge ? kHugePage : alignof(RouteIndex::Bucket), size) != 0) {
+    throw std::bad_alloc();
+  }
+  if (huge) madvise(p, size, MADV_HUGEPAGE);  // advice only: small pages still work
+  std::memset(p, 0, bytes);
+  return std::shared_ptr<RouteIndex::Bucket>(static_cast<RouteIndex::Bucket*>(p),
+                                             [](RouteIndex::Bucket* b) { std::free(b); });
+}
+
 }  // namespace
 
 std::shared_ptr<const RouteIndex::Partition> RouteIndex::BuildPartition(
-    const std::vector<Entry>& entries) {
+    const std::vector<Entry>& entries, absl::Span<Bucket> buckets,
+    std::shared_ptr<const void> storage) {
   auto part = std::make_shared<Partition>();
-  part->buckets.resize(BucketsFor(entries.size()));
-  const uint64_t mask = part->buckets.size() - 1;
+  const uint64_t mask = buckets.size() - 1;
   for (const Entry& e : entries) {
     for (uint64_t b = HashTeam(e.team_id) & mask;; b = (b + 1) & mask) {
-      Entry* slots = part->buckets[b].entries;
+      Entry* slots = buckets[b].entries;
       Entry* free = std::find_if(slots, slots + 4, [](const Entry& x) { return x.team_id == 0; });
       if (free != slots + 4) {
         *free = e;
@@ -83,8 +109,37 @@ std::shared_ptr<const RouteIndex::Partition> RouteIndex::BuildPartition(
       }
     }
   }
+  part->buckets = buckets;
   part->size = entries.size();
+  part->storage = std::move(storage);
   return part;
+}
+
+// Update() gives each rebuilt partition its own small allocation, so after
+// many deltas the table is scattered over small pages again. Once more
+// than half the partitions have left the last slab, and the table is big
+// enough for huge pages to matter, copy them all into a new one: one
+// memcpy of the table every count/2 partition rebuilds or more.
+void RouteIndex::MaybeRepack() {
+  size_t total = 0, outside = 0;
+  for (const auto& part : partitions_) {
+    total += part->buckets.size();
+    if (part->storage != slab_) ++outside;
+  }
+  if (total * sizeof(Bucket) < kHugePage / 2 || outside * 2 <= partitions_.size()) return;
+  std::shared_ptr<Bucket> slab = AllocateBuckets(total);
+  Bucket* next = slab.get();
+  for (size_t i = 0; i < partitions_.size(); ++i) {
+    const Partition& old = *partitions_[i];
+    std::memcpy(static_cast<void*>(next), old.buckets.data(), old.buckets.size() * sizeof(Bucket));
+    auto part = std::make_shared<Partition>();
+    part->buckets = absl::Span<const Bucket>(next, old.buckets.size());
+    part->size = old.size;
+    part->storage = slab;
+    Publish(i, std::move(part));
+    next += old.buckets.size();
+  }
+  slab_ = std::move(slab);
 }
 
 void RouteIndex::Publish(size_t i, std::shared_ptr<const Partition> partition) {
@@ -124,7 +179,17 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
   }
   index->refs_.resize(count);
   index->partitions_.resize(count);
-  for (size_t p = 0; p < count; ++p) index->Publish(p, BuildPartition(grouped[p]));
+  // One slab for every partition, in order.
+  size_t total = 0;
+  for (const auto& g : grouped) total += BucketsFor(g.size());
+  std::shared_ptr<Bucket> slab = AllocateBuckets(total);
+  Bucket* next = slab.get();
+  for (size_t p = 0; p < count; ++p) {
+    const size_t buckets = BucketsFor(grouped[p].size());
+    index->Publish(p, BuildPartition(grouped[p], absl::Span<Bucket>(next, buckets), slab));
+    next += buckets;
+  }
+  index->slab_ = std::move(slab);
   index->size_ = n;
 
   // Default placement.
@@ -208,12 +273,15 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
         entries.push_back(maker.Make(static_cast<size_t>(it - ids.begin())));
       }
     }
-    index->Publish(p, BuildPartition(entries));
+    const size_t buckets = BucketsFor(entries.size());
+    std::shared_ptr<Bucket> storage = AllocateBuckets(buckets);
+    index->Publish(p, BuildPartition(entries, absl::Span<Bucket>(storage.get(), buckets), storage));
     i = j;
   }
   size_t size = 0;
   for (const auto& part : index->partitions_) size += part->size;
   index->size_ = size;
+  index->MaybeRepack();
   index->Seal();
   return std::unique_ptr<const RouteIndex>(std::move(index));
 }

@@ -99,14 +99,25 @@ class RouteIndex {
 
  private:
   struct Partition {
-    std::vector<Bucket> buckets;  // a power of two, at most half the entries used
+    // A power of two, at most half the entries used.
+    absl::Span<const Bucket> buckets;
     size_t size = 0;
+    // Owns `buckets`: a slab shared with the other partitions of one
+    // Build() or repack, or this partition's own allocation.
+    std::shared_ptr<const void> storage;
   };
   // What Lookup() reads: no shared_ptr control block on the hot path.
   using PartitionRef = RoutePartitionRef;
 
   RouteIndex() = default;
-  static std::shared_ptr<const Partition> BuildPartition(const std::vector<Entry>& entries);
+  // Builds a partition of `entries` in `buckets` (zeroed, a power of two
+  // at least BucketsFor(entries.size()) long), owned by `storage`.
+  static std::shared_ptr<const Partition> BuildPartition(const std::vector<Entry>& entries,
+                                                         absl::Span<Bucket> buckets,
+                                                         std::shared_ptr<const void> storage);
+  // Copies every partition into one new slab, when most of them have left
+  // the last one (see route_index.cc).
+  void MaybeRepack();
   void Publish(size_t i, std::shared_ptr<const Partition> partition);
   // Points table_ at this index's arrays; last step of Build()/Update().
   void Seal();
@@ -117,6 +128,8 @@ class RouteIndex {
   uint64_t partition_mask_ = 0;
   std::vector<PartitionRef> refs_;
   std::vector<std::shared_ptr<const Partition>> partitions_;
+  // The slab the last Build() or repack put every partition in.
+  std::shared_ptr<const void> slab_;
 
   // Default placement: slot -> index into the default members' packed
   // routes. When the default pool has no placeable bucket, every slot maps
