@@ -33,9 +33,17 @@ ABSL_FLAG(std::string, migrations_dir, BUCKETMAP_MIGRATIONS_DIR,
 ABSL_FLAG(int32_t, max_message_size, 64 << 20,
           "Largest gRPC message sent or received, in bytes (snapshots of 1M teams need ~10 MB).");
 ABSL_FLAG(std::string, kafka_brokers, "",
-          "Kafka brokers for change events. Not used yet: the outbox relay is not built.");
-ABSL_FLAG(bool, kafka_create_topics, true, "Create a missing changes topic (outbox; not built).");
-ABSL_FLAG(std::string, changes_topic, "bucketmap_changes", "Topic of change events (outbox).");
+          "Kafka for change events: a broker list (host:port,...), `embedded` for an in-process "
+          "mock cluster (development only; its address is logged), or empty to not publish.");
+ABSL_FLAG(bool, kafka_create_topics, true,
+          "With a broker list, create the changes topic with 1 partition if it is missing.");
+ABSL_FLAG(std::string, changes_topic, "bucketmap_changes", "Topic of change events.");
+ABSL_FLAG(std::string, changes_format, "protobuf",
+          "Encoding of change events: protobuf (bucketmap.v1.ChangeEvent) or json (its proto3 "
+          "JSON form).");
+ABSL_FLAG(absl::Duration, outbox_poll_interval, absl::Seconds(1),
+          "Period of the outbox relay's poll for unpublished versions (it is also woken by "
+          "every write on this replica).");
 ABSL_FLAG(int32_t, max_bulk_assign, 100000, "Most entries in one BulkAssign call.");
 ABSL_FLAG(absl::Duration, write_timeout, absl::Seconds(10),
           "Longest time a write may spend in PostgreSQL before it fails with UNAVAILABLE.");
@@ -83,11 +91,19 @@ int Run() {
     spdlog::error("--max_bulk_assign must be at least 1");
     return 2;
   }
-  if (absl::GetFlag(FLAGS_kafka_brokers).empty()) {
-    spdlog::warn("--kafka_brokers is empty: change events are not published to Kafka");
-  } else {
-    spdlog::warn("--kafka_brokers={} ignored: this build has no outbox relay yet",
-                 absl::GetFlag(FLAGS_kafka_brokers));
+  absl::StatusOr<bucketmap::ChangesFormat> changes_format =
+      ParseChangesFormat(absl::GetFlag(FLAGS_changes_format));
+  if (!changes_format.ok()) {
+    spdlog::error("--{}", std::string(changes_format.status().message()));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_changes_topic).empty()) {
+    spdlog::error("--changes_topic must not be empty");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_outbox_poll_interval) <= absl::ZeroDuration()) {
+    spdlog::error("--outbox_poll_interval must be positive");
+    return 2;
   }
 
   // Block the stop signals in every thread; one thread waits for them.
@@ -133,6 +149,11 @@ int Run() {
   options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);
   options.watch.client_lease = absl::GetFlag(FLAGS_client_lease);
   options.watch.replica = absl::GetFlag(FLAGS_replica_name);
+  options.outbox.kafka_brokers = absl::GetFlag(FLAGS_kafka_brokers);
+  options.outbox.create_topics = absl::GetFlag(FLAGS_kafka_create_topics);
+  options.outbox.topic = absl::GetFlag(FLAGS_changes_topic);
+  options.outbox.format = *changes_format;
+  options.outbox.poll_interval = absl::GetFlag(FLAGS_outbox_poll_interval);
   if (options.watch.replica.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
@@ -147,6 +168,13 @@ int Run() {
   spdlog::info("bucketmap-server serving gRPC on port {} at version {}; metrics on {}",
                (*server)->port(), (*server)->manager().Current()->version(),
                options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen + "/metrics");
+  if (!(*server)->kafka_bootstrap().empty()) {
+    spdlog::info("change events: topic {} on {} ({}); watch them with: kcat -C -b {} -t {} -f "
+                 "'%h %k %s\\n'",
+                 options.outbox.topic, (*server)->kafka_bootstrap(),
+                 absl::GetFlag(FLAGS_changes_format), (*server)->kafka_bootstrap(),
+                 options.outbox.topic);
+  }
 
   int signal = 0;
   sigwait(&signals, &signal);

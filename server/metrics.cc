@@ -95,7 +95,65 @@ Metrics::Metrics()
                                 .Help("Watch messages queued or being written, over all streams "
                                       "(at most 3 per stream).")
                                 .Register(*registry_)
-                                .Add({})) {}
+                                .Add({})),
+      outbox_backlog_(prometheus::BuildGauge()
+                          .Name("bucketmap_outbox_backlog")
+                          .Help("Change-log rows not yet published to Kafka.")
+                          .Register(*registry_)
+                          .Add({})),
+      outbox_oldest_age_(prometheus::BuildGauge()
+                             .Name("bucketmap_outbox_oldest_unpublished_age_seconds")
+                             .Help("Age of the oldest change-log row not yet published; 0 when "
+                                   "none is waiting.")
+                             .Register(*registry_)
+                             .Add({})),
+      outbox_errors_(prometheus::BuildCounter()
+                         .Name("bucketmap_outbox_publish_errors_total")
+                         .Help("Publishing failures that made the outbox relay reset its Kafka "
+                               "producer and resend from the last delivered version.")
+                         .Register(*registry_)
+                         .Add({})),
+      outbox_last_published_(prometheus::BuildGauge()
+                                 .Name("bucketmap_outbox_last_published_version")
+                                 .Help("Highest version published to the changes topic.")
+                                 .Register(*registry_)
+                                 .Add({})),
+      embedded_kafka_(prometheus::BuildGauge()
+                          .Name("bucketmap_embedded_kafka_info")
+                          .Help("1, labelled with the bootstrap address of the in-process mock "
+                                "Kafka cluster (--kafka_brokers=embedded).")
+                          .Register(*registry_)),
+      changes_topic_partitions_(prometheus::BuildGauge()
+                                    .Name("bucketmap_changes_topic_partitions")
+                                    .Help("Partitions of the changes topic found at start; "
+                                          "anything but 1 breaks the total order.")
+                                    .Register(*registry_)
+                                    .Add({})) {}
+
+void Metrics::SetOutboxStats(int64_t backlog, absl::Duration oldest_age,
+                             int64_t last_published_version) {
+  outbox_backlog_.Set(static_cast<double>(backlog));
+  outbox_oldest_age_.Set(absl::ToDoubleSeconds(oldest_age));
+  SetOutboxLastPublished(last_published_version);
+}
+
+void Metrics::SetOutboxLastPublished(int64_t version) {
+  absl::MutexLock lock(&mu_);
+  // Stats read from the store may lag the relay's own marks.
+  if (static_cast<double>(version) > outbox_last_published_.Value()) {
+    outbox_last_published_.Set(static_cast<double>(version));
+  }
+}
+
+void Metrics::RecordOutboxPublishError() { outbox_errors_.Increment(); }
+
+void Metrics::SetEmbeddedKafka(const std::string& bootstrap) {
+  embedded_kafka_.Add({{"bootstrap", bootstrap}}).Set(1);
+}
+
+void Metrics::SetChangesTopicPartitions(int partitions) {
+  changes_topic_partitions_.Set(partitions);
+}
 
 void Metrics::SetWatchPendingWrites(int64_t count) {
   watch_pending_writes_.Set(static_cast<double>(count));

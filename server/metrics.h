@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "domain/snapshot.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
@@ -43,6 +44,18 @@ class Metrics {
   // Counts a watch event: "nack", "ack_timeout".
   void RecordWatchEvent(const std::string& event);
 
+  // The outbox, as last read from the store.
+  void SetOutboxStats(int64_t backlog, absl::Duration oldest_age, int64_t last_published_version);
+  // The last version the relay marked published.
+  void SetOutboxLastPublished(int64_t version);
+  // Counts a publishing failure that made the relay reset its producer.
+  void RecordOutboxPublishError();
+  // Exports bucketmap_embedded_kafka_info{bootstrap=...} 1.
+  void SetEmbeddedKafka(const std::string& bootstrap);
+  // The changes topic's partition count as found at start (anything but 1
+  // breaks the total order).
+  void SetChangesTopicPartitions(int partitions);
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -59,6 +72,12 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& watchers_;
   prometheus::Family<prometheus::Counter>& watch_events_;
   prometheus::Gauge& watch_pending_writes_;
+  prometheus::Gauge& outbox_backlog_;
+  prometheus::Gauge& outbox_oldest_age_;
+  prometheus::Counter& outbox_errors_;
+  prometheus::Gauge& outbox_last_published_;
+  prometheus::Family<prometheus::Gauge>& embedded_kafka_;
+  prometheus::Gauge& changes_topic_partitions_;
   absl::Mutex mu_;
 };
 

@@ -100,6 +100,24 @@ constexpr Statement kStatements[] = {
      " last_ack = EXCLUDED.last_ack, last_nack = EXCLUDED.last_nack,"
      " last_nack_error = EXCLUDED.last_nack_error, nacks = EXCLUDED.nacks,"
      " connected = EXCLUDED.connected, lease_expires = EXCLUDED.lease_expires"},
+    // The outbox (0003_outbox.sql): the partial index on unpublished
+    // versions serves these three.
+    {"load_unpublished",
+     "SELECT version, kind, actor, reason, COALESCE(request_id, ''),"
+     " (EXTRACT(EPOCH FROM created_at) * 1000000)::bigint, delta"
+     " FROM change_log WHERE published_at IS NULL AND version > $1::bigint"
+     " ORDER BY version LIMIT $2::bigint"},
+    {"mark_published",
+     "UPDATE change_log SET published_at = now()"
+     " WHERE published_at IS NULL AND version <= $1::bigint"},
+    {"outbox_backlog",
+     "SELECT count(*),"
+     " COALESCE((EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000000)::bigint, 0)"
+     " FROM change_log WHERE published_at IS NULL"},
+    // Walks the primary key down from the newest version, past the
+    // backlog, to the first published row.
+    {"last_published",
+     "SELECT COALESCE(max(version), 0) FROM change_log WHERE published_at IS NOT NULL"},
     // Byte order (COLLATE "C"), whatever the database's collation, so the
     // order matches std::string's.
     {"list_clients",
@@ -887,16 +905,16 @@ absl::StatusOr<int64_t> PgStore::Prune(absl::Time now, absl::Duration history_re
       [&](Connection& conn, bool*) -> absl::StatusOr<int64_t> {
         pqxx::work tx(conn.conn);
         SetTimeouts(tx, deadline - absl::Now());
-        // NOTE for the outbox: change-log rows not yet published to Kafka
-        // must never be pruned; add that condition to `gone` when the
-        // outbox lands.
+        // Rows not yet published to Kafka are the outbox: never pruned.
+        // The relay publishes in version order, so what is kept is still
+        // a suffix of the versions, as LoadDeltas expects.
         //
         // change_log_teams has no index on version: the join scans it once,
         // which is fine for a job that runs rarely.
         constexpr char kCutoff[] = "(timestamptz 'epoch' + $1 * interval '1 microsecond')";
         const pqxx::row log = tx.exec_params1(
             absl::StrCat("WITH gone AS (DELETE FROM change_log WHERE created_at < ", kCutoff,
-                         " RETURNING version),"
+                         " AND published_at IS NOT NULL RETURNING version),"
                          " teams AS (DELETE FROM change_log_teams t USING gone"
                          " WHERE t.version = gone.version)"
                          " SELECT count(*) FROM gone"),
@@ -905,6 +923,66 @@ absl::StatusOr<int64_t> PgStore::Prune(absl::Time now, absl::Duration history_re
             absl::StrCat("DELETE FROM request_ids WHERE created_at < ", kCutoff), request_cutoff);
         tx.commit();
         return log[0].as<int64_t>() + static_cast<int64_t>(requests.affected_rows());
+      });
+}
+
+absl::StatusOr<std::vector<OutboxRow>> PgStore::LoadUnpublished(int64_t after_version,
+                                                                int limit) {
+  if (limit < 1) return absl::InvalidArgumentError("limit: must be at least 1");
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  return RunWithRetry<std::vector<OutboxRow>>(
+      [&] { return Acquire(deadline); }, "load unpublished",
+      [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<OutboxRow>> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        const pqxx::result rows =
+            tx.exec_prepared("load_unpublished", after_version, static_cast<int64_t>(limit));
+        tx.commit();
+        std::vector<OutboxRow> out(rows.size());
+        for (size_t i = 0; i < rows.size(); ++i) {
+          const pqxx::row& row = rows[i];
+          OutboxRow& r = out[i];
+          r.version = row[0].as<int64_t>();
+          r.kind = row[1].as<std::string>();
+          r.actor = row[2].as<std::string>();
+          r.reason = row[3].as<std::string>();
+          r.request_id = row[4].as<std::string>();
+          r.created_at = absl::FromUnixMicros(row[5].as<int64_t>());
+          r.delta = pqxx::binarystring(row[6]).str();
+        }
+        return out;
+      });
+}
+
+absl::Status PgStore::MarkPublished(int64_t up_to_version) {
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  absl::StatusOr<bool> marked = RunWithRetry<bool>(
+      [&] { return Acquire(deadline); }, "mark published",
+      [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
+        pqxx::work tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        tx.exec_prepared0("mark_published", up_to_version);
+        tx.commit();
+        return true;
+      });
+  return marked.status();
+}
+
+absl::StatusOr<OutboxStats> PgStore::GetOutboxStats() {
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  return RunWithRetry<OutboxStats>(
+      [&] { return Acquire(deadline); }, "outbox stats",
+      [&](Connection& conn, bool*) -> absl::StatusOr<OutboxStats> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        const pqxx::row backlog = tx.exec_prepared1("outbox_backlog");
+        const pqxx::row last = tx.exec_prepared1("last_published");
+        tx.commit();
+        OutboxStats stats;
+        stats.backlog = backlog[0].as<int64_t>();
+        stats.oldest_age = absl::Microseconds(std::max<int64_t>(0, backlog[1].as<int64_t>()));
+        stats.last_published_version = last[0].as<int64_t>();
+        return stats;
       });
 }
 

@@ -1,7 +1,8 @@
 // PgStore: the Store on PostgreSQL, through libpqxx.
 //
 // Schema: migrations/ (0001_init.sql: the mapping and change log;
-// 0002_watch_clients.sql: watch client state). The single bm_meta row holds the
+// 0002_watch_clients.sql: watch client state; 0003_outbox.sql: the
+// change log's published_at, which makes it the outbox). The single bm_meta row holds the
 // global version, the cluster id and the next bucket id; each write locks
 // it (SELECT ... FOR UPDATE), so writes are serialised across every
 // replica and versions are gapless and visible in commit order.
@@ -82,6 +83,10 @@ class PgStore final : public Store {
   absl::StatusOr<std::vector<ClientState>> ListClients(absl::Time now) override;
   absl::StatusOr<int64_t> Prune(absl::Time now, absl::Duration history_retention,
                                 absl::Duration request_id_retention) override;
+  absl::StatusOr<std::vector<OutboxRow>> LoadUnpublished(int64_t after_version,
+                                                         int limit) override;
+  absl::Status MarkPublished(int64_t up_to_version) override;
+  absl::StatusOr<OutboxStats> GetOutboxStats() override;
 
   // Largest page GetHistory returns, whatever the query asks for.
   static constexpr int32_t kMaxHistoryPageSize = 1000;

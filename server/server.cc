@@ -10,6 +10,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/kafka_publisher.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
@@ -29,7 +30,13 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
       [metrics](const std::shared_ptr<const ServedSnapshot>& s, const Change*) {
         metrics->OnSnapshot(s->snapshot());
       });
+  // relay_ is set (or not) before serving and outlives every write.
+  server->manager_->AddListener(
+      [s = server.get()](const std::shared_ptr<const ServedSnapshot>&, const Change*) {
+        if (s->relay_ != nullptr) s->relay_->Notify();
+      });
   RETURN_IF_ERROR(server->manager_->Init());
+  RETURN_IF_ERROR(server->StartOutbox());
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
   server->watch_hub_ =
@@ -82,6 +89,62 @@ void BucketmapServer::Shutdown(absl::Duration grace) {
   if (upkeep_.joinable()) upkeep_.join();
   // Drain queued work before the services it references go away.
   workers_.reset();
+  // No write can commit any more: publish what is left, within bounds.
+  if (relay_ != nullptr) relay_->Stop(options_.outbox.shutdown_flush_timeout);
+  if (publisher_ != nullptr) publisher_->Close(absl::ZeroDuration());
+}
+
+absl::Status BucketmapServer::StartOutbox() {
+  const OutboxOptions& o = options_.outbox;
+  if (o.publisher != nullptr) {
+    publisher_ = o.publisher;
+  } else if (o.kafka_brokers.empty()) {
+    spdlog::warn("--kafka_brokers is empty: change events are not published to Kafka "
+                 "(they wait in the outbox until a server runs with brokers)");
+    return absl::OkStatus();
+  } else {
+    if (o.kafka_brokers == "embedded") {
+      ASSIGN_OR_RETURN(embedded_kafka_, EmbeddedKafka::Start(1));
+      kafka_bootstrap_ = embedded_kafka_->bootstraps();
+      RETURN_IF_ERROR(embedded_kafka_->CreateTopic(o.topic, 1));
+      metrics_->SetEmbeddedKafka(kafka_bootstrap_);
+      metrics_->SetChangesTopicPartitions(1);
+      spdlog::info("embedded Kafka (in-process mock cluster, development only) at {}; changes "
+                   "topic {}",
+                   kafka_bootstrap_, o.topic);
+    } else {
+      kafka_bootstrap_ = o.kafka_brokers;
+      absl::StatusOr<int> partitions =
+          EnsureChangesTopic(kafka_bootstrap_, o.topic, o.create_topics, o.topic_check_timeout);
+      if (partitions.ok()) {
+        metrics_->SetChangesTopicPartitions(*partitions);
+        if (*partitions != 1) {
+          spdlog::error(
+              "CHANGES TOPIC MISCONFIGURED: topic {} has {} partitions; it must have exactly 1 "
+              "for change events to keep their total order. Events all go to partition 0, but "
+              "fix the topic (see bucketmap_changes_topic_partitions)",
+              o.topic, *partitions);
+        }
+      } else {
+        spdlog::warn("changes topic {} on {}: {}; publishing starts anyway and retries", o.topic,
+                     kafka_bootstrap_, partitions.status().ToString());
+      }
+    }
+    KafkaPublisherOptions kafka;
+    kafka.brokers = kafka_bootstrap_;
+    kafka.topic = o.topic;
+    ASSIGN_OR_RETURN(std::unique_ptr<KafkaPublisher> publisher,
+                     KafkaPublisher::Create(std::move(kafka)));
+    publisher_ = std::move(publisher);
+  }
+  OutboxRelayOptions relay;
+  relay.format = o.format;
+  relay.cluster_id = manager_->Current()->snapshot().cluster_id();
+  relay.batch_size = o.batch_size;
+  relay.poll_interval = o.poll_interval;
+  relay_ = std::make_unique<OutboxRelay>(store_.get(), publisher_.get(), metrics_.get(), relay);
+  relay_->Start();
+  return absl::OkStatus();
 }
 
 void BucketmapServer::UpkeepLoop() {

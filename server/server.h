@@ -1,5 +1,6 @@
 // BucketmapServer: wires the store, the mapping manager, the gRPC services
-// (with reflection and grpc.health.v1), metrics and background upkeep.
+// (with reflection and grpc.health.v1), metrics, background upkeep and the
+// outbox relay that publishes change events to Kafka.
 //
 // main.cc runs one; tests run several in-process. Thread-safe: Shutdown()
 // may be called from any thread, once.
@@ -15,14 +16,39 @@
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/admin_service.h"
+#include "server/embedded_kafka.h"
+#include "server/event_publisher.h"
 #include "server/mapping_manager.h"
 #include "server/mapping_service.h"
 #include "server/metrics.h"
+#include "server/outbox_relay.h"
 #include "server/store.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"
 
 namespace bucketmap {
+
+// Publishing change events (SPEC §4).
+struct OutboxOptions {
+  // "": publishing is off. "embedded": an in-process mock Kafka cluster
+  // (development only: it dies with the server). Otherwise the bootstrap
+  // servers of a real Kafka cluster.
+  std::string kafka_brokers;
+  // With a broker list: create the changes topic (1 partition) if missing.
+  bool create_topics = true;
+  std::string topic = "bucketmap_changes";
+  ChangesFormat format = ChangesFormat::kProtobuf;
+  absl::Duration poll_interval = absl::Seconds(1);
+  int batch_size = 500;
+  // How long the topic check at start may wait for the brokers; publishing
+  // starts anyway if they do not answer (the relay retries forever).
+  absl::Duration topic_check_timeout = absl::Seconds(10);
+  // How long Shutdown waits for outstanding deliveries.
+  absl::Duration shutdown_flush_timeout = absl::Seconds(5);
+  // Tests: publish through this instead of a KafkaPublisher (kafka_brokers
+  // is then ignored). The server Close()s it at Shutdown.
+  std::shared_ptr<EventPublisher> publisher;
+};
 
 struct ServerOptions {
   // host:port; port 0 picks a free port (see BucketmapServer::port()).
@@ -38,6 +64,7 @@ struct ServerOptions {
   absl::Duration prune_interval = absl::Hours(1);
   absl::Duration history_retention = absl::Hours(24 * 90);
   absl::Duration request_id_retention = absl::Hours(48);
+  OutboxOptions outbox;
 };
 
 class BucketmapServer {
@@ -53,14 +80,21 @@ class BucketmapServer {
   MappingManager& manager() { return *manager_; }
   WatchHub& watch_hub() { return *watch_hub_; }
   Metrics& metrics() { return *metrics_; }
+  // Null when publishing is off.
+  OutboxRelay* outbox_relay() { return relay_.get(); }
+  // The Kafka bootstrap servers the relay publishes to ("" when off): the
+  // embedded cluster's address with --kafka_brokers=embedded.
+  const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
 
   // Stops accepting calls, sends GOAWAY, and waits up to `grace` for
-  // in-flight calls before cancelling them. Idempotent.
+  // in-flight calls before cancelling them; then stops the outbox relay,
+  // waiting up to outbox.shutdown_flush_timeout for deliveries. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
   BucketmapServer() = default;
   void UpkeepLoop();
+  absl::Status StartOutbox();
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
@@ -70,6 +104,12 @@ class BucketmapServer {
   std::unique_ptr<WatchHub> watch_hub_;
   std::unique_ptr<MappingServiceImpl> mapping_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
+  // Declared in this order so the relay goes first, then the publisher,
+  // then the cluster it talks to.
+  std::unique_ptr<EmbeddedKafka> embedded_kafka_;
+  std::shared_ptr<EventPublisher> publisher_;
+  std::unique_ptr<OutboxRelay> relay_;
+  std::string kafka_bootstrap_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Notification stopping_;

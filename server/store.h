@@ -5,6 +5,10 @@
 // versions are gapless and become visible in commit order. Every method
 // blocks on I/O: call them from worker threads, never from a gRPC reactor.
 // Implementations are thread-safe.
+//
+// The change log is also the outbox of change events (SPEC §4): a row is
+// "unpublished" until MarkPublished covers its version, and unpublished
+// rows are never pruned.
 #ifndef BUCKETMAP_SERVER_STORE_H_
 #define BUCKETMAP_SERVER_STORE_H_
 
@@ -89,6 +93,28 @@ struct ClientState {
   absl::Time lease_expires = absl::InfinitePast();
 };
 
+// One change-log row as the outbox relay reads it.
+struct OutboxRow {
+  int64_t version = 0;
+  std::string kind;
+  std::string actor;
+  std::string reason;
+  std::string request_id;  // empty when the write had none
+  absl::Time created_at = absl::InfinitePast();
+  std::string delta;  // a serialized bucketmap.v1.MappingDelta
+};
+
+// The outbox as a whole, for the relay's start point and its metrics.
+struct OutboxStats {
+  // Unpublished rows.
+  int64_t backlog = 0;
+  // Age of the oldest unpublished row (at the database's clock); zero when
+  // the backlog is empty.
+  absl::Duration oldest_age = absl::ZeroDuration();
+  // The highest published version; 0 when none is.
+  int64_t last_published_version = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -138,8 +164,31 @@ class Store {
 
   // Deletes change-log rows older than `history_retention` and remembered
   // request ids older than `request_id_retention`. Returns rows deleted.
+  // Change-log rows not yet published (see MarkPublished) and their
+  // change_log_teams rows are kept whatever their age.
   virtual absl::StatusOr<int64_t> Prune(absl::Time now, absl::Duration history_retention,
                                         absl::Duration request_id_retention) = 0;
+
+  // LoadUnpublished()
+  //
+  // Returns up to `limit` unpublished change-log rows with version >
+  // after_version, ascending by version. InvalidArgument for limit < 1;
+  // Unavailable when the database is unreachable.
+  virtual absl::StatusOr<std::vector<OutboxRow>> LoadUnpublished(int64_t after_version,
+                                                                 int limit) = 0;
+
+  // MarkPublished()
+  //
+  // Marks every unpublished row with version <= up_to_version as
+  // published now. Call it only once Kafka has acknowledged every one of
+  // those versions. Idempotent. Unavailable when unreachable.
+  virtual absl::Status MarkPublished(int64_t up_to_version) = 0;
+
+  // GetOutboxStats()
+  //
+  // Returns the backlog, the age of its oldest row and the last published
+  // version. Unavailable when unreachable.
+  virtual absl::StatusOr<OutboxStats> GetOutboxStats() = 0;
 };
 
 }  // namespace bucketmap

@@ -122,7 +122,9 @@ TEST_F(WatchStoreTest, LoadDeltasIsNotFoundOnceAnyVersionIsPruned) {
   for (int v = 1; v <= 4; ++v) {
     MustWrite(Ctx("CreateBucket"), CreateBucketPlan(absl::StrCat("b", v)));
   }
-  // Versions 1 and 2 are old enough for a one-hour retention.
+  // Versions 1 and 2 are old enough for a one-hour retention, and
+  // published (unpublished rows are never pruned).
+  ASSERT_THAT(store_->MarkPublished(4), IsOk());
   ASSERT_THAT(pg_->Psql("UPDATE change_log SET created_at = now() - interval '2 hours' "
                         "WHERE version <= 2"),
               IsOk());
