@@ -8,18 +8,16 @@
 #include "domain/validation.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/grpc_status.h"
+#include "server/shared_slice.h"
 
 namespace bucketmap {
 namespace {
 
-// Wraps the served snapshot's bytes in a slice that keeps the snapshot
-// alive until gRPC has sent them.
+// The served snapshot's bytes, shared with every other caller of this
+// version: no copy per call.
 grpc::ByteBuffer SnapshotBuffer(std::shared_ptr<const ServedSnapshot> served) {
   const std::string& bytes = served->Serialized();
-  auto* owner = new std::shared_ptr<const ServedSnapshot>(std::move(served));
-  grpc::Slice slice(const_cast<char*>(bytes.data()), bytes.size(),
-                    [](void* p) { delete static_cast<std::shared_ptr<const ServedSnapshot>*>(p); },
-                    owner);
+  grpc::Slice slice = SharedSlice(bytes, std::move(served));
   return grpc::ByteBuffer(&slice, 1);
 }
 

@@ -7,9 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bucketmap/v1/mapping.pb.h"
-#include "domain/status_macros.h"
-#include "google/protobuf/io/coded_stream.h"
 #include "server/convert.h"
+#include "server/shared_slice.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
@@ -39,18 +38,6 @@ std::string FieldPrefix(uint8_t tag, size_t size) {
   std::string out(1, static_cast<char>(tag));
   AppendVarint(&out, size);
   return out;
-}
-
-// A slice over `bytes` that keeps `owner` alive until gRPC is done with it.
-template <typename T>
-grpc::Slice SharedSlice(const std::string& bytes, std::shared_ptr<T> owner) {
-  auto* held = new std::shared_ptr<T>(std::move(owner));
-  return grpc::Slice(const_cast<char*>(bytes.data()), bytes.size(),
-                     [](void* p) { delete static_cast<std::shared_ptr<T>*>(p); }, held);
-}
-
-std::string SerializeResponse(const v1::WatchResponse& response) {
-  return response.SerializeAsString();
 }
 
 }  // namespace
@@ -171,7 +158,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     } else if (heartbeat) {
       v1::WatchResponse response;
       response.mutable_heartbeat()->set_version(hub_->version());
-      Send(Buffer(SerializeResponse(response)), /*heartbeat=*/true);
+      Send(Buffer(response.SerializeAsString()), /*heartbeat=*/true);
     }
   }
 
@@ -209,6 +196,12 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     if (!status.ok()) {
       Close(status);
       return;
+    }
+    {
+      // No new read once the stream is finishing: gRPC would hold the
+      // call open for it.
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
     }
     StartRead(&read_buffer_);
   }
@@ -343,7 +336,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     Poke();
     v1::WatchResponse sync;
     sync.mutable_sync()->set_version(current->version());
-    Send(Buffer(SerializeResponse(sync)), /*heartbeat=*/false);
+    Send(Buffer(sync.SerializeAsString()), /*heartbeat=*/false);
     return grpc::Status::OK;
   }
 

@@ -134,6 +134,12 @@ bool WatchConnection::RunStream(const std::string& address) {
     }
   }
   synced_.store(false, std::memory_order_release);
+  // A failed write leaves messages unread, and Finish() waits for the
+  // reads to end: cancel, and drain them.
+  context.TryCancel();
+  v1::WatchResponse unread;
+  while (stream->Read(&unread)) {
+  }
   grpc::Status status = stream->Finish();
   {
     absl::MutexLock lock(&mu_);
