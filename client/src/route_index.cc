@@ -130,14 +130,16 @@ void RouteIndex::MaybeRepack() {
   std::shared_ptr<Bucket> slab = AllocateBuckets(total);
   Bucket* next = slab.get();
   for (size_t i = 0; i < partitions_.size(); ++i) {
-    const Partition& old = *partitions_[i];
-    std::memcpy(static_cast<void*>(next), old.buckets.data(), old.buckets.size() * sizeof(Bucket));
+    // Publish() may free the old partition (one rebuilt by this Update()).
+    const std::shared_ptr<const Partition> old = partitions_[i];
+    const size_t buckets = old->buckets.size();
+    std::memcpy(static_cast<void*>(next), old->buckets.data(), buckets * sizeof(Bucket));
     auto part = std::make_shared<Partition>();
-    part->buckets = absl::Span<const Bucket>(next, old.buckets.size());
-    part->size = old.size;
+    part->buckets = absl::Span<const Bucket>(next, buckets);
+    part->size = old->size;
     part->storage = slab;
     Publish(i, std::move(part));
-    next += old.buckets.size();
+    next += buckets;
   }
   slab_ = std::move(slab);
 }
