@@ -9,17 +9,20 @@
 #                           kept between runs
 #   BUCKETMAP_BUILD_DIR     build directory (default: build/ in the repository)
 #   BUCKETMAP_SERVER_FLAGS  extra bucketmap-server flags, split on spaces,
-#                           e.g. "--max_bulk_assign=1000000"
+#                           e.g. "--max_bulk_assign=1000000"; they come after
+#                           the defaults (--kafka_brokers=embedded
+#                           --changes_format=json), so they can override them
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUCKETMAP_BUILD_DIR:-$ROOT/build}
 DATA_DIR=${BUCKETMAP_DATA_DIR:-/var/tmp/bucketmap-dev}
 
-# >>> Server flags of the development setup. The Kafka outbox issue adds
-# --kafka_brokers=embedded here (librdkafka's in-process mock cluster).
-SERVER_FLAGS=()
-# <<<
+# Server flags of the development setup: change events go to librdkafka's
+# mock cluster inside the server (it dies with the server, and so do the
+# events it holds), in JSON so that kcat prints them readably (protobuf,
+# the production default, is binary).
+SERVER_FLAGS=(--kafka_brokers=embedded --changes_format=json)
 read -r -a USER_SERVER_FLAGS <<<"${BUCKETMAP_SERVER_FLAGS:-}"
 
 log() { echo "run.sh: $*" >&2; }
@@ -102,6 +105,15 @@ done
 version=$("$BUCKETCTL" --server "$GRPC_ADDR" --json list-buckets |
   sed -nE 's/.*"version":"?([0-9]+)"?.*/\1/p')
 
+# The embedded cluster's address, from bucketmap_embedded_kafka_info on
+# /metrics (empty when the server publishes elsewhere, or not at all).
+kafka_bootstrap=$(curl -fsS --max-time 5 "$METRICS_URL" 2>/dev/null |
+  sed -nE 's/^bucketmap_embedded_kafka_info\{.*bootstrap="([^"]+)".*/\1/p' | head -n 1) || true
+changes_topic=bucketmap_changes
+for flag in "${SERVER_FLAGS[@]}" "${USER_SERVER_FLAGS[@]}"; do
+  if [[ "$flag" == --changes_topic=* ]]; then changes_topic=${flag#--changes_topic=}; fi
+done
+
 # Prints the README's quick-start block marked `name`, for this server.
 quickstart() {
   awk -v start="<!-- quickstart:$1 -->" '
@@ -118,6 +130,7 @@ bucketmap is running.
   gRPC        $GRPC_ADDR  (plaintext; reflection and grpc.health.v1 enabled)
   metrics     $METRICS_URL
   PostgreSQL  $BM_PG_URL  (data and logs in $DATA_DIR)
+  Kafka       ${kafka_bootstrap:-(not embedded: see the server flags)}
   version     ${version:-0}
 
 EOF
@@ -140,6 +153,16 @@ cat <<EOF
 Quick start with grpcurl (not installed by this script):
 EOF
 quickstart grpcurl
+if [[ -n "$kafka_bootstrap" ]]; then
+  cat <<EOF
+
+Change events with kcat (one per version: its headers, bucketmap-version and
+content-type, then the key and the JSON value), in another terminal:
+  kcat -b $kafka_bootstrap -C -t $changes_topic -f '%h key=%k %s\n'
+This Kafka is a mock cluster inside the server: it starts empty at every
+server start, and the server then publishes only versions not yet published.
+EOF
+fi
 cat <<EOF
 
 More: bucketctl help, docs/api.md, docs/operations.md.
