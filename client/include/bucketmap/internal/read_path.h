@@ -41,6 +41,18 @@ inline uint64_t HashTeam(int64_t team_id) {
   return x ^ (x >> 31);
 }
 
+// x86-64 outside ThreadSanitizer: Lookup() selects with inline cmov,
+// because GCC turns the equivalent ternaries back into branches. (TSan
+// builds keep the plain C++, so that their reads stay instrumented.)
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#define BUCKETMAP_READ_PATH_CMOV 1
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#undef BUCKETMAP_READ_PATH_CMOV
+#endif
+#endif
+#endif
+
 // One override: a team and its packed route (RouteResult's bits).
 struct RouteEntry {
   int64_t team_id = 0;  // 0: a free entry (team ids are >= 1)
@@ -59,6 +71,37 @@ struct RoutePartitionRef {
   const RouteBucket* buckets;
   uint64_t mask;
 };
+
+// route = (entry.team_id == team_id) ? entry.route : route, without a
+// branch.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SelectIfTeam(const RouteEntry& entry, int64_t team_id,
+                                                      uint64_t& route) {
+#ifdef BUCKETMAP_READ_PATH_CMOV
+  asm("cmpq %[team], %[key]\n\t"
+      "cmoveq %[entry_route], %[route]"
+      : [route] "+r"(route)
+      : [key] "m"(entry.team_id), [team] "r"(team_id), [entry_route] "m"(entry.route)
+      : "cc");
+#else
+  const uint64_t take = uint64_t{0} - static_cast<uint64_t>(entry.team_id == team_id);
+  route = (entry.route & take) | (route & ~take);
+#endif
+}
+
+// route != 0 ? route : fallback, without a branch.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint64_t OrIfZero(uint64_t route, uint64_t fallback) {
+#ifdef BUCKETMAP_READ_PATH_CMOV
+  asm("testq %[route], %[route]\n\t"
+      "cmovzq %[fallback], %[route]"
+      : [route] "+r"(route)
+      : [fallback] "r"(fallback)
+      : "cc");
+  return route;
+#else
+  const uint64_t keep = uint64_t{0} - static_cast<uint64_t>(route != 0);
+  return (route & keep) | (fallback & ~keep);
+#endif
+}
 
 // What a lookup reads, in one place, so that the published pointer leads
 // straight to it (see route_index.h for the layout and its reasons).
@@ -80,29 +123,37 @@ struct RouteTable {
     // overlap.
     const uint64_t default_route = default_routes[default_slots[h >> 48]];
     const RoutePartitionRef& part = partitions[(h >> 32) & partition_mask];
-    uint64_t b = h & part.mask;
-    const RouteEntry* e;
-    uint32_t match;
-    for (;;) {
-      e = part.buckets[b].entries;
-      // One bit per entry holding the team, built with setcc and shifts:
-      // the compiler turns a chain of ternaries back into jumps, and a
-      // mispredicted jump on a cache-missing key stalls the lookups behind
-      // it.
-      match = static_cast<uint32_t>(e[0].team_id == team_id) |
-              static_cast<uint32_t>(e[1].team_id == team_id) << 1 |
-              static_cast<uint32_t>(e[2].team_id == team_id) << 2 |
-              static_cast<uint32_t>(e[3].team_id == team_id) << 3;
-      // Found, or a free entry proves the team is not further on.
-      if (ABSL_PREDICT_TRUE((match | static_cast<uint32_t>(e[3].team_id == 0)) != 0)) break;
-      b = (b + 1) & part.mask;
+    const RouteEntry* e = part.buckets[h & part.mask].entries;
+    // A compare and a conditional move per entry, no branch: a mispredicted
+    // branch on a cache-missing key would discard the lookups behind it.
+    // An override's route is never 0 (it names a bucket, a pool or both),
+    // so 0 means "not in this bucket".
+    uint64_t route = 0;
+    SelectIfTeam(e[0], team_id, route);
+    SelectIfTeam(e[1], team_id, route);
+    SelectIfTeam(e[2], team_id, route);
+    SelectIfTeam(e[3], team_id, route);
+    // Not here, and the bucket is full: the team may be further on (rare).
+    // (One test of both conditions: `route == 0` alone is a coin toss.)
+    if (ABSL_PREDICT_FALSE(static_cast<int>(route == 0) & static_cast<int>(e[3].team_id != 0))) {
+      route = ProbeOn(part, h & part.mask, team_id);
     }
-    // Picks the entry's route or the default one with a mask, not a
-    // branch. With no match, the index is 4 & 3 = 0: a valid load, then
-    // discarded.
-    const uint32_t hit = static_cast<uint32_t>(__builtin_ctz(match | 0x10u)) & 3;
-    const uint64_t found = uint64_t{0} - static_cast<uint64_t>(match != 0);
-    return RouteResult(version, (e[hit].route & found) | (default_route & ~found));
+    return RouteResult(version, OrIfZero(route, default_route));
+  }
+
+ private:
+  // Probes the buckets after `b`; returns the team's route, or 0. Entries
+  // fill from the front, so a bucket whose last entry is free ends it.
+  ABSL_ATTRIBUTE_NOINLINE static uint64_t ProbeOn(const RoutePartitionRef& part, uint64_t b,
+                                                  int64_t team_id) {
+    for (;;) {
+      b = (b + 1) & part.mask;
+      const RouteEntry* e = part.buckets[b].entries;
+      for (int i = 0; i < 4; ++i) {
+        if (e[i].team_id == team_id) return e[i].route;
+        if (e[i].team_id == 0) return 0;
+      }
+    }
   }
 };
 
