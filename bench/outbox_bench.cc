@@ -1,0 +1,352 @@
+// outbox_bench: what publishing change events to Kafka costs, measured
+// against the real server binary on a throwaway PostgreSQL, with Kafka
+// being librdkafka's mock cluster in a helper process
+// (tests/support/kafka_mock_helper.cc).
+//
+//   Sustained AssignTeam throughput, 8 concurrent clients for 10 s, with
+//     publishing on (--kafka_brokers=<mock>) and off (empty), in the same
+//     run, in the order off, on, on, off so that drift cancels; each round
+//     on a fresh PostgreSQL (a server with publishing off leaves its
+//     versions unpublished, which a later relay would publish) and, with
+//     publishing on, a fresh mock cluster. A consumer then checks that
+//     every version arrived and when the last one did.
+//   Latency from commit (the AssignTeam reply reaching the client) to Kafka
+//     delivery (a librdkafka consumer receiving that version), p50 and p99:
+//     one client pacing writes 10 ms apart, and 8 clients writing flat out.
+//
+// Usage: outbox_bench [--seconds=N]   (throughput round length, default 10)
+// Prints Markdown rows for docs/benchmarks.md.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "bench/bench_util.h"
+#include "bucketmap/v1/admin.grpc.pb.h"
+#include "bucketmap/v1/mapping.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "tests/support/kafka_harness.h"
+#include "tests/support/pg_harness.h"
+
+namespace bucketmap {
+namespace {
+
+constexpr char kTopic[] = "bucketmap_changes";
+constexpr int kBuckets = 8;
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\n\r\n");
+  (void)!write(fd, request.data(), request.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  close(fd);
+  return out;
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  return ctx;
+}
+
+// A bucketmap-server process on its own PostgreSQL, publishing to
+// `brokers` (empty: publishing off).
+class Deployment {
+ public:
+  static std::unique_ptr<Deployment> Start(const std::string& brokers) {
+    auto pg = TestPostgres::Start();
+    if (!pg.ok()) {
+      std::fprintf(stderr, "%s\n", pg.status().ToString().c_str());
+      std::exit(1);
+    }
+    auto d = std::unique_ptr<Deployment>(new Deployment());
+    d->pg_ = *std::move(pg);
+    const int port = FreePort();
+    d->metrics_port_ = FreePort();
+    std::vector<std::string> args = {BUCKETMAP_SERVER_BINARY, "--postgres_url=" + d->pg_->url(),
+                                     absl::StrCat("--grpc_listen=127.0.0.1:", port),
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", d->metrics_port_),
+                                     "--kafka_brokers=" + brokers};
+    if (!brokers.empty()) {
+      // The helper created the topic; the mock does not answer CreateTopics.
+      args.push_back("--kafka_create_topics=false");
+      args.push_back(absl::StrCat("--changes_topic=", kTopic));
+    }
+    d->pid_ = Spawn(args, d->pg_->dir() + "/server.log");
+    d->channel_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    d->admin_ = v1::AdminService::NewStub(d->channel_);
+    auto mapping = v1::MappingService::NewStub(d->channel_);
+    for (int i = 0;; ++i) {
+      auto ctx = Ctx();
+      ctx->set_wait_for_ready(true);
+      ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+      v1::MappingSnapshot snap;
+      if (mapping->GetMapping(ctx.get(), v1::GetMappingRequest(), &snap).ok()) break;
+      if (i > 60) {
+        std::fprintf(stderr, "server does not serve; log in %s\n", d->pg_->dir().c_str());
+        std::exit(1);
+      }
+    }
+    for (int b = 1; b <= kBuckets; ++b) {
+      v1::CreateBucketRequest req;
+      req.mutable_bucket()->set_name(absl::StrCat("bucket-", b));
+      (*req.mutable_bucket()->mutable_topics())["ingestion"] =
+          absl::StrCat("events_plugin_ingestion_", b);
+      req.set_reason("bench");
+      v1::CreateBucketResponse resp;
+      Check(d->admin_->CreateBucket(Ctx().get(), req, &resp), "CreateBucket");
+    }
+    return d;
+  }
+
+  ~Deployment() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+
+  // An unlabelled metric's value; -1 when absent.
+  double Metric(const std::string& name) {
+    const std::string exposition = HttpGet(metrics_port_, "/metrics");
+    for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+      if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, " ")) continue;
+      double value = 0;
+      if (absl::SimpleAtod(line, &value)) return value;
+    }
+    return -1;
+  }
+
+  // Writes one assignment; returns the new version.
+  int64_t Assign(int64_t team) {
+    v1::AssignTeamRequest req;
+    req.set_team_id(team);
+    req.set_bucket_id(1 + team % kBuckets);
+    req.set_reason("bench");
+    v1::AssignTeamResponse resp;
+    Check(admin_->AssignTeam(Ctx().get(), req, &resp), "AssignTeam");
+    return resp.version();
+  }
+
+ private:
+  Deployment() = default;
+
+  std::unique_ptr<TestPostgres> pg_;
+  pid_t pid_ = 0;
+  int metrics_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+struct Throughput {
+  double writes_per_s = 0;
+  double max_backlog = 0;  // largest bucketmap_outbox_backlog sampled
+  double drain_ms = 0;     // from the last reply until its event reached a consumer
+};
+
+// 8 clients write flat out for `seconds`, publishing to a mock cluster of
+// its own or not at all.
+Throughput RunThroughput(bool publishing, int seconds) {
+  std::unique_ptr<KafkaMockProcess> kafka;
+  if (publishing) {
+    auto started = KafkaMockProcess::Start({{kTopic, 1}});
+    if (!started.ok()) {
+      std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+      std::exit(1);
+    }
+    kafka = *std::move(started);
+  }
+  const std::string brokers = publishing ? kafka->bootstrap() : "";
+  auto d = Deployment::Start(brokers);
+  constexpr int kClients = 8;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> writes{0};
+  std::atomic<int64_t> last_version{0};
+  Throughput result;
+  // Scrapes /metrics in both modes, so that both pay for it.
+  std::thread sampler([&] {
+    while (!stop.load()) {
+      result.max_backlog = std::max(result.max_backlog, d->Metric("bucketmap_outbox_backlog"));
+      absl::SleepFor(absl::Milliseconds(250));
+    }
+  });
+  std::vector<std::thread> clients;
+  const absl::Time start = absl::Now();
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      for (int64_t i = 0; !stop.load(); ++i) {
+        const int64_t version = d->Assign(1 + c * 10'000'000 + i);
+        writes.fetch_add(1);
+        int64_t seen = last_version.load();
+        while (version > seen && !last_version.compare_exchange_weak(seen, version)) {
+        }
+      }
+    });
+  }
+  absl::SleepFor(absl::Seconds(seconds));
+  stop = true;
+  for (auto& t : clients) t.join();
+  const absl::Time end = absl::Now();
+  sampler.join();
+  result.writes_per_s = writes.load() / absl::ToDoubleSeconds(end - start);
+  if (publishing) {
+    auto records = ReadAllChangeEvents(brokers, kTopic, absl::Seconds(120), last_version.load());
+    if (!records.ok()) {
+      std::fprintf(stderr, "consumer: %s\n", records.status().ToString().c_str());
+      std::exit(1);
+    }
+    std::set<int64_t> versions;
+    absl::Time delivered = end;
+    for (const KafkaRecord& r : *records) {
+      versions.insert(r.version);
+      if (r.version == last_version.load()) delivered = r.received;
+    }
+    if (static_cast<int64_t>(versions.size()) != last_version.load() || *versions.begin() != 1) {
+      std::fprintf(stderr, "the topic holds %zu distinct versions, want 1..%ld\n", versions.size(),
+                   static_cast<long>(last_version.load()));
+      std::exit(1);
+    }
+    result.drain_ms = std::max(0.0, absl::ToDoubleMilliseconds(delivered - end));
+  }
+  return result;
+}
+
+// Commit-to-delivery latency: `clients` clients each make `per_client`
+// writes, `pace` apart; a consumer tails the topic meanwhile.
+void RunLatency(const std::string& brokers, int clients, int per_client, absl::Duration pace) {
+  auto d = Deployment::Start(brokers);
+  const int64_t first = kBuckets + 1;
+  const int64_t last = kBuckets + static_cast<int64_t>(clients) * per_client;
+  absl::StatusOr<std::vector<KafkaRecord>> consumed;
+  std::thread consumer(
+      [&] { consumed = ReadAllChangeEvents(brokers, kTopic, absl::Seconds(120), last); });
+  // Let the consumer reach the end of the topic before the first write, so
+  // that its start-up is not measured.
+  absl::SleepFor(absl::Seconds(1));
+  absl::Mutex mu;
+  std::map<int64_t, absl::Time> replied;
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      for (int i = 0; i < per_client; ++i) {
+        const int64_t version = d->Assign(20'000'000 + c * 1'000'000 + i);
+        const absl::Time now = absl::Now();
+        {
+          absl::MutexLock lock(&mu);
+          replied[version] = now;
+        }
+        if (pace > absl::ZeroDuration()) absl::SleepFor(pace);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  consumer.join();
+  if (!consumed.ok()) {
+    std::fprintf(stderr, "consumer: %s\n", consumed.status().ToString().c_str());
+    std::exit(1);
+  }
+  std::vector<double> ms;
+  for (const KafkaRecord& r : *consumed) {
+    if (r.version < first) continue;
+    auto it = replied.find(r.version);
+    if (it == replied.end()) continue;
+    // The event can reach the consumer before the reply reaches the client;
+    // that shows as a negative latency, kept as measured.
+    ms.push_back(absl::ToDoubleMilliseconds(r.received - it->second));
+    replied.erase(it);  // a duplicate is not a second delivery
+  }
+  if (!replied.empty()) {
+    std::fprintf(stderr, "%zu versions were never delivered\n", replied.size());
+    std::exit(1);
+  }
+  std::printf(
+      "| Commit to Kafka delivery, %d client(s)%s, %zu writes | p50 %.2f ms, p99 %.2f ms, "
+      "max %.2f ms |\n",
+      clients,
+      pace > absl::ZeroDuration()
+          ? absl::StrCat(", one write every ", absl::FormatDuration(pace)).c_str()
+          : " writing flat out",
+      ms.size(), Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0));
+}
+
+int Main(int seconds) {
+  std::printf("| Benchmark | Result |\n|---|---|\n");
+  // Off, on, on, off, so that drift (other load, PostgreSQL warming up)
+  // cancels out of the comparison.
+  std::vector<double> off;
+  std::vector<double> on;
+  std::vector<Throughput> on_rounds;
+  for (bool publishing : {false, true, true, false}) {
+    Throughput t = RunThroughput(publishing, seconds);
+    (publishing ? on : off).push_back(t.writes_per_s);
+    if (publishing) on_rounds.push_back(t);
+    std::fprintf(stderr, "round publishing=%d: %.0f writes/s\n", publishing, t.writes_per_s);
+  }
+  const double off_mean = (off[0] + off[1]) / 2;
+  const double on_mean = (on[0] + on[1]) / 2;
+  std::printf(
+      "| AssignTeam throughput, 8 clients, %d s rounds, publishing off | %.0f, %.0f: mean "
+      "%.0f writes/s |\n",
+      seconds, off[0], off[1], off_mean);
+  std::printf(
+      "| AssignTeam throughput, 8 clients, %d s rounds, publishing on | %.0f, %.0f: mean "
+      "%.0f writes/s (%+.1f%%); largest backlog sampled %.0f and %.0f versions; the last "
+      "version reached the consumer %.0f and %.0f ms after its reply |\n",
+      seconds, on[0], on[1], on_mean, 100 * (on_mean - off_mean) / off_mean,
+      on_rounds[0].max_backlog, on_rounds[1].max_backlog, on_rounds[0].drain_ms,
+      on_rounds[1].drain_ms);
+
+  // Each latency run has a cluster of its own: versions restart at 1 with
+  // every fresh PostgreSQL.
+  auto kafka2 = KafkaMockProcess::Start({{kTopic, 1}});
+  if (!kafka2.ok()) return 1;
+  RunLatency((*kafka2)->bootstrap(), 1, 300, absl::Milliseconds(10));
+  auto kafka3 = KafkaMockProcess::Start({{kTopic, 1}});
+  if (!kafka3.ok()) return 1;
+  RunLatency((*kafka3)->bootstrap(), 8, 100, absl::ZeroDuration());
+  return 0;
+}
+
+}  // namespace
+}  // namespace bucketmap
+
+int main(int argc, char** argv) {
+  int seconds = 10;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (absl::ConsumePrefix(&arg, "--seconds=") && absl::SimpleAtoi(arg, &seconds) && seconds > 0) {
+      continue;
+    }
+    std::fprintf(stderr, "usage: outbox_bench [--seconds=N]\n");
+    return 2;
+  }
+  return bucketmap::Main(seconds);
+}
