@@ -41,12 +41,11 @@ void DeliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void*) {
 }
 
 void LogFromKafka(const rd_kafka_t*, int level, const char* facility, const char* message) {
-  // syslog levels: 0..3 error, 4 warning, 5..6 info, 7 debug.
+  // syslog levels. Errors that matter also reach the error callback, which
+  // logs them once; here they would repeat on every reconnect attempt.
   if (level <= 3) {
-    spdlog::error("librdkafka {}: {}", facility, message);
-  } else if (level == 4) {
     spdlog::warn("librdkafka {}: {}", facility, message);
-  } else if (level <= 6) {
+  } else if (level <= 5) {
     spdlog::info("librdkafka {}: {}", facility, message);
   } else {
     spdlog::debug("librdkafka {}: {}", facility, message);
@@ -149,6 +148,13 @@ class KafkaPublisher::Session {
       return absl::FailedPreconditionError("Kafka producer hit a fatal error: reset it");
     }
     return absl::InternalError(absl::StrCat("produce: ", rd_kafka_err2str(err)));
+  }
+
+  absl::Status RaiseFatalError() {
+    const rd_kafka_resp_err_t err = rd_kafka_test_fatal_error(
+        rk_, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, "raised by a test");
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return absl::InternalError(rd_kafka_err2str(err));
+    return absl::OkStatus();
   }
 
   absl::Status Flush(absl::Duration timeout) {
@@ -255,6 +261,12 @@ void KafkaPublisher::Close(absl::Duration timeout) {
     (void)session_->Flush(timeout);
     session_.reset();
   }
+}
+
+absl::Status KafkaPublisher::TEST_RaiseFatalError() {
+  absl::ReaderMutexLock lock(&mu_);
+  if (session_ == nullptr) return absl::FailedPreconditionError("no session");
+  return session_->RaiseFatalError();
 }
 
 absl::StatusOr<int> EnsureChangesTopic(const std::string& brokers, const std::string& topic,

@@ -53,6 +53,10 @@ class KafkaPublisher final : public EventPublisher {
   absl::Status Reset() override;
   void Close(absl::Duration timeout) override;
 
+  // Raises a fatal error in the current session, as a broken idempotent
+  // session would (rd_kafka_test_fatal_error). Tests only.
+  absl::Status TEST_RaiseFatalError();
+
  private:
   class Session;
 

@@ -14,6 +14,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "server/embedded_kafka.h"
+#include "server/kafka_publisher.h"
 #include "tests/server/server_fixture.h"
 
 namespace bucketmap {
@@ -122,6 +123,7 @@ class OutboxServerTest : public ServerFixture {
   ServerOptions Options() override {
     ServerOptions options = ServerFixture::Options();
     options.outbox.kafka_brokers = kafka_->bootstraps();
+    options.outbox.publisher = publisher_;
     options.outbox.format = format_;
     options.outbox.poll_interval = absl::Milliseconds(200);
     options.outbox.topic_check_timeout = absl::Seconds(5);
@@ -218,6 +220,8 @@ class OutboxServerTest : public ServerFixture {
 
   ChangesFormat format_ = ChangesFormat::kProtobuf;
   std::unique_ptr<EmbeddedKafka> kafka_;
+  // When set before SetUp, the server publishes through it.
+  std::shared_ptr<EventPublisher> publisher_;
 };
 
 TEST_F(OutboxServerTest, ThousandWritesArriveContiguousAndInOrder) {
@@ -274,6 +278,98 @@ TEST_F(OutboxServerTest, BrokerDownDuringWritesLosesNothingAndLeavesNoGap) {
   }
   EXPECT_EQ(Gauge("bucketmap_outbox_backlog"), 0);
   EXPECT_EQ(Gauge("bucketmap_outbox_last_published_version"), n);
+}
+
+// A fatal error of the idempotent producer (what librdkafka raises when
+// the gapless guarantee would be broken) fails everything in flight; the
+// relay resets the producer and resends from its watermark.
+class OutboxServerFatalTest : public OutboxServerTest {
+ protected:
+  void SetUp() override {
+    auto kafka = EmbeddedKafka::Start(1);
+    ASSERT_TRUE(kafka.ok()) << kafka.status();
+    kafka_ = *std::move(kafka);
+    ASSERT_TRUE(kafka_->CreateTopic(kTopic, 1).ok());
+    KafkaPublisherOptions options;
+    options.brokers = kafka_->bootstraps();
+    options.topic = kTopic;
+    auto publisher = KafkaPublisher::Create(options);
+    ASSERT_TRUE(publisher.ok()) << publisher.status();
+    kafka_publisher_ = publisher->get();
+    publisher_ = std::shared_ptr<EventPublisher>(*std::move(publisher));
+    ServerFixture::SetUp();
+  }
+
+  KafkaPublisher* kafka_publisher_ = nullptr;
+};
+
+TEST_F(OutboxServerFatalTest, FatalProducerErrorIsRecoveredWithoutGap) {
+  const int32_t bucket = MakeBucket("alpha");
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(Pin(1000 + i, bucket).ok());
+    if (i == 50) ASSERT_TRUE(kafka_publisher_->TEST_RaiseFatalError().ok());
+  }
+  // Again with nothing in flight: the next Publish fails instead.
+  ASSERT_TRUE(WaitAllPublished());
+  ASSERT_TRUE(kafka_publisher_->TEST_RaiseFatalError().ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Pin(2000 + i, bucket).ok());
+  const int64_t n = Version();
+  Consumer consumer(kafka_->bootstraps());
+  const std::vector<Record>& records = consumer.ReadUntilVersion(n, absl::Seconds(15));
+  ExpectVersionsOneTo(records, n);
+  ASSERT_TRUE(WaitAllPublished());
+  EXPECT_GE(Gauge("bucketmap_outbox_publish_errors_total"), 2);
+}
+
+// --kafka_brokers=embedded: the server hosts the mock cluster itself.
+class OutboxEmbeddedTest : public ServerFixture {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = ServerFixture::Options();
+    options.outbox.kafka_brokers = "embedded";
+    options.outbox.poll_interval = absl::Milliseconds(200);
+    return options;
+  }
+};
+
+TEST_F(OutboxEmbeddedTest, ServesChangesAndExportsItsBootstrap) {
+  const std::string bootstrap = server_->kafka_bootstrap();
+  ASSERT_FALSE(bootstrap.empty());
+  bool exported = false;
+  for (const auto& family : server_->metrics().registry().Collect()) {
+    if (family.name != "bucketmap_embedded_kafka_info") continue;
+    ASSERT_EQ(family.metric.size(), 1u);
+    ASSERT_EQ(family.metric[0].label.size(), 1u);
+    EXPECT_EQ(family.metric[0].label[0].name, "bootstrap");
+    EXPECT_EQ(family.metric[0].label[0].value, bootstrap);
+    EXPECT_EQ(family.metric[0].gauge.value, 1);
+    exported = true;
+  }
+  EXPECT_TRUE(exported);
+
+  const int32_t bucket = MakeBucket("alpha");
+  ASSERT_TRUE(Pin(7, bucket).ok());
+  Consumer consumer(bootstrap);
+  const std::vector<Record>& records = consumer.ReadUntilVersion(2, absl::Seconds(10));
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].headers.at("bucketmap-version"), "2");
+}
+
+TEST(ChangesTopicTest, ReportsPartitionsAndMissingTopics) {
+  auto kafka = EmbeddedKafka::Start(1);
+  ASSERT_TRUE(kafka.ok()) << kafka.status();
+  ASSERT_TRUE((*kafka)->CreateTopic("three", 3).ok());
+  ASSERT_TRUE((*kafka)->CreateTopic("one", 1).ok());
+  auto three = EnsureChangesTopic((*kafka)->bootstraps(), "three", true, absl::Seconds(5));
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(*three, 3);
+  auto one = EnsureChangesTopic((*kafka)->bootstraps(), "one", false, absl::Seconds(5));
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(*one, 1);
+  auto missing = EnsureChangesTopic((*kafka)->bootstraps(), "missing", false, absl::Seconds(5));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  auto down = EnsureChangesTopic("127.0.0.1:1", "one", true, absl::Milliseconds(500));
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
 }
 
 class OutboxServerJsonTest : public OutboxServerTest {
