@@ -110,9 +110,12 @@ constexpr Statement kStatements[] = {
     {"mark_published",
      "UPDATE change_log SET published_at = now()"
      " WHERE published_at IS NULL AND version <= $1::bigint"},
+    // The oldest unpublished row is the lowest version (versions commit
+    // in order), found through the index rather than by reading the
+    // whole backlog, which grows for as long as Kafka is down.
     {"outbox_backlog",
-     "SELECT count(*),"
-     " COALESCE((EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000000)::bigint, 0)"
+     "SELECT count(*), COALESCE((SELECT (EXTRACT(EPOCH FROM clock_timestamp() - created_at)"
+     " * 1000000)::bigint FROM change_log WHERE published_at IS NULL ORDER BY version LIMIT 1), 0)"
      " FROM change_log WHERE published_at IS NULL"},
     // Walks the primary key down from the newest version, past the
     // backlog, to the first published row.

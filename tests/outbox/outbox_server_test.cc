@@ -112,7 +112,7 @@ class OutboxServerTest : public ServerFixture {
     auto kafka = EmbeddedKafka::Start(1);
     ASSERT_TRUE(kafka.ok()) << kafka.status();
     kafka_ = *std::move(kafka);
-    ASSERT_TRUE(kafka_->CreateTopic(kTopic, 1).ok());
+    ASSERT_TRUE(kafka_->CreateTopic(kTopic, topic_partitions_).ok());
     ServerFixture::SetUp();
   }
   void TearDown() override {
@@ -220,6 +220,7 @@ class OutboxServerTest : public ServerFixture {
 
   ChangesFormat format_ = ChangesFormat::kProtobuf;
   std::unique_ptr<EmbeddedKafka> kafka_;
+  int topic_partitions_ = 1;
   // When set before SetUp, the server publishes through it.
   std::shared_ptr<EventPublisher> publisher_;
 };
@@ -370,6 +371,22 @@ TEST(ChangesTopicTest, ReportsPartitionsAndMissingTopics) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
   auto down = EnsureChangesTopic("127.0.0.1:1", "one", true, absl::Milliseconds(500));
   EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable) << down.status();
+}
+
+class OutboxServerThreePartitionTest : public OutboxServerTest {
+ protected:
+  void SetUp() override {
+    topic_partitions_ = 3;
+    OutboxServerTest::SetUp();
+  }
+};
+
+TEST_F(OutboxServerThreePartitionTest, MisconfiguredTopicIsReportedAndEventsStayOnPartitionZero) {
+  EXPECT_EQ(Gauge("bucketmap_changes_topic_partitions"), 3);
+  const int32_t bucket = MakeBucket("alpha");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Pin(10 + i, bucket).ok());
+  Consumer consumer(kafka_->bootstraps());  // partition 0 only
+  ExpectVersionsOneTo(consumer.ReadUntilVersion(6, absl::Seconds(10)), 6);
 }
 
 class OutboxServerJsonTest : public OutboxServerTest {
