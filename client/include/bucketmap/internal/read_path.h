@@ -103,6 +103,20 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint64_t OrIfZero(uint64_t route, uint64_t f
 #endif
 }
 
+// route != 0 ? 0 : value, without a branch.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint64_t ZeroIfSet(uint64_t route, uint64_t value) {
+#ifdef BUCKETMAP_READ_PATH_CMOV
+  asm("testq %[route], %[route]\n\t"
+      "cmovnzq %[zero], %[value]"
+      : [value] "+r"(value)
+      : [route] "r"(route), [zero] "r"(uint64_t{0})
+      : "cc");
+  return value;
+#else
+  return value & (uint64_t{0} - static_cast<uint64_t>(route == 0));
+#endif
+}
+
 // What a lookup reads, in one place, so that the published pointer leads
 // straight to it (see route_index.h for the layout and its reasons).
 struct RouteTable {
@@ -134,8 +148,9 @@ struct RouteTable {
     SelectIfTeam(e[2], team_id, route);
     SelectIfTeam(e[3], team_id, route);
     // Not here, and the bucket is full: the team may be further on (rare).
-    // (One test of both conditions: `route == 0` alone is a coin toss.)
-    if (ABSL_PREDICT_FALSE(static_cast<int>(route == 0) & static_cast<int>(e[3].team_id != 0))) {
+    // One branch on both conditions: `route == 0` alone is a coin toss, and
+    // "full" alone is common enough to cost mispredictions.
+    if (ABSL_PREDICT_FALSE(ZeroIfSet(route, static_cast<uint64_t>(e[3].team_id)) != 0)) {
       route = ProbeOn(part, h & part.mask, team_id);
     }
     return RouteResult(version, OrIfZero(route, default_route));
