@@ -6,7 +6,8 @@
 //   - Overrides (pins and pool assignments) live in a hash table keyed by
 //     team id, split into 2^k partitions by bits 32.. of the team's hash.
 //     A partition is an array of 64-byte buckets of four entries, probed
-//     linearly bucket by bucket, and at most half full. Each entry holds
+//     linearly bucket by bucket, and at most half full (a quarter up to
+//     128Ki overrides, see route_index.cc). Each entry holds
 //     the team's final route at this version (bucket id, state, pool
 //     index, source), precomputed with the domain library's placement, so
 //     a hit needs no further lookup.
@@ -99,7 +100,7 @@ class RouteIndex {
 
  private:
   struct Partition {
-    // A power of two, at most half the entries used.
+    // A power of two, at most half (or a quarter) of the entries used.
     absl::Span<const Bucket> buckets;
     size_t size = 0;
     // Owns `buckets`: a slab shared with the other partitions of one
@@ -111,7 +112,7 @@ class RouteIndex {
 
   RouteIndex() = default;
   // Builds a partition of `entries` in `buckets` (zeroed, a power of two
-  // at least BucketsFor(entries.size()) long), owned by `storage`.
+  // large enough for them, see BucketsFor()), owned by `storage`.
   static std::shared_ptr<const Partition> BuildPartition(const std::vector<Entry>& entries,
                                                          absl::Span<Bucket> buckets,
                                                          std::shared_ptr<const void> storage);
@@ -128,6 +129,8 @@ class RouteIndex {
   uint64_t partition_mask_ = 0;
   std::vector<PartitionRef> refs_;
   std::vector<std::shared_ptr<const Partition>> partitions_;
+  // Partitions are at most 1/2^load_shift_ full (chosen by Build()).
+  int load_shift_ = 1;
   // The slab the last Build() or repack put every partition in.
   std::shared_ptr<const void> slab_;
 
