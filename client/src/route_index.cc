@@ -82,6 +82,11 @@ const std::shared_ptr<const std::vector<uint16_t>>& ZeroSlots() {
 }
 
 constexpr size_t kHugePage = size_t{2} << 20;
+// Tables smaller than this are not repacked: in 4 KiB pages they stay
+// within the L2 TLB's reach, and a repack copies the whole table on the
+// writer (at 100k teams it came every two or three 16-team deltas and
+// doubled a publication's cost, taking CPU from the readers).
+constexpr size_t kRepackBytes = size_t{8} << 20;
 
 // Zeroed memory for `count` buckets. A table of a megabyte or more is
 // rounded up to whole 2 MiB pages and asks for transparent huge pages:
@@ -136,7 +141,7 @@ void RouteIndex::MaybeRepack() {
     total += part->buckets.size();
     if (part->storage != slab_) ++outside;
   }
-  if (total * sizeof(Bucket) < kHugePage / 2 || outside * 2 <= partitions_.size()) return;
+  if (total * sizeof(Bucket) < kRepackBytes || outside * 2 <= partitions_.size()) return;
   std::shared_ptr<Bucket> slab = AllocateBuckets(total);
   Bucket* next = slab.get();
   for (size_t i = 0; i < partitions_.size(); ++i) {
