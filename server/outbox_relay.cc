@@ -100,6 +100,9 @@ void OutboxRelay::OnDelivery(uint64_t generation, int64_t version, const absl::S
   absl::MutexLock lock(&mu_);
   if (generation != generation_) return;  // a session already reset
   if (!status.ok()) {
+    // Records the publisher drops at Close(): not an error, and nothing
+    // will be sent again by this relay.
+    if (stop_) return;
     // With the gapless guarantee nothing after this record can be
     // delivered by this session: start over from the watermark.
     if (!reset_needed_) {

@@ -100,7 +100,8 @@ absl::Status BucketmapServer::StartOutbox() {
     publisher_ = o.publisher;
   } else if (o.kafka_brokers.empty()) {
     spdlog::warn("--kafka_brokers is empty: change events are not published to Kafka "
-                 "(they wait in the outbox until a server runs with brokers)");
+                 "(they wait in the outbox until a server runs with brokers, and the change "
+                 "log is not pruned meanwhile)");
     return absl::OkStatus();
   } else {
     if (o.kafka_brokers == "embedded") {

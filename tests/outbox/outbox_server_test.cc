@@ -127,6 +127,7 @@ class OutboxServerTest : public ServerFixture {
     options.outbox.format = format_;
     options.outbox.poll_interval = absl::Milliseconds(200);
     options.outbox.topic_check_timeout = absl::Seconds(5);
+    options.outbox.shutdown_flush_timeout = absl::Seconds(1);
     return options;
   }
 
@@ -387,6 +388,27 @@ TEST_F(OutboxServerThreePartitionTest, MisconfiguredTopicIsReportedAndEventsStay
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(Pin(10 + i, bucket).ok());
   Consumer consumer(kafka_->bootstraps());  // partition 0 only
   ExpectVersionsOneTo(consumer.ReadUntilVersion(6, absl::Seconds(10)), 6);
+}
+
+TEST_F(OutboxServerTest, StopWithBrokerDownIsBoundedAndARestartPublishesTheRest) {
+  const int32_t bucket = MakeBucket("alpha");
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Pin(1000 + i, bucket).ok());
+  ASSERT_TRUE(WaitAllPublished());
+  ASSERT_TRUE(kafka_->SetBrokerDown(1).ok());
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(Pin(2000 + i, bucket).ok());
+  const int64_t n = Version();
+  ASSERT_EQ(n, 41);
+
+  const absl::Time stop_start = absl::Now();
+  StopServer();
+  EXPECT_LT(absl::Now() - stop_start, absl::Seconds(8));
+  EXPECT_EQ(Unpublished(), 30);
+
+  ASSERT_TRUE(kafka_->SetBrokerUp(1).ok());
+  StartServer();
+  Consumer consumer(kafka_->bootstraps());
+  ExpectVersionsOneTo(consumer.ReadUntilVersion(n, absl::Seconds(15)), n);
+  ASSERT_TRUE(WaitAllPublished());
 }
 
 class OutboxServerJsonTest : public OutboxServerTest {
