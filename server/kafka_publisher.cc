@@ -28,8 +28,8 @@ void DeliveryReport(rd_kafka_t*, const rd_kafka_message_t* message, void*) {
   if (pending == nullptr) return;
   absl::Status status = absl::OkStatus();
   if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    status = absl::UnavailableError(
-        absl::StrCat("delivery failed: ", rd_kafka_err2str(message->err)));
+    status =
+        absl::UnavailableError(absl::StrCat("delivery failed: ", rd_kafka_err2str(message->err)));
   }
   // A callback must not let an exception unwind through librdkafka.
   try {
@@ -128,8 +128,8 @@ class KafkaPublisher::Session {
     }
     rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
     for (const EventHeader& h : headers) {
-      rd_kafka_header_add(hdrs, h.name.data(), static_cast<ssize_t>(h.name.size()),
-                          h.value.data(), static_cast<ssize_t>(h.value.size()));
+      rd_kafka_header_add(hdrs, h.name.data(), static_cast<ssize_t>(h.name.size()), h.value.data(),
+                          static_cast<ssize_t>(h.value.size()));
     }
     auto* pending = new Pending{std::move(on_delivery)};
     const rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -160,9 +160,9 @@ class KafkaPublisher::Session {
   absl::Status Flush(absl::Duration timeout) {
     const rd_kafka_resp_err_t err = rd_kafka_flush(rk_, ToMillis(timeout));
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return absl::OkStatus();
-    return absl::DeadlineExceededError(
-        absl::StrCat(rd_kafka_outq_len(rk_), " Kafka records still undelivered after ",
-                     absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(absl::StrCat(rd_kafka_outq_len(rk_),
+                                                    " Kafka records still undelivered after ",
+                                                    absl::FormatDuration(timeout)));
   }
 
  private:

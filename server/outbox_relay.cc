@@ -49,8 +49,8 @@ absl::StatusOr<std::string> EncodeChangeEvent(const OutboxRow& row, const std::s
     options.preserve_proto_field_names = true;
     const auto status = google::protobuf::util::MessageToJsonString(event, &out, options);
     if (!status.ok()) {
-      return absl::InternalError(absl::StrCat("version ", row.version,
-                                              ": JSON encoding failed: ", status.ToString()));
+      return absl::InternalError(
+          absl::StrCat("version ", row.version, ": JSON encoding failed: ", status.ToString()));
     }
   } else {
     out = event.SerializeAsString();
@@ -132,8 +132,7 @@ void OutboxRelay::Loop() {
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || wake_ || reset_needed_ ||
-               delivered_ - marked_ >= options_.mark_batch ||
+        return stop_ || wake_ || reset_needed_ || delivered_ - marked_ >= options_.mark_batch ||
                (more_ && static_cast<int>(in_flight_.size()) < options_.max_in_flight / 2);
       };
       const absl::Duration wait =
@@ -194,8 +193,8 @@ bool OutboxRelay::PublishSome() {
     absl::MutexLock lock(&mu_);
     if (reset_needed_) return false;
     after = sent_;
-    room = std::min(options_.batch_size,
-                    options_.max_in_flight - static_cast<int>(in_flight_.size()));
+    room =
+        std::min(options_.batch_size, options_.max_in_flight - static_cast<int>(in_flight_.size()));
     generation = generation_;
   }
   if (after < 0) {
@@ -216,7 +215,8 @@ bool OutboxRelay::PublishSome() {
     return false;
   }
   for (const OutboxRow& row : *rows) {
-    absl::StatusOr<std::string> value = EncodeChangeEvent(row, options_.cluster_id, options_.format);
+    absl::StatusOr<std::string> value =
+        EncodeChangeEvent(row, options_.cluster_id, options_.format);
     if (!value.ok()) {
       // Skipping would leave a hole every consumer would wait on forever:
       // stop here, loudly, and try again later.
@@ -236,11 +236,11 @@ bool OutboxRelay::PublishSome() {
         {kContentTypeHeader, ContentType(options_.format)},
     };
     const int64_t version = row.version;
-    absl::Status s = publisher_->Publish(
-        version, kChangesKey, *std::move(value), std::move(headers),
-        [this, generation, version](const absl::Status& status) {
-          OnDelivery(generation, version, status);
-        });
+    absl::Status s =
+        publisher_->Publish(version, kChangesKey, *std::move(value), std::move(headers),
+                            [this, generation, version](const absl::Status& status) {
+                              OnDelivery(generation, version, status);
+                            });
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
       if (generation != generation_) return false;

@@ -1,5 +1,7 @@
 // OutboxRelay against the real PgStore and a fake publisher with failure
 // switches: order, the delivered watermark, resend after a failed delivery.
+#include "server/outbox_relay.h"
+
 #include <set>
 #include <vector>
 
@@ -8,7 +10,6 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
-#include "server/outbox_relay.h"
 #include "tests/store/store_test_util.h"
 
 namespace bucketmap {

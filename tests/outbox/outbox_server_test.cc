@@ -152,9 +152,8 @@ class OutboxServerTest : public ServerFixture {
       EXPECT_EQ(r.key, "mapping");
       const v1::ChangeEvent event = Decode(r);
       EXPECT_EQ(r.headers.at("bucketmap-version"), absl::StrCat(event.version()));
-      EXPECT_EQ(r.headers.at("content-type"), format_ == ChangesFormat::kJson
-                                                  ? "application/json"
-                                                  : "application/x-protobuf");
+      EXPECT_EQ(r.headers.at("content-type"),
+                format_ == ChangesFormat::kJson ? "application/json" : "application/x-protobuf");
       EXPECT_EQ(event.mapping_changed().delta().to_version(), event.version());
       EXPECT_EQ(event.cluster_id(), server_->manager().Current()->snapshot().cluster_id());
       if (event.version() <= last) {
