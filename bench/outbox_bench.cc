@@ -23,6 +23,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -70,6 +72,23 @@ std::string HttpGet(int port, const std::string& path) {
   for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
   close(fd);
   return out;
+}
+
+// User plus system CPU time a process has used so far, in seconds; 0 when
+// it cannot be read.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  // Fields after the command name, from field 3 (state): utime is the
+  // 14th field of the line and stime the 15th.
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+  if (fields.size() < 13) return 0;
+  double utime = 0;
+  double stime = 0;
+  if (!absl::SimpleAtod(fields[11], &utime) || !absl::SimpleAtod(fields[12], &stime)) return 0;
+  return (utime + stime) / sysconf(_SC_CLK_TCK);
 }
 
 std::unique_ptr<grpc::ClientContext> Ctx() {
@@ -145,6 +164,8 @@ class Deployment {
     return -1;
   }
 
+  pid_t pid() const { return pid_; }
+
   // Writes one assignment; returns the new version.
   int64_t Assign(int64_t team) {
     v1::AssignTeamRequest req;
@@ -168,8 +189,10 @@ class Deployment {
 
 struct Throughput {
   double writes_per_s = 0;
-  double max_backlog = 0;  // largest bucketmap_outbox_backlog sampled
-  double drain_ms = 0;     // from the last reply until its event reached a consumer
+  double max_backlog = 0;   // largest bucketmap_outbox_backlog sampled
+  double drain_ms = 0;      // from the last reply until its event reached a consumer
+  double server_cores = 0;  // server CPU during the round, in cores
+  double kafka_cores = 0;   // the mock cluster's CPU during the round, in cores
 };
 
 // 8 clients write flat out for `seconds`, publishing to a mock cluster of
@@ -200,6 +223,8 @@ Throughput RunThroughput(bool publishing, int seconds) {
   });
   std::vector<std::thread> clients;
   const absl::Time start = absl::Now();
+  const double server_cpu0 = CpuSeconds(d->pid());
+  const double kafka_cpu0 = publishing ? CpuSeconds(kafka->pid()) : 0;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
       for (int64_t i = 0; !stop.load(); ++i) {
@@ -215,8 +240,11 @@ Throughput RunThroughput(bool publishing, int seconds) {
   stop = true;
   for (auto& t : clients) t.join();
   const absl::Time end = absl::Now();
+  const double elapsed_s = absl::ToDoubleSeconds(end - start);
+  result.server_cores = (CpuSeconds(d->pid()) - server_cpu0) / elapsed_s;
+  if (publishing) result.kafka_cores = (CpuSeconds(kafka->pid()) - kafka_cpu0) / elapsed_s;
   sampler.join();
-  result.writes_per_s = writes.load() / absl::ToDoubleSeconds(end - start);
+  result.writes_per_s = writes.load() / elapsed_s;
   if (publishing) {
     auto records = ReadAllChangeEvents(brokers, kTopic, absl::Seconds(120), last_version.load());
     if (!records.ok()) {
@@ -308,7 +336,10 @@ int Main(int seconds) {
     Throughput t = RunThroughput(publishing, seconds);
     (publishing ? on : off).push_back(t.writes_per_s);
     if (publishing) on_rounds.push_back(t);
-    std::fprintf(stderr, "round publishing=%d: %.0f writes/s\n", publishing, t.writes_per_s);
+    std::printf(
+        "| Round, publishing %s | %.0f writes/s; server CPU %.2f cores, mock Kafka CPU %.2f "
+        "cores |\n",
+        publishing ? "on" : "off", t.writes_per_s, t.server_cores, t.kafka_cores);
   }
   const double off_mean = (off[0] + off[1]) / 2;
   const double on_mean = (on[0] + on[1]) / 2;
