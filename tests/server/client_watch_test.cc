@@ -61,21 +61,8 @@ TEST_F(ClientWatchTest, ResumesAfterServerRestartWithDeltas) {
   ASSERT_TRUE(client.WaitForVersion(1, absl::Seconds(10)));
   const int64_t streams = connection.streams_opened();
   StopServer();
-  // The same port, so the client's address stays valid.
-  const int port = std::stoi(client.options().addresses[0].substr(10));
-  PgStoreOptions store_options;
-  store_options.url = pg_->url();
-  auto store = PgStore::Open(store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  ServerOptions options = Options();
-  options.grpc_listen = absl::StrCat("127.0.0.1:", port);
-  auto server = BucketmapServer::Start(*std::move(store), options);
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = *std::move(server);
-  channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                 grpc::InsecureChannelCredentials());
-  admin_ = v1::AdminService::NewStub(channel_);
-  mapping_ = v1::MappingService::NewStub(channel_);
+  // The same address, so the client's stays valid.
+  StartServer(client.options().addresses[0]);
   ASSERT_TRUE(Pin(5, b1).ok());
   ASSERT_TRUE(client.WaitForVersion(2, absl::Seconds(10)));
   EXPECT_GT(connection.streams_opened(), streams);
@@ -104,20 +91,7 @@ TEST_F(ClientWatchTest, StartsFromCacheWhileServerIsDownThenCatchesUp) {
   EXPECT_GE(client.Staleness(), absl::Milliseconds(300));
   EXPECT_FALSE(connection.synced());
 
-  const int port = std::stoi(options.addresses[1].substr(10));
-  PgStoreOptions store_options;
-  store_options.url = pg_->url();
-  auto store = PgStore::Open(store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  ServerOptions server_options = Options();
-  server_options.grpc_listen = absl::StrCat("127.0.0.1:", port);
-  auto server = BucketmapServer::Start(*std::move(store), server_options);
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = *std::move(server);
-  channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                 grpc::InsecureChannelCredentials());
-  admin_ = v1::AdminService::NewStub(channel_);
-  mapping_ = v1::MappingService::NewStub(channel_);
+  StartServer(options.addresses[1]);
   ASSERT_TRUE(Pin(10, b1).ok());
   ASSERT_TRUE(client.WaitForVersion(3, absl::Seconds(10)));
   EXPECT_LT(client.Staleness(), absl::Seconds(5));
@@ -141,15 +115,7 @@ TEST_F(ClientWatchTest, ANewClusterResetsTheClient) {
   // the same address.
   StopServer();
   ASSERT_TRUE(pg_->CreateDatabase("replaced").ok());
-  PgStoreOptions store_options;
-  store_options.url = pg_->url_for("replaced");
-  auto store = PgStore::Open(store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  ServerOptions server_options = Options();
-  server_options.grpc_listen = options.addresses[0];
-  auto server = BucketmapServer::Start(*std::move(store), server_options);
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = *std::move(server);
+  StartServer(options.addresses[0], pg_->url_for("replaced"));
   for (int i = 0; i < 200 && !reset; ++i) absl::SleepFor(absl::Milliseconds(50));
   EXPECT_TRUE(reset);
   EXPECT_NE(client.cluster_id(), first_cluster);

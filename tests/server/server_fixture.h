@@ -35,13 +35,17 @@ class ServerFixture : public ::testing::Test {
     return options;
   }
 
-  void StartServer() {
+  // Starts a server on `listen` (default: a free port) over `database_url`
+  // (default: the fixture's database), and stubs connected to it.
+  void StartServer(const std::string& listen = "", const std::string& database_url = "") {
     PgStoreOptions store_options;
-    store_options.url = pg_->url();
+    store_options.url = database_url.empty() ? pg_->url() : database_url;
     store_options.connect_timeout = absl::Seconds(1);
     auto store = PgStore::Open(store_options);
     ASSERT_TRUE(store.ok()) << store.status();
-    auto server = BucketmapServer::Start(*std::move(store), Options());
+    ServerOptions options = Options();
+    if (!listen.empty()) options.grpc_listen = listen;
+    auto server = BucketmapServer::Start(*std::move(store), options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     grpc::ChannelArguments args;
