@@ -14,7 +14,9 @@
 //     delivery (a librdkafka consumer receiving that version), p50 and p99:
 //     one client pacing writes 10 ms apart, and 8 clients writing flat out.
 //
-// Usage: outbox_bench [--seconds=N]   (throughput round length, default 10)
+// Usage: outbox_bench [--seconds=N] [--pace_ms=N]
+//   --seconds: throughput round length (default 10)
+//   --pace_ms: gap between the single client's writes (default 10)
 // Prints Markdown rows for docs/benchmarks.md.
 #include <signal.h>
 #include <sys/wait.h>
@@ -325,7 +327,7 @@ void RunLatency(const std::string& brokers, int clients, int per_client, absl::D
       ms.size(), Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0));
 }
 
-int Main(int seconds) {
+int Main(int seconds, int pace_ms) {
   std::printf("| Benchmark | Result |\n|---|---|\n");
   // Off, on, on, off, so that drift (other load, PostgreSQL warming up)
   // cancels out of the comparison.
@@ -359,7 +361,7 @@ int Main(int seconds) {
   // every fresh PostgreSQL.
   auto kafka2 = KafkaMockProcess::Start({{kTopic, 1}});
   if (!kafka2.ok()) return 1;
-  RunLatency((*kafka2)->bootstrap(), 1, 300, absl::Milliseconds(10));
+  RunLatency((*kafka2)->bootstrap(), 1, 300, absl::Milliseconds(pace_ms));
   auto kafka3 = KafkaMockProcess::Start({{kTopic, 1}});
   if (!kafka3.ok()) return 1;
   RunLatency((*kafka3)->bootstrap(), 8, 100, absl::ZeroDuration());
@@ -371,13 +373,17 @@ int Main(int seconds) {
 
 int main(int argc, char** argv) {
   int seconds = 10;
+  int pace_ms = 10;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (absl::ConsumePrefix(&arg, "--seconds=") && absl::SimpleAtoi(arg, &seconds) && seconds > 0) {
       continue;
     }
-    std::fprintf(stderr, "usage: outbox_bench [--seconds=N]\n");
+    if (absl::ConsumePrefix(&arg, "--pace_ms=") && absl::SimpleAtoi(arg, &pace_ms) && pace_ms > 0) {
+      continue;
+    }
+    std::fprintf(stderr, "usage: outbox_bench [--seconds=N] [--pace_ms=N]\n");
     return 2;
   }
-  return bucketmap::Main(seconds);
+  return bucketmap::Main(seconds, pace_ms);
 }
