@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "grpcpp/support/status.h"
+#include "tests/support/local_process.h"
 
 namespace bucketmap {
 
@@ -25,33 +26,6 @@ inline void Check(const grpc::Status& status, const char* what) {
                  status.error_message().c_str());
     std::exit(1);
   }
-}
-
-// A TCP port on 127.0.0.1 that was free a moment ago.
-inline int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Starts `args` with stderr appended to `log`; returns the pid.
-inline pid_t Spawn(std::vector<std::string> args, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (std::freopen(log.c_str(), "a", stderr) == nullptr) _exit(126);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
 }
 
 // Resident set size of a process, from /proc.
