@@ -269,7 +269,7 @@ std::string FormatDelta(const v1::MappingDelta& delta, absl::string_view indent,
   }
   for (const v1::Handoff& h : delta.handoffs()) {
     absl::StrAppend(&out, indent, "handoff ", h.id(), " from bucket ", h.source_bucket_id(), ": ",
-                    h.phase(), "\n");
+                    v1::HandoffPhase_Name(h.state()), "\n");
   }
   return out;
 }
@@ -357,7 +357,7 @@ std::string FormatTeam(const v1::TeamRoute& route) {
   if (route.has_handoff()) {
     const v1::Handoff& h = route.handoff();
     absl::StrAppend(&out, "  handoff       ", h.id(), " from bucket ", h.source_bucket_id(),
-                    ", opened at version ", h.opened_version(), ", phase ", h.phase(), "\n");
+                    ", opened at version ", h.opened_version(), ", phase ", v1::HandoffPhase_Name(h.state()), "\n");
   }
   return out;
 }
@@ -382,7 +382,7 @@ std::string FormatHandoffs(const v1::ListHandoffsResponse& response) {
   Table table({"ID", "OPENED AT", "SOURCE BUCKET", "PHASE"});
   for (const v1::Handoff& h : response.handoffs()) {
     table.AddRow({absl::StrCat(h.id()), absl::StrCat(h.opened_version()),
-                  absl::StrCat(h.source_bucket_id()), h.phase()});
+                  absl::StrCat(h.source_bucket_id()), v1::HandoffPhase_Name(h.state())});
   }
   return table.Render();
 }
