@@ -11,6 +11,7 @@
 #include "domain/validation.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "server/admin_requests.h"
 #include "server/convert.h"
 #include "server/grpc_status.h"
 #include "xxhash.h"
@@ -69,26 +70,6 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
-}
-
-// Maps the wire state of a CreateBucket request to the domain defaults.
-Bucket NewBucketFromProto(const v1::Bucket& proto) {
-  Bucket bucket = FromProto(proto);
-  if (proto.state() == v1::BUCKET_STATE_UNSPECIFIED) bucket.state = BucketState::kActive;
-  if (bucket.weight == 0) bucket.weight = 100;
-  if (bucket.pool.empty()) bucket.pool = kDefaultPool;
-  return bucket;
-}
-
-absl::Status ValidateTarget(const v1::AssignTeamRequest& request) {
-  switch (request.target_case()) {
-    case v1::AssignTeamRequest::kBucketId:
-      return ValidateBucketId(request.bucket_id(), "bucket_id");
-    case v1::AssignTeamRequest::kPool:
-      return ValidatePoolName(request.pool(), "pool");
-    default:
-      return absl::InvalidArgumentError("target: set either bucket_id or pool");
-  }
 }
 
 // Fills the route fields shared by AssignTeam and UnassignTeam responses.
@@ -205,13 +186,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerContext* ctx,
                                                          const v1::CreateBucketRequest* request,
                                                          v1::CreateBucketResponse* response) {
-  if (!request->has_bucket()) {
-    return FinishNow(ctx, absl::InvalidArgumentError("bucket: required"));
-  }
-  if (absl::Status s = ValidateNewBucket(FromProto(request->bucket()), request->bucket().state());
-      !s.ok()) {
-    return FinishNow(ctx, s);
-  }
+  if (absl::Status s = ValidateCreateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::CreateBucketResponse> spec;
   spec.kind = "CreateBucket";
   spec.request = request;
@@ -220,7 +195,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerCon
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
   spec.plan = [request](const Snapshot& before) {
-    return PlanCreateBucket(before, NewBucketFromProto(request->bucket()));
+    return PlanCreateBucketRequest(before, *request);
   };
   spec.fill = [](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
                  v1::CreateBucketResponse* out) {
@@ -233,24 +208,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerContext* ctx,
                                                          const v1::UpdateBucketRequest* request,
                                                          v1::UpdateBucketResponse* response) {
-  const v1::Bucket& bucket = request->bucket();
-  if (bucket.id() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("bucket.id: must be positive"));
-  }
-  if (bucket.id() == 0) {
-    if (bucket.name().empty()) {
-      return FinishNow(ctx, absl::InvalidArgumentError(
-                                "bucket.id: identify the bucket by bucket.id or bucket.name"));
-    }
-    if (absl::Status s = ValidateBucketName(bucket.name(), "bucket.name"); !s.ok()) {
-      return FinishNow(ctx, s);
-    }
-  }
-  std::vector<std::string> paths(request->update_mask().paths().begin(),
-                                 request->update_mask().paths().end());
-  if (absl::Status s = ValidateBucketUpdate(FromProto(bucket), bucket.state(), paths); !s.ok()) {
-    return FinishNow(ctx, s);
-  }
+  if (absl::Status s = ValidateUpdateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::UpdateBucketResponse> spec;
   spec.kind = "UpdateBucket";
   spec.request = request;
@@ -258,13 +216,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerCon
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
-  spec.plan = [request, paths](const Snapshot& before) -> absl::StatusOr<Plan> {
-    BucketUpdate update;
-    update.id = request->bucket().id();
-    update.name = request->bucket().name();
-    update.values = FromProto(request->bucket());
-    update.paths = paths;
-    return PlanUpdateBucket(before, update);
+  spec.plan = [request](const Snapshot& before) {
+    return PlanUpdateBucketRequest(before, *request);
   };
   spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
                         v1::UpdateBucketResponse* out) {
@@ -300,10 +253,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerContext* ctx,
                                                        const v1::AssignTeamRequest* request,
                                                        v1::AssignTeamResponse* response) {
-  if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
-    return FinishNow(ctx, s);
-  }
-  if (absl::Status s = ValidateTarget(*request); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = ValidateAssignTeamRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::AssignTeamResponse> spec;
   spec.kind = "AssignTeam";
   spec.request = request;
@@ -312,12 +262,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerConte
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
   spec.plan = [request](const Snapshot& before) {
-    Target target = request->target_case() == v1::AssignTeamRequest::kBucketId
-                        ? Target::Pin(request->bucket_id())
-                        : Target::Pool(request->pool());
-    std::vector<AssignmentOp> ops;
-    ops.push_back(AssignmentOp{request->team_id(), std::move(target)});
-    return PlanAssignments(before, std::move(ops));
+    return PlanAssignTeamRequest(before, *request);
   };
   spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
                         v1::AssignTeamResponse* out) {
@@ -354,35 +299,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerContext* ctx,
                                                        const v1::BulkAssignRequest* request,
                                                        v1::BulkAssignResponse* response) {
-  if (request->assignments_size() == 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("assignments: at least one is required"));
-  }
-  if (request->assignments_size() > options_.max_bulk_assign) {
-    return FinishNow(
-        ctx, absl::InvalidArgumentError(absl::StrCat(
-                 "assignments: ", request->assignments_size(), " entries exceed the limit of ",
-                 options_.max_bulk_assign, " per call; split the load into batches")));
-  }
-  for (int i = 0; i < request->assignments_size(); ++i) {
-    const v1::BulkAssignment& a = request->assignments(i);
-    const std::string prefix = absl::StrCat("assignments[", i, "].");
-    absl::Status s = ValidateTeamId(a.team_id(), prefix + "team_id");
-    if (s.ok()) {
-      switch (a.target_case()) {
-        case v1::BulkAssignment::kBucketId:
-          s = ValidateBucketId(a.bucket_id(), prefix + "bucket_id");
-          break;
-        case v1::BulkAssignment::kPool:
-          s = ValidatePoolName(a.pool(), prefix + "pool");
-          break;
-        case v1::BulkAssignment::kUnassign:
-          if (!a.unassign()) s = absl::InvalidArgumentError(prefix + "unassign: must be true");
-          break;
-        default:
-          s = absl::InvalidArgumentError(prefix + "target: set bucket_id, pool or unassign");
-      }
-    }
-    if (!s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = ValidateBulkAssignRequest(*request, options_.max_bulk_assign); !s.ok()) {
+    return FinishNow(ctx, s);
   }
   WriteSpec<v1::BulkAssignResponse> spec;
   spec.kind = "BulkAssign";
@@ -392,21 +310,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
   spec.plan = [request](const Snapshot& before) {
-    std::vector<AssignmentOp> ops;
-    ops.reserve(request->assignments_size());
-    for (const v1::BulkAssignment& a : request->assignments()) {
-      switch (a.target_case()) {
-        case v1::BulkAssignment::kBucketId:
-          ops.push_back(AssignmentOp{a.team_id(), Target::Pin(a.bucket_id())});
-          break;
-        case v1::BulkAssignment::kPool:
-          ops.push_back(AssignmentOp{a.team_id(), Target::Pool(a.pool())});
-          break;
-        default:
-          ops.push_back(AssignmentOp{a.team_id(), std::nullopt});
-      }
-    }
-    return PlanAssignments(before, std::move(ops));
+    return PlanBulkAssignRequest(before, *request);
   };
   spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
                  v1::BulkAssignResponse* out) {
