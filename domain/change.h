@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "domain/handoff.h"
 #include "domain/model.h"
 
 namespace bucketmap {
@@ -21,8 +22,16 @@ struct Change {
   std::vector<int64_t> unset;
   // The next bucket id after this change (only grows).
   int32_t next_bucket_id = 0;
+  // Full new state of each handoff opened or changed by this change (ids
+  // unique). An open one enters (or stays in) the snapshot's open set; a
+  // final one leaves it.
+  std::vector<Handoff> handoffs;
+  // The next handoff id after this change (only grows; 0: unchanged).
+  int64_t next_handoff_id = 0;
 
-  bool empty() const { return buckets.empty() && set.empty() && unset.empty(); }
+  bool empty() const {
+    return buckets.empty() && set.empty() && unset.empty() && handoffs.empty();
+  }
 };
 
 }  // namespace bucketmap

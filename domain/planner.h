@@ -51,6 +51,8 @@ struct Effect {
   int64_t moved_team_count = 0;
   std::vector<PoolShift> pool_shifts;  // pools whose placement changes
   int64_t assignments_changed = 0;
+  // Handoffs the write opens (domain/move_policy.h fills them in).
+  std::vector<Handoff> handoffs;
 };
 
 struct Plan {

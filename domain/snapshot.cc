@@ -155,6 +155,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState sta
                                           : -PoolIndex(s->pools_, target.pool) - 1);
   }
   s->BuildDerived(nullptr, nullptr);
+  s->next_handoff_id_ = std::max<int64_t>(state.next_handoff_id, 1);
+  RETURN_IF_ERROR(s->MergeHandoffs(state.handoffs, 0, nullptr));
   return std::shared_ptr<const Snapshot>(std::move(s));
 }
 
@@ -296,7 +298,100 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& ch
   }
 
   s->BuildDerived(this, &change);
+  s->handoffs_ = handoffs_;
+  s->handoff_tables_ = handoff_tables_;
+  s->next_handoff_id_ = next_handoff_id_;
+  RETURN_IF_ERROR(s->MergeHandoffs(change.handoffs, change.next_handoff_id, this));
   return std::shared_ptr<const Snapshot>(std::move(s));
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::WithHandoffs(
+    const std::vector<Handoff>& handoffs, int64_t next_handoff_id) const {
+  std::shared_ptr<Snapshot> s(new Snapshot(*this));
+  RETURN_IF_ERROR(s->MergeHandoffs(handoffs, next_handoff_id, this));
+  return std::shared_ptr<const Snapshot>(std::move(s));
+}
+
+absl::Status Snapshot::MergeHandoffs(const std::vector<Handoff>& changed, int64_t next_handoff_id,
+                                     const Snapshot* previous) {
+  int64_t max_id = 0;
+  absl::flat_hash_set<int64_t> ids;
+  for (size_t i = 0; i < changed.size(); ++i) {
+    const Handoff& h = changed[i];
+    const std::string field = absl::StrCat("handoffs[", i, "]");
+    if (h.id < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".id: must be >= 1, got ", h.id));
+    }
+    if (!ids.insert(h.id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".id: duplicate handoff id ", h.id));
+    }
+    if (h.team_ids.size() != h.to_bucket_ids.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".to_bucket_ids: handoff ", h.id, " has ", h.team_ids.size(), " team ids but ",
+          h.to_bucket_ids.size(), " target buckets"));
+    }
+    if (!std::is_sorted(h.team_ids.begin(), h.team_ids.end())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".team_ids: handoff ", h.id, " lists teams out of order"));
+    }
+    max_id = std::max(max_id, h.id);
+    auto it = std::lower_bound(handoffs_.begin(), handoffs_.end(), h.id,
+                               [](const Handoff& x, int64_t id) { return x.id < id; });
+    const bool present = it != handoffs_.end() && it->id == h.id;
+    if (h.open()) {
+      if (present) {
+        *it = h;
+      } else {
+        handoffs_.insert(it, h);
+      }
+      std::shared_ptr<const PlacementTable> table;
+      if (!h.pool_before.empty()) {
+        const Snapshot* src = previous != nullptr ? previous : this;
+        auto old = src->handoff_tables_.find(h.id);
+        const Handoff* was = src->FindHandoff(h.id);
+        if (old != src->handoff_tables_.end() && was != nullptr &&
+            SameMembers(was->pool_before, h.pool_before)) {
+          table = old->second;
+        } else {
+          table = std::make_shared<const PlacementTable>(PlacementTable::Build(h.pool_before));
+        }
+      }
+      handoff_tables_[h.id] = std::move(table);
+    } else {
+      if (present) handoffs_.erase(it);
+      handoff_tables_.erase(h.id);
+    }
+  }
+  next_handoff_id_ = std::max({next_handoff_id_, next_handoff_id, max_id + 1});
+  return absl::OkStatus();
+}
+
+const Handoff* Snapshot::FindHandoff(int64_t id) const {
+  auto it = std::lower_bound(handoffs_.begin(), handoffs_.end(), id,
+                             [](const Handoff& x, int64_t v) { return x.id < v; });
+  return it != handoffs_.end() && it->id == id ? &*it : nullptr;
+}
+
+std::vector<const Handoff*> Snapshot::HandoffsOf(int64_t team_id) const {
+  std::vector<const Handoff*> out;
+  if (handoffs_.empty()) return out;
+  const std::optional<Target> target = FindAssignment(team_id);
+  for (const Handoff& h : handoffs_) {
+    if (h.Lists(team_id)) {
+      out.push_back(&h);
+      continue;
+    }
+    if (h.pool_before.empty() || (target.has_value() && target->is_pin())) continue;
+    const std::string_view pool = target.has_value() ? std::string_view(target->pool)
+                                                     : std::string_view(kDefaultPool);
+    if (pool != h.source_pool) continue;
+    auto table = handoff_tables_.find(h.id);
+    if (table == handoff_tables_.end() || table->second == nullptr) continue;
+    if (table->second->BucketForTeam(team_id) != h.source_bucket_id) continue;
+    if (RouteOf(team_id).bucket_id == h.source_bucket_id) continue;
+    out.push_back(&h);
+  }
+  return out;
 }
 
 void Snapshot::BuildDerived(const Snapshot* previous, const Change* /*change*/) {
@@ -383,6 +478,8 @@ MappingState Snapshot::ToState() const {
   state.cluster_id = cluster_id_;
   state.next_bucket_id = next_bucket_id_;
   state.buckets = buckets_;
+  state.handoffs = handoffs_;
+  state.next_handoff_id = next_handoff_id_;
   state.assignments.reserve(team_ids_.size());
   for (size_t i = 0; i < team_ids_.size(); ++i) {
     const int32_t enc = targets_[i];

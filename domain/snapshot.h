@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "domain/change.h"
+#include "domain/handoff.h"
 #include "domain/model.h"
 #include "domain/placement.h"
 
@@ -30,6 +31,9 @@ struct MappingState {
   std::vector<Bucket> buckets;  // any order; ids and names unique
   // Overrides, ascending and unique by team_id.
   std::vector<std::pair<int64_t, Target>> assignments;
+  // Open handoffs (any order; ids unique) and the next handoff id.
+  std::vector<Handoff> handoffs;
+  int64_t next_handoff_id = 1;
 };
 
 class Snapshot {
@@ -78,12 +82,36 @@ class Snapshot {
   // Number of teams pinned to `bucket_id`.
   int64_t PinnedCount(int32_t bucket_id) const;
 
+  // Open handoffs (SWITCHING or DRAINING), ascending by id.
+  const std::vector<Handoff>& handoffs() const { return handoffs_; }
+  int64_t next_handoff_id() const { return next_handoff_id_; }
+  // Returns the open handoff `id`, or nullptr.
+  const Handoff* FindHandoff(int64_t id) const;
+  // Returns the open handoffs involving `team_id`, ascending by id: those
+  // that list it, and those whose pool_before placed it (unpinned, in the
+  // source pool) on the source while it now routes elsewhere.
+  std::vector<const Handoff*> HandoffsOf(int64_t team_id) const;
+
+  // WithHandoffs()
+  //
+  // Returns a copy of this snapshot, at the same version, with `handoffs`
+  // merged into its open set as Apply() would (open ones upserted, final
+  // ones removed). For the planner, which learns a write's handoffs only
+  // after applying its route changes. InvalidArgument on a malformed
+  // handoff.
+  absl::StatusOr<std::shared_ptr<const Snapshot>> WithHandoffs(
+      const std::vector<Handoff>& handoffs, int64_t next_handoff_id) const;
+
   // The state this snapshot was built from (copies the columns).
   MappingState ToState() const;
 
  private:
   Snapshot() = default;
   void BuildDerived(const Snapshot* previous, const Change* change);
+  // Upserts/removes `changed` in handoffs_ and refreshes the placement
+  // tables of their pool_before (shared with `previous` when unchanged).
+  absl::Status MergeHandoffs(const std::vector<Handoff>& changed, int64_t next_handoff_id,
+                             const Snapshot* previous);
 
   int64_t version_ = 0;
   std::string cluster_id_;
@@ -95,6 +123,10 @@ class Snapshot {
   std::map<std::string, std::shared_ptr<const PlacementTable>, std::less<>> pool_tables_;
   std::map<int32_t, int64_t> pinned_counts_;
   std::map<std::string, int64_t, std::less<>> pool_counts_;
+  std::vector<Handoff> handoffs_;
+  int64_t next_handoff_id_ = 1;
+  // Placement over each open handoff's pool_before, by handoff id.
+  std::map<int64_t, std::shared_ptr<const PlacementTable>> handoff_tables_;
 };
 
 }  // namespace bucketmap
