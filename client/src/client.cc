@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/src/cache_file.h"
 #include "client/src/epoch.h"
+#include "client/src/handoff_set.h"
 #include "client/src/route_index.h"
 #include "client/src/tsan.h"
 #include "client/src/wire.h"
@@ -47,6 +48,7 @@ namespace {
 
 using client_internal::AsNode;
 using client_internal::EpochReadSection;
+using client_internal::HandoffSet;
 using client_internal::PublishedView;
 using client_internal::RouteIndex;
 using client_internal::RouteTable;
@@ -69,8 +71,9 @@ absl::Status Prefixed(const absl::Status& status, const std::string& prefix) {
 // ---- MappingView ----
 
 MappingView::MappingView(std::shared_ptr<const Snapshot> snapshot,
+                         std::shared_ptr<const client_internal::HandoffSet> handoffs,
                          std::unique_ptr<const client_internal::RouteIndex> index)
-    : snapshot_(std::move(snapshot)), index_(std::move(index)) {}
+    : snapshot_(std::move(snapshot)), handoffs_(std::move(handoffs)), index_(std::move(index)) {}
 
 MappingView::~MappingView() = default;
 
@@ -112,6 +115,23 @@ std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
 bool MappingView::Owns(int32_t bucket_id, int64_t team_id) const {
   const RouteResult r = Route(team_id);
   return r.routable() && r.bucket_id() == bucket_id;
+}
+
+HandoffStatus MappingView::HandoffState(int64_t team_id) const {
+  HandoffStatus status;
+  status.version = version();
+  if (handoffs_->empty() || team_id < 1) return status;
+  const RouteResult r = Route(team_id);
+  handoffs_->Find(team_id, r.source() == RouteSource::kPin, PoolName(r.pool_index()),
+                  r.bucket_id(), &status.handoffs);
+  return status;
+}
+
+std::vector<const v1::Handoff*> MappingView::OpenHandoffs() const {
+  std::vector<const v1::Handoff*> out;
+  out.reserve(handoffs_->entries().size());
+  for (const auto& e : handoffs_->entries()) out.push_back(&e->handoff);
+  return out;
 }
 
 // ---- Client: reads ----
@@ -173,6 +193,80 @@ std::vector<int64_t> Client::TeamsInBucket(int32_t bucket_id) const {
   return view == nullptr ? std::vector<int64_t>() : view->TeamsInBucket(bucket_id);
 }
 
+HandoffStatus Client::HandoffState(int64_t team_id) const {
+  std::shared_ptr<const MappingView> view = Current();
+  return view == nullptr ? HandoffStatus() : view->HandoffState(team_id);
+}
+
+Client::ListenerId Client::OnHandoffDone(int64_t team_id,
+                                         std::function<void(const HandoffEnd&)> done) {
+  // Under handoff_mu_: a publication either replaced the view before we
+  // read it, or runs the callbacks (under the same lock) after we register.
+  client_internal::MutexLock lock(&handoff_mu_);
+  const std::shared_ptr<const MappingView> view = Current();
+  if (view == nullptr) return 0;
+  const HandoffStatus status = view->HandoffState(team_id);
+  if (!status.open()) return 0;
+  HandoffWaiter waiter;
+  {
+    client_internal::MutexLock ids(&listeners_mu_);
+    waiter.id = next_listener_id_++;
+  }
+  waiter.team_id = team_id;
+  waiter.done = std::move(done);
+  for (const TeamHandoff& h : status.handoffs) waiter.handoff_ids.push_back(h.handoff_id);
+  handoff_waiters_.push_back(std::move(waiter));
+  return handoff_waiters_.back().id;
+}
+
+void Client::RemoveHandoffCallback(ListenerId id) {
+  client_internal::MutexLock lock(&handoff_mu_);
+  handoff_waiters_.erase(std::remove_if(handoff_waiters_.begin(), handoff_waiters_.end(),
+                                        [id](const HandoffWaiter& w) { return w.id == id; }),
+                         handoff_waiters_.end());
+}
+
+void Client::RunHandoffCallbacks(const MappingView& view, const std::vector<v1::Handoff>& ended) {
+  std::vector<HandoffWaiter> done;
+  {
+    client_internal::MutexLock lock(&handoff_mu_);
+    if (handoff_waiters_.empty()) return;
+    for (auto it = handoff_waiters_.begin(); it != handoff_waiters_.end();) {
+      HandoffWaiter& w = *it;
+      for (const v1::Handoff& h : ended) {
+        if (std::find(w.handoff_ids.begin(), w.handoff_ids.end(), h.id()) == w.handoff_ids.end()) {
+          continue;
+        }
+        w.last_end.handoff_id = h.id();
+        w.last_end.end_state = h.state();
+        w.last_end.end_reason = h.end_reason();
+        w.last_end.missing_producers.assign(h.missing_producers().begin(),
+                                            h.missing_producers().end());
+      }
+      const HandoffStatus status = view.HandoffState(w.team_id);
+      if (status.open()) {
+        for (const TeamHandoff& h : status.handoffs) {
+          if (std::find(w.handoff_ids.begin(), w.handoff_ids.end(), h.handoff_id) ==
+              w.handoff_ids.end()) {
+            w.handoff_ids.push_back(h.handoff_id);
+          }
+        }
+        ++it;
+        continue;
+      }
+      w.last_end.team_id = w.team_id;
+      w.last_end.version = view.version();
+      if (w.last_end.handoff_id == 0) {
+        // Ended unseen (a snapshot no longer lists it, or a reset).
+        w.last_end.handoff_id = *std::max_element(w.handoff_ids.begin(), w.handoff_ids.end());
+      }
+      done.push_back(std::move(w));
+      it = handoff_waiters_.erase(it);
+    }
+  }
+  for (const HandoffWaiter& w : done) w.done(w.last_end);
+}
+
 absl::Duration Client::Staleness() const {
   const int64_t ns = confirmed_at_ns_.load(std::memory_order_acquire);
   if (ns == kNever) return absl::InfiniteDuration();
@@ -206,7 +300,8 @@ void Client::RemoveListener(ListenerId id) {
 
 // ---- Client: updates ----
 
-void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at) {
+void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at,
+                     const std::vector<v1::Handoff>& ended) {
   const int64_t old_version = version_.load(std::memory_order_relaxed);
   const int64_t new_version = view->version();
   const MappingView* raw = view.get();
@@ -235,6 +330,7 @@ void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::
   }
   const ChangeEvent event{old_version, new_version, reset, raw};
   for (const auto& listener : listeners) (*listener)(event);
+  RunHandoffCallbacks(*raw, ended);
 }
 
 absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
@@ -244,8 +340,12 @@ absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
   absl::StatusOr<std::shared_ptr<const Snapshot>> built = Snapshot::Build(std::move(state));
   if (!built.ok()) return Prefixed(built.status(), "snapshot.");
   std::shared_ptr<const Snapshot> domain = *std::move(built);
-  ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index, RouteIndex::Build(*domain));
-  std::shared_ptr<const MappingView> view(new MappingView(domain, std::move(index)));
+  ASSIGN_OR_RETURN(std::shared_ptr<const HandoffSet> handoffs,
+                   HandoffSet::Build(snapshot.handoffs(), "snapshot.handoffs"));
+  ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index,
+                   RouteIndex::Build(*domain, *handoffs));
+  std::shared_ptr<const MappingView> view(
+      new MappingView(domain, std::move(handoffs), std::move(index)));
 
   client_internal::MutexLock lock(&apply_mu_);
   const std::shared_ptr<const MappingView> current = CurrentForWriter();
@@ -295,9 +395,13 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
   }
 
   std::shared_ptr<const Snapshot> snapshot(current->snapshot_);
+  std::shared_ptr<const HandoffSet> handoffs(current->handoffs_);
+  std::vector<v1::Handoff> ended;
   // Bucket changes can move any override's precomputed route (a state, a
   // weight, a pool's membership); they rebuild the index. Assignment-only
-  // deltas update just the touched teams.
+  // deltas update just the touched teams, and so do handoffs that list
+  // their teams; a pool-based handoff that opens or ends flips the bit of
+  // default slots and rebuilds.
   bool rebuild = false;
   std::vector<int64_t> touched;
   for (size_t i = 0; i < deltas.size(); ++i) {
@@ -315,6 +419,17 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
     }
     ASSIGN_OR_RETURN(Change change, client_internal::ChangeFromProto(d, field));
     rebuild = rebuild || !change.buckets.empty();
+    for (const v1::Handoff& h : d.handoffs()) {
+      for (const auto& e : handoffs->entries()) {
+        if (e->handoff.id() != h.id()) continue;
+        rebuild = rebuild || e->before != nullptr;
+        touched.insert(touched.end(), e->handoff.team_ids().begin(), e->handoff.team_ids().end());
+      }
+      rebuild = rebuild || h.pool_before_size() > 0;
+      touched.insert(touched.end(), h.team_ids().begin(), h.team_ids().end());
+    }
+    ASSIGN_OR_RETURN(handoffs,
+                     HandoffSet::Apply(handoffs, d.handoffs(), field + ".handoffs", &ended));
     for (const auto& [team, target] : change.set) touched.push_back(team);
     touched.insert(touched.end(), change.unset.begin(), change.unset.end());
     absl::StatusOr<std::shared_ptr<const Snapshot>> next = snapshot->Apply(change);
@@ -326,15 +441,16 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
 
   absl::StatusOr<std::unique_ptr<const RouteIndex>> index;
   if (rebuild) {
-    index = RouteIndex::Build(*snapshot);
+    index = RouteIndex::Build(*snapshot, *handoffs);
   } else {
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-    index = RouteIndex::Update(*current->index_, *snapshot, touched);
+    index = RouteIndex::Update(*current->index_, *snapshot, *handoffs, touched);
   }
   if (!index.ok()) return index.status();
-  Publish(std::shared_ptr<const MappingView>(new MappingView(snapshot, *std::move(index))),
-          /*reset=*/false, Now());
+  Publish(std::shared_ptr<const MappingView>(
+              new MappingView(snapshot, std::move(handoffs), *std::move(index))),
+          /*reset=*/false, Now(), ended);
   return absl::OkStatus();
 }
 
@@ -377,9 +493,13 @@ absl::Status Client::LoadCache(const std::string& path) {
   if (!state.ok()) return corrupt(state.status());
   absl::StatusOr<std::shared_ptr<const Snapshot>> domain = Snapshot::Build(*std::move(state));
   if (!domain.ok()) return corrupt(domain.status());
-  absl::StatusOr<std::unique_ptr<const RouteIndex>> index = RouteIndex::Build(**domain);
+  absl::StatusOr<std::shared_ptr<const HandoffSet>> handoffs =
+      HandoffSet::Build(contents->snapshot.handoffs(), "snapshot.handoffs");
+  if (!handoffs.ok()) return corrupt(handoffs.status());
+  absl::StatusOr<std::unique_ptr<const RouteIndex>> index = RouteIndex::Build(**domain, **handoffs);
   if (!index.ok()) return corrupt(index.status());
-  std::shared_ptr<const MappingView> view(new MappingView(*domain, *std::move(index)));
+  std::shared_ptr<const MappingView> view(
+      new MappingView(*domain, *std::move(handoffs), *std::move(index)));
 
   client_internal::MutexLock lock(&apply_mu_);
   const std::shared_ptr<const MappingView> current = CurrentForWriter();
@@ -411,6 +531,9 @@ absl::Status Client::WriteCache(const std::string& path) {
   if (view == nullptr) return absl::FailedPreconditionError("no mapping is loaded");
   v1::MappingSnapshot proto;
   client_internal::SnapshotToProto(view->snapshot(), &proto);
+  // Open handoffs travel with the file, so a producer or consumer started
+  // from it still knows which teams are moving.
+  for (const v1::Handoff* h : view->OpenHandoffs()) *proto.add_handoffs() = *h;
   const int64_t ns = confirmed_at_ns_.load(std::memory_order_acquire);
   const absl::Time confirmed_at = ns == kNever ? Now() : absl::FromUnixNanos(ns);
   return client_internal::WriteCacheFile(path, proto, confirmed_at);

@@ -45,7 +45,8 @@ size_t BucketsFor(size_t count, int load_shift) {
 // exactly as Snapshot::RouteOf() does.
 class EntryMaker {
  public:
-  explicit EntryMaker(const Snapshot& snapshot) : snapshot_(snapshot) {
+  EntryMaker(const Snapshot& snapshot, const HandoffSet& handoffs)
+      : snapshot_(snapshot), handoffs_(handoffs) {
     tables_.reserve(snapshot.pools().size());
     for (const std::string& pool : snapshot.pools()) tables_.push_back(&snapshot.PoolTable(pool));
   }
@@ -65,11 +66,29 @@ class EntryMaker {
     // Snapshot::Build/Apply guarantee that pins name existing buckets, and
     // placement only yields members of the pool.
     const BucketState state = bucket > 0 ? snapshot_.FindBucket(bucket)->state : BucketState{};
-    return RouteIndex::Entry{team, RouteIndex::PackRoute(bucket, pool, state, source)};
+    const bool handoff =
+        !handoffs_.empty() &&
+        handoffs_.Involves(team, source == RouteSource::kPin,
+                           pool < 0 ? std::string_view() : snapshot_.pools()[pool], bucket);
+    return RouteIndex::Entry{team, RouteIndex::PackRoute(bucket, pool, state, source, handoff)};
+  }
+
+  // The entry of a team listed in an open handoff that has no override
+  // now (an unpin moved it to default placement): its default route with
+  // the handoff bit. Default slots cannot carry the bit for it alone.
+  RouteIndex::Entry MakeListedDefault(int64_t team) const {
+    const int32_t bucket = snapshot_.PoolTable(kDefaultPool).BucketForTeam(team);
+    const auto& pools = snapshot_.pools();
+    const int32_t pool = static_cast<int32_t>(
+        std::lower_bound(pools.begin(), pools.end(), std::string(kDefaultPool)) - pools.begin());
+    const BucketState state = bucket > 0 ? snapshot_.FindBucket(bucket)->state : BucketState{};
+    return RouteIndex::Entry{
+        team, RouteIndex::PackRoute(bucket, pool, state, RouteSource::kDefault, true)};
   }
 
  private:
   const Snapshot& snapshot_;
+  const HandoffSet& handoffs_;
   std::vector<const PlacementTable*> tables_;
 };
 
@@ -172,7 +191,8 @@ void RouteIndex::Seal() {
   table_.default_routes = default_routes_->data();
 }
 
-absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapshot& snapshot) {
+absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapshot& snapshot,
+                                                                    const HandoffSet& handoffs) {
   const auto& pools = snapshot.pools();
   if (pools.size() > kMaxPools) {
     return absl::ResourceExhaustedError(
@@ -189,10 +209,19 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
   index->partition_mask_ = count - 1;
   std::vector<std::vector<Entry>> grouped(count);
   for (auto& g : grouped) g.reserve(n / count + n / count / 4 + 4);
-  EntryMaker maker(snapshot);
+  EntryMaker maker(snapshot, handoffs);
   for (size_t i = 0; i < n; ++i) {
     const Entry e = maker.Make(i);
     grouped[PartitionOf(e.team_id, index->partition_mask_)].push_back(e);
+  }
+  size_t synthetic = 0;
+  if (!handoffs.empty()) {
+    const std::vector<int64_t>& ids = snapshot.team_ids();
+    for (int64_t team : handoffs.ListedTeams()) {
+      if (std::binary_search(ids.begin(), ids.end(), team)) continue;
+      grouped[PartitionOf(team, index->partition_mask_)].push_back(maker.MakeListedDefault(team));
+      ++synthetic;
+    }
   }
   index->refs_.resize(count);
   index->partitions_.resize(count);
@@ -208,7 +237,7 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
     next += buckets;
   }
   index->slab_ = std::move(slab);
-  index->size_ = n;
+  index->size_ = n + synthetic;
 
   // Default placement.
   const int32_t default_pool = static_cast<int32_t>(
@@ -230,13 +259,31 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
                                               snapshot.FindBucket(m.bucket_id)->state,
                                               RouteSource::kDefault));
     }
+    // Index of each member's route with the handoff bit, added on first
+    // use; -1 until then.
+    std::vector<int32_t> moving(members.size(), -1);
+    const bool pool_handoffs = handoffs.has_pool_handoffs();
     auto slots = std::make_shared<std::vector<uint16_t>>(kSlotCount);
     for (uint32_t s = 0; s < static_cast<uint32_t>(kSlotCount); ++s) {
       const int32_t id = table.BucketForSlot(s);
       const auto it =
           std::lower_bound(members.begin(), members.end(), id,
                            [](const PlacementMember& m, int32_t v) { return m.bucket_id < v; });
-      (*slots)[s] = static_cast<uint16_t>(it - members.begin());
+      size_t route = static_cast<size_t>(it - members.begin());
+      if (pool_handoffs && handoffs.SlotMoved(kDefaultPool, s, id)) {
+        if (moving[route] < 0) {
+          if (routes->size() >= kMaxDefaultMembers) {
+            return absl::ResourceExhaustedError(absl::StrCat(
+                "snapshot.buckets: ", members.size(),
+                " placeable buckets in the default pool, with a handoff; the client supports ",
+                kMaxDefaultMembers / 2));
+          }
+          moving[route] = static_cast<int32_t>(routes->size());
+          routes->push_back((*routes)[route] | (uint64_t{1} << RouteResult::kHandoffShift));
+        }
+        route = static_cast<size_t>(moving[route]);
+      }
+      (*slots)[s] = static_cast<uint16_t>(route);
     }
     index->default_slots_ = std::move(slots);
   }
@@ -246,13 +293,14 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
 }
 
 absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
-    const RouteIndex& previous, const Snapshot& snapshot, absl::Span<const int64_t> touched) {
+    const RouteIndex& previous, const Snapshot& snapshot, const HandoffSet& handoffs,
+    absl::Span<const int64_t> touched) {
   const size_t n = snapshot.assignment_count();
   const size_t count = previous.refs_.size();
   // Partitions sized for another order of magnitude: start over, so that
   // partitions stay cheap to rebuild.
   if (n > 4 * kTargetPartitionSize * count || (count > 1 && n * 4 < kTargetPartitionSize * count)) {
-    return Build(snapshot);
+    return Build(snapshot, handoffs);
   }
   // Everything it points into (partitions, default tables) is shared.
   std::unique_ptr<RouteIndex> index(new RouteIndex(previous));
@@ -266,8 +314,13 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
     by_partition.emplace_back(PartitionOf(team, index->partition_mask_), team);
   }
   std::sort(by_partition.begin(), by_partition.end());
-  EntryMaker maker(snapshot);
+  EntryMaker maker(snapshot, handoffs);
   const std::vector<int64_t>& ids = snapshot.team_ids();
+  const std::vector<int64_t> listed =
+      handoffs.empty() ? std::vector<int64_t>() : handoffs.ListedTeams();
+  auto listed_now = [&listed](int64_t team) {
+    return std::binary_search(listed.begin(), listed.end(), team);
+  };
   std::vector<Entry> entries;
   for (size_t i = 0; i < by_partition.size();) {
     const size_t p = by_partition[i].first;
@@ -289,6 +342,8 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
       const auto it = std::lower_bound(ids.begin(), ids.end(), team);
       if (it != ids.end() && *it == team) {
         entries.push_back(maker.Make(static_cast<size_t>(it - ids.begin())));
+      } else if (listed_now(team)) {
+        entries.push_back(maker.MakeListedDefault(team));
       }
     }
     const size_t buckets = BucketsFor(entries.size(), index->load_shift_);

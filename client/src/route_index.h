@@ -47,6 +47,7 @@
 #include "absl/types/span.h"
 #include "bucketmap/client.h"
 #include "bucketmap/internal/read_path.h"
+#include "client/src/handoff_set.h"
 #include "domain/placement.h"
 #include "domain/snapshot.h"
 
@@ -58,17 +59,31 @@ class RouteIndex {
   // Aim for about this many overrides per partition.
   static constexpr size_t kTargetPartitionSize = 1024;
 
-  // Builds the index of `snapshot` from scratch. ResourceExhausted when the
-  // snapshot exceeds the index's encoding (more than 2^24 - 2 pools, or
-  // more than 65,536 placeable buckets in the default pool).
-  static absl::StatusOr<std::unique_ptr<const RouteIndex>> Build(const Snapshot& snapshot);
+  // Builds the index of `snapshot` from scratch, with the handoff bit set
+  // for the teams in an open handoff of `handoffs` (the open set at the
+  // snapshot's version). ResourceExhausted when the snapshot exceeds the
+  // index's encoding (more than 2^24 - 2 pools, or more than 65,536
+  // placeable buckets in the default pool, counting each bucket twice when
+  // some of its slots are in a pool-based handoff).
+  static absl::StatusOr<std::unique_ptr<const RouteIndex>> Build(const Snapshot& snapshot,
+                                                                  const HandoffSet& handoffs);
+  static absl::StatusOr<std::unique_ptr<const RouteIndex>> Build(const Snapshot& snapshot) {
+    return Build(snapshot, *HandoffSet::Empty());
+  }
 
   // Builds the index of `snapshot` from `previous`, the index of its
   // predecessor. Requires that the two snapshots have the same buckets and
   // the same pool table, and differ only in the overrides of the teams in
-  // `touched` (ascending, unique). Untouched partitions are shared.
+  // `touched` (ascending, unique); and that the handoff bit of no other
+  // team changed (no pool-based handoff opened or ended). Untouched
+  // partitions, and the default slots, are shared.
   static absl::StatusOr<std::unique_ptr<const RouteIndex>> Update(
-      const RouteIndex& previous, const Snapshot& snapshot, absl::Span<const int64_t> touched);
+      const RouteIndex& previous, const Snapshot& snapshot, const HandoffSet& handoffs,
+      absl::Span<const int64_t> touched);
+  static absl::StatusOr<std::unique_ptr<const RouteIndex>> Update(
+      const RouteIndex& previous, const Snapshot& snapshot, absl::Span<const int64_t> touched) {
+    return Update(previous, snapshot, *HandoffSet::Empty(), touched);
+  }
 
   // Returns the route of `team_id`. Wait-free; never allocates.
   RouteResult Lookup(int64_t team_id) const { return table_.Lookup(team_id); }
@@ -77,11 +92,12 @@ class RouteIndex {
 
   // The packed form of a route, as RouteResult holds it.
   static uint64_t PackRoute(int32_t bucket_id, int32_t pool_index, BucketState state,
-                            RouteSource source) {
+                            RouteSource source, bool handoff = false) {
     return static_cast<uint64_t>(static_cast<uint32_t>(bucket_id)) |
            (static_cast<uint64_t>(pool_index + 1) << RouteResult::kPoolShift) |
            (static_cast<uint64_t>(state) << RouteResult::kStateShift) |
-           (static_cast<uint64_t>(source) << RouteResult::kSourceShift);
+           (static_cast<uint64_t>(source) << RouteResult::kSourceShift) |
+           (static_cast<uint64_t>(handoff) << RouteResult::kHandoffShift);
   }
   // Pool index + 1 must fit in the packed form.
   static constexpr size_t kMaxPools = RouteResult::kPoolMask - 1;
@@ -89,7 +105,8 @@ class RouteIndex {
   static RouteResult NoMapping() { return RouteResult(); }
 
   int64_t version() const { return version_; }
-  // Number of overrides indexed.
+  // Number of entries indexed: the overrides, plus the teams listed in an
+  // open handoff that have none (see MakeListedDefault in the .cc).
   size_t size() const { return size_; }
   size_t partition_count() const { return refs_.size(); }
   // True when partition `i` is the same object in both indexes (tests).
@@ -136,7 +153,9 @@ class RouteIndex {
 
   // Default placement: slot -> index into the default members' packed
   // routes. When the default pool has no placeable bucket, every slot maps
-  // to one unroutable route.
+  // to one unroutable route. A member some of whose slots are moving in an
+  // open pool-based handoff has a second route, with the handoff bit, for
+  // those slots: the bit costs Route() nothing.
   std::shared_ptr<const std::vector<uint16_t>> default_slots_;
   std::shared_ptr<const std::vector<uint64_t>> default_routes_;
 };

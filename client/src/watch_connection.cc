@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
+#include "client/src/tsan.h"
 #include "grpcpp/create_channel.h"
 #include "spdlog/spdlog.h"
 
@@ -97,6 +98,41 @@ bool WatchConnection::RunStream(const std::string& address) {
   sub->set_cluster_id(client_->cluster_id());
   for (int32_t bucket : options_.bucket_filter) sub->add_bucket_filter(bucket);
   bool synced = false;
+  // Writes come from this thread (ACKs) and from the drain reporter
+  // (re-ACKs); gRPC allows one writer at a time. ack_mu also guards what a
+  // re-ACK repeats.
+  absl::Mutex ack_mu;
+  uint64_t acked_nonce = 0;  // 0: nothing ACKed on this stream yet
+  int64_t acked_applied = 0;
+  int64_t reported_drained = 0;
+  bool stream_done = false;
+  DeliveryTracker* const tracker = options_.delivery_tracker;
+  auto drained = [tracker](int64_t applied) {
+    return tracker == nullptr ? int64_t{0} : tracker->DrainedVersion(applied);
+  };
+  std::thread reporter;
+  if (tracker != nullptr) {
+    reporter = std::thread([&] {
+      uint64_t seen = 0;
+      for (;;) {
+        seen = tracker->WaitForProgress(seen, absl::Seconds(1));
+        client_internal::MutexLock lock(&ack_mu);
+        if (stream_done) return;
+        if (acked_nonce == 0) continue;
+        const int64_t d = drained(acked_applied);
+        if (d <= reported_drained) continue;
+        // The server records drained_version from a repeated ACK of the
+        // last push (docs/protocol.md).
+        v1::WatchRequest again;
+        again.mutable_ack()->set_nonce(acked_nonce);
+        again.mutable_ack()->set_applied_version(acked_applied);
+        again.mutable_ack()->set_drained_version(d);
+        if (!stream->Write(again)) return;
+        reported_drained = d;
+        tracker->SetReported(d, acked_applied);
+      }
+    });
+  }
   if (stream->Write(subscribe)) {
     v1::WatchResponse response;
     while (stream->Read(&response)) {
@@ -114,9 +150,19 @@ bool WatchConnection::RunStream(const std::string& address) {
           if (!cached.ok()) spdlog::warn("bucketmap: cache write failed: {}", cached.ToString());
         }
         v1::WatchRequest answer;
+        client_internal::MutexLock lock(&ack_mu);
         if (applied.ok()) {
+          // After the cache write: a version is ACKed only once it is on
+          // disk, and drained_version never exceeds it.
+          const int64_t version = client_->version();
+          const int64_t d = drained(version);
           answer.mutable_ack()->set_nonce(push.nonce());
-          answer.mutable_ack()->set_applied_version(client_->version());
+          answer.mutable_ack()->set_applied_version(version);
+          answer.mutable_ack()->set_drained_version(d);
+          acked_nonce = push.nonce();
+          acked_applied = version;
+          reported_drained = d;
+          if (tracker != nullptr) tracker->SetReported(d, version);
         } else {
           spdlog::warn("bucketmap: push {}..{} not applied: {}", push.from_version(),
                        push.to_version(), applied.ToString());
@@ -134,6 +180,14 @@ bool WatchConnection::RunStream(const std::string& address) {
     }
   }
   synced_.store(false, std::memory_order_release);
+  if (reporter.joinable()) {
+    {
+      client_internal::MutexLock lock(&ack_mu);
+      stream_done = true;
+    }
+    tracker->Kick();
+    reporter.join();
+  }
   // A failed write leaves messages unread, and Finish() waits for the
   // reads to end: cancel, and drain them.
   context.TryCancel();

@@ -83,6 +83,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "bucketmap/handoff.h"
 #include "bucketmap/internal/read_path.h"
 #include "bucketmap/route_result.h"
 #include "bucketmap/v1/mapping.pb.h"
@@ -93,6 +94,7 @@
 namespace bucketmap {
 
 namespace client_internal {
+class HandoffSet;
 class RouteIndex;
 struct PublishedView;
 }  // namespace client_internal
@@ -136,15 +138,26 @@ class MappingView {
 
   // Number of overrides (pins and pool assignments).
   size_t assignment_count() const { return snapshot_->assignment_count(); }
+
+  // Returns the open handoffs involving `team_id` at this version (SPEC §5;
+  // see bucketmap/handoff.h for when a team is involved). Allocates only
+  // when a handoff is open.
+  HandoffStatus HandoffState(int64_t team_id) const;
+  // The open handoffs (SWITCHING or DRAINING) at this version, ascending by
+  // id, as the server sent them.
+  std::vector<const v1::Handoff*> OpenHandoffs() const;
   // The domain snapshot, for callers that need the packed columns.
   const Snapshot& snapshot() const { return *snapshot_; }
 
  private:
   friend class Client;
   MappingView(std::shared_ptr<const Snapshot> snapshot,
+              std::shared_ptr<const client_internal::HandoffSet> handoffs,
               std::unique_ptr<const client_internal::RouteIndex> index);
 
   std::shared_ptr<const Snapshot> snapshot_;
+  // The open handoffs at this version; never null.
+  std::shared_ptr<const client_internal::HandoffSet> handoffs_;
   std::unique_ptr<const client_internal::RouteIndex> index_;
 };
 
@@ -221,6 +234,24 @@ class Client {
   bool Owns(int32_t bucket_id, int64_t team_id) const;
   // See MappingView::TeamsInBucket(); allocates the result.
   std::vector<int64_t> TeamsInBucket(int32_t bucket_id) const;
+
+  // HandoffState()
+  //
+  // Returns the open handoffs involving `team_id` at the current version:
+  // open() while any is open (SPEC §5 rule 7). Route(team).handoff() is the
+  // same test without the details, and is what to call per event.
+  HandoffStatus HandoffState(int64_t team_id) const;
+
+  // OnHandoffDone()
+  //
+  // Registers `done`, called once, when the last open handoff involving
+  // `team_id` has ended (COMPLETED, FORCED or CANCELLED; see HandoffEnd),
+  // on the publishing thread, after the OnChange listeners. Returns 0 and
+  // registers nothing when no open handoff involves the team now. The same
+  // rules as for OnChange listeners apply to what `done` may call.
+  ListenerId OnHandoffDone(int64_t team_id, std::function<void(const HandoffEnd&)> done);
+  // Unregisters a completion callback that has not run yet.
+  void RemoveHandoffCallback(ListenerId id);
 
   // Staleness()
   //
@@ -320,8 +351,13 @@ class Client {
   // Publishes `view`: release-stores it, advances version(), retires the
   // previous view, reclaims what no reader can still hold and runs the
   // listeners.
-  void Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at)
+  // `ended` lists the handoffs that reached a final phase in the deltas
+  // applied.
+  void Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at,
+               const std::vector<v1::Handoff>& ended = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Runs the completion callbacks whose team's last handoff ended.
+  void RunHandoffCallbacks(const MappingView& view, const std::vector<v1::Handoff>& ended);
   absl::Status ApplyDeltaList(const std::vector<const v1::MappingDelta*>& deltas);
   // The current view, for the writer; nullptr before any.
   std::shared_ptr<const MappingView> CurrentForWriter() const
@@ -351,6 +387,19 @@ class Client {
   ListenerId next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
   std::vector<std::pair<ListenerId, std::shared_ptr<const std::function<void(const ChangeEvent&)>>>>
       listeners_ ABSL_GUARDED_BY(listeners_mu_);
+
+  // Completion callbacks of OnHandoffDone().
+  struct HandoffWaiter {
+    ListenerId id;
+    int64_t team_id;
+    std::function<void(const HandoffEnd&)> done;
+    // Every handoff seen open for the team since registration, and the
+    // last final phase seen among them.
+    std::vector<int64_t> handoff_ids;
+    HandoffEnd last_end;
+  };
+  absl::Mutex handoff_mu_;
+  std::vector<HandoffWaiter> handoff_waiters_ ABSL_GUARDED_BY(handoff_mu_);
 };
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline RouteResult Client::Route(int64_t team_id) const {

@@ -31,6 +31,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "bucketmap/client.h"
+#include "bucketmap/delivery_tracker.h"
 
 namespace grpc {
 class ClientContext;
@@ -48,6 +49,14 @@ struct WatchConnectionOptions {
   // Write the cache file before ACKing each push (when the client has a
   // cache path). Producers need it for handoffs (SPEC §5).
   bool write_cache = true;
+  // A producer's delivery tracker (not owned; must outlive the
+  // connection). Each ACK then carries drained_version, and the last push
+  // is ACKed again whenever drained_version advances without a new push,
+  // so the server's switch barrier (SPEC §5) passes as soon as this
+  // producer's old events are delivered. Without a tracker, ACKs carry
+  // drained_version 0: the producer never passes a barrier and handoffs
+  // wait for their grace deadline.
+  DeliveryTracker* delivery_tracker = nullptr;
 };
 
 class WatchConnection {
