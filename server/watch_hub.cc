@@ -346,7 +346,19 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     }
     {
       absl::MutexLock lock(&mu_);
-      if (!push_unacked_ || ack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      if (ack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      if (!push_unacked_) {
+        // A producer ACKs its last push again when only its drained_version
+        // advanced (its old events got their delivery reports), so the
+        // switch barrier need not wait for the next push.
+        const int64_t drained = std::min(ack.drained_version(), acked_);
+        if (drained > client_.drained_version) {
+          client_.drained_version = drained;
+          client_.last_ack = absl::Now();
+          state_dirty_ = true;
+        }
+        return grpc::Status::OK;
+      }
       if (ack.applied_version() < 0 || ack.applied_version() > pushed_to_) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             absl::StrCat("ack.applied_version: ", ack.applied_version(),
