@@ -159,6 +159,9 @@ int Run() {
     gethostname(host, sizeof(host) - 1);
     options.watch.replica = absl::StrCat(host, "/", options.grpc_listen);
   }
+  // LISTEN/NOTIFY from the other replicas, and the leader lock (SPEC §7).
+  options.replicas.postgres_url = url;
+  options.replicas.name = options.watch.replica;
   absl::StatusOr<std::unique_ptr<BucketmapServer>> server =
       BucketmapServer::Start(std::move(store), options);
   if (!server.ok()) {

@@ -1,6 +1,7 @@
 #include "server/mapping_manager.h"
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/types.pb.h"
@@ -81,6 +82,40 @@ absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const
   return result;
 }
 
+absl::Status MappingManager::AdvanceLocked(int64_t target) {
+  std::shared_ptr<const ServedSnapshot> current = Current();
+  if (current != nullptr && current->version() >= target) return absl::OkStatus();
+  if (current == nullptr || target - current->version() > kMaxDeltaCatchUp) return ReloadLocked();
+  absl::StatusOr<std::vector<v1::MappingDelta>> deltas =
+      store_->LoadDeltas(current->version(), target);
+  if (!deltas.ok()) {
+    if (deltas.status().code() != absl::StatusCode::kNotFound) return deltas.status();
+    return ReloadLocked();  // pruned: only the snapshot has them
+  }
+  std::shared_ptr<const Snapshot> snapshot = current->shared();
+  for (const v1::MappingDelta& delta : *deltas) {
+    absl::StatusOr<Change> change = FromProto(delta);
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next =
+        change.ok() ? snapshot->Apply(*change) : change.status();
+    if (!next.ok() || (*next)->version() != delta.to_version()) {
+      spdlog::warn("catch-up: delta of version {} does not apply to version {} ({}); reloading",
+                   delta.to_version(), snapshot->version(),
+                   next.ok() ? "version mismatch" : next.status().ToString());
+      return ReloadLocked();
+    }
+    snapshot = *std::move(next);
+    Publish(snapshot, &*change);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MappingManager::Advance(int64_t version) {
+  std::shared_ptr<const ServedSnapshot> current = Current();
+  if (current != nullptr && current->version() >= version) return absl::OkStatus();
+  absl::MutexLock lock(&write_mu_);
+  return AdvanceLocked(version);
+}
+
 absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
     int64_t min_version) {
   std::shared_ptr<const ServedSnapshot> current = Current();
@@ -89,7 +124,9 @@ absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
     absl::MutexLock lock(&write_mu_);
     current = Current();
     if (current == nullptr || current->version() < min_version) {
-      if (absl::Status s = ReloadLocked(); !s.ok()) {
+      absl::StatusOr<int64_t> stored = store_->CurrentVersion();
+      absl::Status s = stored.ok() ? AdvanceLocked(*stored) : stored.status();
+      if (!s.ok()) {
         return absl::UnavailableError(absl::StrCat("replica is behind min_version ", min_version,
                                                    " and cannot catch up: ", s.message()));
       }
@@ -109,7 +146,7 @@ absl::StatusOr<int64_t> MappingManager::Refresh() {
   std::shared_ptr<const ServedSnapshot> current = Current();
   if (current != nullptr && current->version() >= stored) return current->version();
   absl::MutexLock lock(&write_mu_);
-  RETURN_IF_ERROR(ReloadLocked());
+  RETURN_IF_ERROR(AdvanceLocked(stored));
   return Current()->version();
 }
 

@@ -63,14 +63,28 @@ class MappingManager {
   // See Store::Write for the contract.
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, const PlanFn& plan);
 
-  // Returns a snapshot at version >= min_version, reloading from the store
-  // if this replica is behind. Unavailable if the store is unreachable or
-  // is itself behind min_version.
+  // Returns a snapshot at version >= min_version, catching up from the
+  // store if this replica is behind (see Advance). Unavailable if the store
+  // is unreachable or is itself behind min_version; never an older snapshot.
   absl::StatusOr<std::shared_ptr<const ServedSnapshot>> CatchUp(int64_t min_version);
 
-  // Reloads if the store's version is ahead of the current snapshot (the
+  // Catches up if the store's version is ahead of the current snapshot (the
   // periodic catch-up poll). Returns the current version.
   absl::StatusOr<int64_t> Refresh();
+
+  // Advance()
+  //
+  // Brings the snapshot to at least `version`, a version known to be
+  // committed (announced by another replica's NOTIFY). Versions are
+  // applied one by one from the change log's deltas, so watchers are sent
+  // deltas and a large mapping is not reloaded per write; the whole
+  // snapshot is reloaded only when the deltas are gone (pruned) or more
+  // than kMaxDeltaCatchUp versions behind. Unavailable if the store is
+  // unreachable.
+  absl::Status Advance(int64_t version);
+
+  // Beyond this many versions behind, Advance reloads the snapshot.
+  static constexpr int64_t kMaxDeltaCatchUp = 1000;
 
   // Called after each newly published snapshot, in version order, on the
   // publishing thread. `change` is the change that made it from the
@@ -86,6 +100,8 @@ class MappingManager {
   void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Advances to `target` from deltas, else by a reload (see Advance).
+  absl::Status AdvanceLocked(int64_t target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   Store* const store_;
   // Held across a whole write or reload, so publications are ordered.

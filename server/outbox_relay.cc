@@ -271,7 +271,7 @@ void OutboxRelay::MaybeMark(bool force) {
     }
     up_to = delivered_;
   }
-  absl::Status s = store_->MarkPublished(up_to);
+  absl::Status s = store_->MarkPublished(up_to, options_.leader_epoch);
   absl::MutexLock lock(&mu_);
   last_mark_ = absl::Now();
   if (!s.ok()) {

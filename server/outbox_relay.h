@@ -58,6 +58,9 @@ struct OutboxRelayOptions {
   // `mark_batch` versions are waiting, whichever comes first.
   absl::Duration mark_interval = absl::Milliseconds(100);
   int mark_batch = 500;
+  // The leader epoch this relay runs under (server/leader.h): fences
+  // MarkPublished. 0: not fenced (a single replica).
+  int64_t leader_epoch = 0;
   // Wait after a failed store call or publisher reset before retrying.
   absl::Duration retry_delay = absl::Milliseconds(500);
 };

@@ -37,6 +37,21 @@ struct Statement {
   const char* sql;
 };
 
+// The tail of both watch_clients upserts. Several replicas save the same
+// client: the one it left may still hold an older state in its batch.
+// Versions never go back (GREATEST), and a disconnect reported by a replica
+// other than the one the client is connected to, under a live lease, is
+// dropped: the client has moved on.
+#define BUCKETMAP_CLIENT_UPSERT_GUARD                                                       \
+  "applied_version = GREATEST(watch_clients.applied_version, EXCLUDED.applied_version),"   \
+  " drained_version = GREATEST(watch_clients.drained_version, EXCLUDED.drained_version),"  \
+  " connected_at = EXCLUDED.connected_at, last_ack = EXCLUDED.last_ack,"                   \
+  " last_nack = EXCLUDED.last_nack, last_nack_error = EXCLUDED.last_nack_error,"           \
+  " nacks = EXCLUDED.nacks, connected = EXCLUDED.connected,"                               \
+  " lease_expires = EXCLUDED.lease_expires"                                                \
+  " WHERE EXCLUDED.connected OR NOT watch_clients.connected"                               \
+  " OR watch_clients.replica = EXCLUDED.replica OR watch_clients.lease_expires < now()"
+
 constexpr Statement kStatements[] = {
     {"set_timeouts",
      "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true)"},
@@ -66,6 +81,11 @@ constexpr Statement kStatements[] = {
     {"insert_log",
      "INSERT INTO change_log (version, kind, actor, reason, request_id, assignments_changed,"
      " bucket_ids, delta) VALUES ($1, $2, $3, $4, NULLIF($5::text, ''), $6, $7::integer[], $8)"},
+    // Fencing (SPEC §5.8): shared, so fenced writes do not queue on each
+    // other, while the new leader's epoch bump waits for them.
+    {"lock_leader", "SELECT epoch FROM bm_leader FOR SHARE"},
+    // Delivered to the listening replicas at commit, in commit order.
+    {"notify_version", "SELECT pg_notify($1, $2)"},
     {"bump_meta", "UPDATE bm_meta SET version = $1, next_bucket_id = GREATEST(next_bucket_id, $2)"},
     {"history_range",
      "SELECT version, kind, actor, reason, COALESCE(request_id, ''),"
@@ -95,11 +115,8 @@ constexpr Statement kStatements[] = {
      " timestamptz 'epoch' + $9::bigint * interval '1 microsecond', $10, $11, $12,"
      " timestamptz 'epoch' + $13::bigint * interval '1 microsecond')"
      " ON CONFLICT (client_id) DO UPDATE SET role = EXCLUDED.role, replica = EXCLUDED.replica,"
-     " peer = EXCLUDED.peer, applied_version = EXCLUDED.applied_version,"
-     " drained_version = EXCLUDED.drained_version, connected_at = EXCLUDED.connected_at,"
-     " last_ack = EXCLUDED.last_ack, last_nack = EXCLUDED.last_nack,"
-     " last_nack_error = EXCLUDED.last_nack_error, nacks = EXCLUDED.nacks,"
-     " connected = EXCLUDED.connected, lease_expires = EXCLUDED.lease_expires"},
+     " peer = EXCLUDED.peer, "
+     BUCKETMAP_CLIENT_UPSERT_GUARD},
     // The outbox (0003_outbox.sql): the partial index on unpublished
     // versions serves these three.
     {"load_unpublished",
@@ -174,11 +191,9 @@ constexpr char kClientStageUpsert[] =
     " connected, timestamptz 'epoch' + $1::bigint * interval '1 microsecond'"
     " FROM bm_stage_clients ORDER BY client_id COLLATE \"C\""
     " ON CONFLICT (client_id) DO UPDATE SET role = EXCLUDED.role, replica = EXCLUDED.replica,"
-    " peer = EXCLUDED.peer, applied_version = EXCLUDED.applied_version,"
-    " drained_version = EXCLUDED.drained_version, connected_at = EXCLUDED.connected_at,"
-    " last_ack = EXCLUDED.last_ack, last_nack = EXCLUDED.last_nack,"
-    " last_nack_error = EXCLUDED.last_nack_error, nacks = EXCLUDED.nacks,"
-    " connected = EXCLUDED.connected, lease_expires = EXCLUDED.lease_expires";
+    " peer = EXCLUDED.peer, "
+    BUCKETMAP_CLIENT_UPSERT_GUARD;
+#undef BUCKETMAP_CLIENT_UPSERT_GUARD
 
 // A ClientState time as stored: NULL (nullopt) for "never".
 std::optional<int64_t> ToDbMicros(absl::Time t) {
@@ -404,6 +419,17 @@ absl::Status PersistAssignments(pqxx::transaction_base& tx, const Snapshot& befo
   return absl::OkStatus();
 }
 
+// Fails unless `epoch` is the current leader epoch; the shared row lock
+// it takes holds until the transaction ends (see 0004_leader.sql).
+absl::Status CheckLeaderEpoch(pqxx::transaction_base& tx, int64_t epoch) {
+  const int64_t current = tx.exec_prepared1("lock_leader")[0].as<int64_t>();
+  if (current != epoch) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("not the leader: leader epoch ", epoch, " was superseded by epoch ", current));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct PgStore::Connection {
@@ -620,6 +646,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
   const pqxx::row meta = tx.exec_prepared1("lock_meta");
   const int64_t current = meta[0].as<int64_t>();
   const std::string cluster_id = meta[1].as<std::string>();
+  if (ctx.leader_epoch != 0) RETURN_IF_ERROR(CheckLeaderEpoch(tx, ctx.leader_epoch));
 
   if (!ctx.request_id.empty()) {
     const pqxx::result seen = tx.exec_prepared("find_request", ctx.request_id);
@@ -695,6 +722,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
                     static_cast<int64_t>(change.set.size() + change.unset.size()),
                     IntArrayLiteral(bucket_ids), pqxx::binarystring(delta.SerializeAsString()));
   tx.exec_prepared0("bump_meta", version, change.next_bucket_id);
+  tx.exec_prepared1("notify_version", kVersionChannel, absl::StrCat(version));
   if (!ctx.request_id.empty()) {
     tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                       pqxx::binarystring(planned.response), version);
@@ -957,13 +985,14 @@ absl::StatusOr<std::vector<OutboxRow>> PgStore::LoadUnpublished(int64_t after_ve
       });
 }
 
-absl::Status PgStore::MarkPublished(int64_t up_to_version) {
+absl::Status PgStore::MarkPublished(int64_t up_to_version, int64_t leader_epoch) {
   const absl::Time deadline = absl::Now() + options_.read_timeout;
   absl::StatusOr<bool> marked = RunWithRetry<bool>(
       [&] { return Acquire(deadline); }, "mark published",
       [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
         pqxx::work tx(conn.conn);
         SetTimeouts(tx, deadline - absl::Now());
+        if (leader_epoch != 0) RETURN_IF_ERROR(CheckLeaderEpoch(tx, leader_epoch));
         tx.exec_prepared0("mark_published", up_to_version);
         tx.commit();
         return true;

@@ -2,7 +2,8 @@
 //
 // Schema: migrations/ (0001_init.sql: the mapping and change log;
 // 0002_watch_clients.sql: watch client state; 0003_outbox.sql: the
-// change log's published_at, which makes it the outbox). The single bm_meta row holds the
+// change log's published_at, which makes it the outbox; 0004_leader.sql:
+// the leader epoch that fences leader-only writes). The single bm_meta row holds the
 // global version, the cluster id and the next bucket id; each write locks
 // it (SELECT ... FOR UPDATE), so writes are serialised across every
 // replica and versions are gapless and visible in commit order.
@@ -29,6 +30,10 @@
 #include "server/store.h"
 
 namespace bucketmap {
+
+// Every committed version is announced with pg_notify on this channel, the
+// payload being the version in decimal (see server/pg_listener.h).
+inline constexpr char kVersionChannel[] = "bucketmap_versions";
 
 struct PgStoreOptions {
   // libpq connection string: a postgresql:// URI or key=value pairs.
@@ -85,7 +90,8 @@ class PgStore final : public Store {
                                 absl::Duration request_id_retention) override;
   absl::StatusOr<std::vector<OutboxRow>> LoadUnpublished(int64_t after_version,
                                                          int limit) override;
-  absl::Status MarkPublished(int64_t up_to_version) override;
+  using Store::MarkPublished;
+  absl::Status MarkPublished(int64_t up_to_version, int64_t leader_epoch) override;
   absl::StatusOr<OutboxStats> GetOutboxStats() override;
 
   // Largest page GetHistory returns, whatever the query asks for.

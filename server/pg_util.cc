@@ -73,17 +73,21 @@ std::string WithConnectionDefaults(const std::string& conninfo, int connect_time
   // Without these, a peer that vanishes (host down, network partition)
   // leaves a call blocked for TCP's ~15-minute retransmission limit:
   // statement_timeout is enforced by the server, which is then gone.
-  const std::pair<std::string, std::string> defaults[] = {
-      {"connect_timeout", absl::StrCat(connect_timeout_seconds)},
-      {"keepalives_idle", "5"},
-      {"keepalives_interval", "2"},
-      {"keepalives_count", "3"},
-      {"tcp_user_timeout", "10000"},  // ms of unacknowledged data
-  };
+  return WithConnectionParams(conninfo, {
+                                           {"connect_timeout", absl::StrCat(connect_timeout_seconds)},
+                                           {"keepalives_idle", "5"},
+                                           {"keepalives_interval", "2"},
+                                           {"keepalives_count", "3"},
+                                           {"tcp_user_timeout", "10000"},  // ms of unacknowledged data
+                                       });
+}
+
+std::string WithConnectionParams(const std::string& conninfo,
+                                 const std::vector<std::pair<std::string, std::string>>& params) {
   const bool uri =
       absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://");
   std::string result = conninfo;
-  for (const auto& [key, value] : defaults) {
+  for (const auto& [key, value] : params) {
     if (absl::StrContains(conninfo, absl::StrCat(key, "="))) continue;
     if (uri) {
       // A fragment is not part of libpq's URI syntax, so '?' is the only

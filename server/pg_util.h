@@ -5,6 +5,8 @@
 #define BUCKETMAP_SERVER_PG_UTIL_H_
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -29,6 +31,11 @@ bool IsConnectionLoss(const absl::Status& status);
 // tcp_user_timeout set, so a vanished server is noticed within seconds;
 // parameters the caller already set are kept.
 std::string WithConnectionDefaults(const std::string& conninfo, int connect_timeout_seconds);
+
+// Returns `conninfo` with each (keyword, value) of `params` added unless
+// the caller already set that keyword.
+std::string WithConnectionParams(const std::string& conninfo,
+                                 const std::vector<std::pair<std::string, std::string>>& params);
 
 }  // namespace bucketmap
 

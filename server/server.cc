@@ -11,6 +11,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/kafka_publisher.h"
+#include "server/pg_store.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
@@ -30,13 +31,39 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
       [metrics](const std::shared_ptr<const ServedSnapshot>& s, const Change*) {
         metrics->OnSnapshot(s->snapshot());
       });
-  // relay_ is set (or not) before serving and outlives every write.
+  // The relay runs only while this replica leads (StartRelay/StopRelay).
   server->manager_->AddListener(
       [s = server.get()](const std::shared_ptr<const ServedSnapshot>&, const Change*) {
+        absl::MutexLock lock(&s->relay_mu_);
         if (s->relay_ != nullptr) s->relay_->Notify();
       });
   RETURN_IF_ERROR(server->manager_->Init());
+  if (!options.replicas.postgres_url.empty()) {
+    // Versions committed by other replicas, as soon as they commit; the
+    // catch-up poll (UpkeepLoop) remains the fallback.
+    MappingManager* manager = server->manager_.get();
+    server->listener_ = std::make_unique<PgListener>(
+        PgListenerOptions{options.replicas.postgres_url, kVersionChannel},
+        [manager](int64_t version) {
+          if (absl::Status s = manager->Advance(version); !s.ok()) {
+            spdlog::warn("catch-up to version {} failed: {}", version, s.ToString());
+          }
+        },
+        [manager] {
+          if (absl::StatusOr<int64_t> v = manager->Refresh(); !v.ok()) {
+            spdlog::warn("catch-up after (re)connecting the listener: {}", v.status().ToString());
+          }
+        });
+    server->listener_->Start();
+  }
+  LeaderElectionOptions election;
+  election.url = options.replicas.postgres_url;
+  election.holder = options.replicas.name.empty() ? options.grpc_listen : options.replicas.name;
+  election.interval = options.replicas.leader_interval;
+  election.session_timeout = options.replicas.leader_session_timeout;
+  server->leader_ = std::make_unique<LeaderElection>(election, &metrics->registry());
   RETURN_IF_ERROR(server->StartOutbox());
+  server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
   server->watch_hub_ =
@@ -87,11 +114,52 @@ void BucketmapServer::Shutdown(absl::Duration grace) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   if (upkeep_.joinable()) upkeep_.join();
+  if (listener_ != nullptr) listener_->Stop();
   // Drain queued work before the services it references go away.
   workers_.reset();
-  // No write can commit any more: publish what is left, within bounds.
-  if (relay_ != nullptr) relay_->Stop(options_.outbox.shutdown_flush_timeout);
+  // No write can commit any more: publish what is left, within bounds,
+  // then end the lock session so another replica takes over at once.
+  {
+    absl::MutexLock lock(&relay_mu_);
+    relay_flush_timeout_ = options_.outbox.shutdown_flush_timeout;
+  }
+  if (leader_ != nullptr) leader_->Stop();
   if (publisher_ != nullptr) publisher_->Close(absl::ZeroDuration());
+}
+
+void BucketmapServer::StartRelay(int64_t epoch) {
+  OutboxRelayOptions relay;
+  relay.format = options_.outbox.format;
+  relay.cluster_id = manager_->Current()->snapshot().cluster_id();
+  relay.batch_size = options_.outbox.batch_size;
+  relay.poll_interval = options_.outbox.poll_interval;
+  relay.leader_epoch = epoch;
+  absl::MutexLock lock(&relay_mu_);
+  if (relay_ != nullptr) return;
+  relay_ = std::make_unique<OutboxRelay>(store_.get(), publisher_.get(), metrics_.get(), relay);
+  relay_->Start();
+}
+
+void BucketmapServer::StopRelay() {
+  std::unique_ptr<OutboxRelay> relay;
+  absl::Duration flush_timeout;
+  {
+    absl::MutexLock lock(&relay_mu_);
+    relay = std::move(relay_);
+    flush_timeout = relay_flush_timeout_;
+  }
+  if (relay == nullptr) return;
+  relay->Stop(flush_timeout);
+  if (!stopping_.HasBeenNotified()) {
+    // Leadership lost: drop what is still queued, so none of it reaches
+    // the topic after the new leader's records. (A stopped relay is kept,
+    // for its delivery callbacks may still run, until the publisher closes.)
+    if (absl::Status s = publisher_->Reset(); !s.ok()) {
+      spdlog::warn("outbox: publisher reset after losing leadership: {}", s.ToString());
+    }
+  }
+  absl::MutexLock lock(&relay_mu_);
+  retired_relays_.push_back(std::move(relay));
 }
 
 absl::Status BucketmapServer::StartOutbox() {
@@ -138,13 +206,9 @@ absl::Status BucketmapServer::StartOutbox() {
                      KafkaPublisher::Create(std::move(kafka)));
     publisher_ = std::move(publisher);
   }
-  OutboxRelayOptions relay;
-  relay.format = o.format;
-  relay.cluster_id = manager_->Current()->snapshot().cluster_id();
-  relay.batch_size = o.batch_size;
-  relay.poll_interval = o.poll_interval;
-  relay_ = std::make_unique<OutboxRelay>(store_.get(), publisher_.get(), metrics_.get(), relay);
-  relay_->Start();
+  // One relay at a time across the replicas: the leader's.
+  leader_->AddLeaderTask(
+      "outbox relay", [this](int64_t epoch) { StartRelay(epoch); }, [this] { StopRelay(); });
   return absl::OkStatus();
 }
 

@@ -1,6 +1,8 @@
 // BucketmapServer: wires the store, the mapping manager, the gRPC services
-// (with reflection and grpc.health.v1), metrics, background upkeep and the
-// outbox relay that publishes change events to Kafka.
+// (with reflection and grpc.health.v1), metrics, background upkeep, the
+// version listener (LISTEN/NOTIFY from other replicas), the leader
+// election, and the outbox relay that publishes change events to Kafka
+// (a leader task: it runs on one replica at a time).
 //
 // main.cc runs one; tests run several in-process. Thread-safe: Shutdown()
 // may be called from any thread, once.
@@ -10,18 +12,23 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/admin_service.h"
 #include "server/embedded_kafka.h"
 #include "server/event_publisher.h"
+#include "server/leader.h"
 #include "server/mapping_manager.h"
 #include "server/mapping_service.h"
 #include "server/metrics.h"
 #include "server/outbox_relay.h"
+#include "server/pg_listener.h"
 #include "server/store.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"
@@ -50,6 +57,20 @@ struct OutboxOptions {
   std::shared_ptr<EventPublisher> publisher;
 };
 
+// Several replicas on one database (SPEC §7, "Scaling out").
+struct ReplicaOptions {
+  // libpq conninfo of the store's database, for two dedicated sessions:
+  // LISTEN for versions committed by other replicas, and the leader lock.
+  // Empty: no LISTEN (the catch-up poll only) and static leadership (this
+  // server always runs the relay, unfenced): a single replica, or tests.
+  std::string postgres_url;
+  // This replica's name in bm_leader.holder and the logs.
+  std::string name;
+  // Leader lock attempts and checks (LeaderElectionOptions).
+  absl::Duration leader_interval = absl::Seconds(1);
+  absl::Duration leader_session_timeout = absl::Seconds(3);
+};
+
 struct ServerOptions {
   // host:port; port 0 picks a free port (see BucketmapServer::port()).
   std::string grpc_listen = "0.0.0.0:50051";
@@ -65,6 +86,7 @@ struct ServerOptions {
   absl::Duration history_retention = absl::Hours(24 * 90);
   absl::Duration request_id_retention = absl::Hours(48);
   OutboxOptions outbox;
+  ReplicaOptions replicas;
 };
 
 class BucketmapServer {
@@ -80,8 +102,14 @@ class BucketmapServer {
   MappingManager& manager() { return *manager_; }
   WatchHub& watch_hub() { return *watch_hub_; }
   Metrics& metrics() { return *metrics_; }
-  // Null when publishing is off.
-  OutboxRelay* outbox_relay() { return relay_.get(); }
+  // Null when publishing is off, or this replica is not the leader.
+  OutboxRelay* outbox_relay() {
+    absl::MutexLock lock(&relay_mu_);
+    return relay_.get();
+  }
+  // Who runs the leader-only workers; add them with AddLeaderTask (see
+  // server/leader.h). Never null.
+  LeaderElection& leader() { return *leader_; }
   // The Kafka bootstrap servers the relay publishes to ("" when off): the
   // embedded cluster's address with --kafka_brokers=embedded.
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
@@ -95,6 +123,9 @@ class BucketmapServer {
   BucketmapServer() = default;
   void UpkeepLoop();
   absl::Status StartOutbox();
+  // Leader task: runs the relay at `epoch`, or stops it.
+  void StartRelay(int64_t epoch);
+  void StopRelay();
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
@@ -108,7 +139,14 @@ class BucketmapServer {
   // then the cluster it talks to.
   std::unique_ptr<EmbeddedKafka> embedded_kafka_;
   std::shared_ptr<EventPublisher> publisher_;
-  std::unique_ptr<OutboxRelay> relay_;
+  absl::Mutex relay_mu_;
+  std::unique_ptr<OutboxRelay> relay_ ABSL_GUARDED_BY(relay_mu_);
+  // How long StopRelay waits for deliveries: 0 on a leadership loss.
+  absl::Duration relay_flush_timeout_ ABSL_GUARDED_BY(relay_mu_) = absl::ZeroDuration();
+  // Relays of earlier leaderships, stopped; kept until the publisher closes.
+  std::vector<std::unique_ptr<OutboxRelay>> retired_relays_ ABSL_GUARDED_BY(relay_mu_);
+  std::unique_ptr<LeaderElection> leader_;
+  std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

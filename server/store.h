@@ -36,6 +36,11 @@ struct WriteContext {
   std::string fingerprint;
   int64_t expected_version = 0;  // 0: no check
   absl::Time deadline = absl::InfiniteFuture();
+  // Fencing (SPEC §5.8): nonzero for writes of a leader-only worker (the
+  // handoff coordinator), set to LeaderElection::epoch(). The write then
+  // commits only while this is still the current leader epoch, and fails
+  // with FailedPrecondition "not the leader" otherwise. 0: not fenced.
+  int64_t leader_epoch = 0;
 };
 
 // What the planner callback returns: the plan, and the serialized response
@@ -130,13 +135,17 @@ class Store {
   //   1. locks the version row (the global write order);
   //   2. if ctx.request_id was seen: same fingerprint -> returns the stored
   //      response with replayed=true; other fingerprint -> InvalidArgument;
-  //   3. ctx.expected_version != 0 and != current -> Aborted;
+  //   3. ctx.leader_epoch != 0 and not the current leader epoch ->
+  //      FailedPrecondition ("not the leader"); the epoch row stays locked
+  //      (shared) until commit, so a new leader's epoch bump waits for it;
+  //      ctx.expected_version != 0 and != current -> Aborted;
   //   4. calls plan() with `cached` if it is at the current version, else
   //      with a snapshot reloaded inside the transaction;
   //   5. if the plan changes something: writes it, bumps the version and
   //      appends the change-log row (kind, actor, reason, request_id,
   //      time, delta); remembers request_id with the response;
-  //   6. commits.
+  //   6. notifies the other replicas (LISTEN/NOTIFY, delivered at commit);
+  //   7. commits.
   // Errors from plan() are returned unchanged and nothing is written.
   // Unavailable when the database is unreachable or the deadline passes;
   // the write then may or may not have committed only if the connection
@@ -182,7 +191,10 @@ class Store {
   // Marks every unpublished row with version <= up_to_version as
   // published now. Call it only once Kafka has acknowledged every one of
   // those versions. Idempotent. Unavailable when unreachable.
-  virtual absl::Status MarkPublished(int64_t up_to_version) = 0;
+  // With a nonzero `leader_epoch` (the relay of a leader) it is fenced like
+  // a Write: FailedPrecondition "not the leader" once that epoch is stale.
+  virtual absl::Status MarkPublished(int64_t up_to_version, int64_t leader_epoch) = 0;
+  absl::Status MarkPublished(int64_t up_to_version) { return MarkPublished(up_to_version, 0); }
 
   // GetOutboxStats()
   //
