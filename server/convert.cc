@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace bucketmap {
 namespace {
@@ -18,7 +19,94 @@ int32_t EncodeTarget(const Target& target, std::map<std::string, int32_t>& pool_
   return -it->second - 1;
 }
 
+// absl::InfinitePast() is "never set": the field stays absent.
+template <typename Mutable>
+void SetTime(absl::Time t, Mutable mutable_field) {
+  if (t == absl::InfinitePast()) return;
+  *mutable_field() =
+      google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+absl::Time GetTime(bool has, const google::protobuf::Timestamp& ts) {
+  if (!has) return absl::InfinitePast();
+  return absl::FromUnixMicros(google::protobuf::util::TimeUtil::TimestampToMicroseconds(ts));
+}
+
 }  // namespace
+
+void ToProto(const Handoff& h, v1::Handoff* out) {
+  out->Clear();
+  out->set_id(h.id);
+  out->set_opened_version(h.opened_version);
+  out->set_source_bucket_id(h.source_bucket_id);
+  out->set_state(static_cast<v1::HandoffPhase>(h.state));
+  out->mutable_target_bucket_ids()->Add(h.target_bucket_ids.begin(), h.target_bucket_ids.end());
+  out->mutable_team_ids()->Add(h.team_ids.begin(), h.team_ids.end());
+  out->mutable_to_bucket_ids()->Add(h.to_bucket_ids.begin(), h.to_bucket_ids.end());
+  out->set_source_pool(h.source_pool);
+  for (const PlacementMember& m : h.pool_before) {
+    v1::PlacementMember* pm = out->add_pool_before();
+    pm->set_bucket_id(m.bucket_id);
+    pm->set_weight(m.weight);
+  }
+  out->set_ordered(h.ordered);
+  SetTime(h.open_time, [out] { return out->mutable_open_time(); });
+  SetTime(h.grace_deadline, [out] { return out->mutable_grace_deadline(); });
+  SetTime(h.hold_deadline, [out] { return out->mutable_hold_deadline(); });
+  for (const RoleDrain& d : h.drains) {
+    v1::RoleDrain* rd = out->add_drains();
+    rd->set_role(d.role);
+    rd->set_topic(d.topic);
+    rd->set_consumer_group(d.consumer_group);
+    rd->set_partition_count(d.partition_count);
+    rd->mutable_end_offsets()->Add(d.end_offsets.begin(), d.end_offsets.end());
+    rd->mutable_committed_offsets()->Add(d.committed_offsets.begin(), d.committed_offsets.end());
+    rd->set_lag(d.lag);
+    rd->set_drained(d.drained);
+  }
+  out->set_drain_index(h.drain_index);
+  for (const std::string& p : h.missing_producers) out->add_missing_producers(p);
+  out->set_end_reason(h.end_reason);
+  out->set_phase_version(h.phase_version);
+  SetTime(h.phase_time, [out] { return out->mutable_phase_time(); });
+}
+
+Handoff FromProto(const v1::Handoff& p) {
+  Handoff h;
+  h.id = p.id();
+  h.opened_version = p.opened_version();
+  h.source_bucket_id = p.source_bucket_id();
+  h.state = static_cast<HandoffPhase>(p.state());
+  h.target_bucket_ids.assign(p.target_bucket_ids().begin(), p.target_bucket_ids().end());
+  h.team_ids.assign(p.team_ids().begin(), p.team_ids().end());
+  h.to_bucket_ids.assign(p.to_bucket_ids().begin(), p.to_bucket_ids().end());
+  h.source_pool = p.source_pool();
+  for (const v1::PlacementMember& m : p.pool_before()) {
+    h.pool_before.push_back(PlacementMember{m.bucket_id(), m.weight()});
+  }
+  h.ordered = p.ordered();
+  h.open_time = GetTime(p.has_open_time(), p.open_time());
+  h.grace_deadline = GetTime(p.has_grace_deadline(), p.grace_deadline());
+  h.hold_deadline = GetTime(p.has_hold_deadline(), p.hold_deadline());
+  for (const v1::RoleDrain& rd : p.drains()) {
+    RoleDrain d;
+    d.role = rd.role();
+    d.topic = rd.topic();
+    d.consumer_group = rd.consumer_group();
+    d.partition_count = rd.partition_count();
+    d.end_offsets.assign(rd.end_offsets().begin(), rd.end_offsets().end());
+    d.committed_offsets.assign(rd.committed_offsets().begin(), rd.committed_offsets().end());
+    d.lag = rd.lag();
+    d.drained = rd.drained();
+    h.drains.push_back(std::move(d));
+  }
+  h.drain_index = p.drain_index();
+  h.missing_producers.assign(p.missing_producers().begin(), p.missing_producers().end());
+  h.end_reason = p.end_reason();
+  h.phase_version = p.phase_version();
+  h.phase_time = GetTime(p.has_phase_time(), p.phase_time());
+  return h;
+}
 
 void ToProto(const Bucket& bucket, v1::Bucket* out) {
   out->Clear();
@@ -62,6 +150,7 @@ void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out) {
   v1::Assignments* assignments = out->mutable_assignments();
   assignments->mutable_team_ids()->Add(snapshot.team_ids().begin(), snapshot.team_ids().end());
   assignments->mutable_targets()->Add(snapshot.targets().begin(), snapshot.targets().end());
+  for (const Handoff& h : snapshot.handoffs()) ToProto(h, out->add_handoffs());
 }
 
 void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out) {
@@ -78,6 +167,7 @@ void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out) {
     set->add_targets(EncodeTarget(target, pool_index, out->mutable_pools()));
   }
   out->mutable_unset_team_ids()->Add(change.unset.begin(), change.unset.end());
+  for (const Handoff& h : change.handoffs) ToProto(h, out->add_handoffs());
 }
 
 absl::StatusOr<Change> FromProto(const v1::MappingDelta& delta) {
@@ -104,6 +194,7 @@ absl::StatusOr<Change> FromProto(const v1::MappingDelta& delta) {
     }
   }
   change.unset.assign(delta.unset_team_ids().begin(), delta.unset_team_ids().end());
+  for (const v1::Handoff& h : delta.handoffs()) change.handoffs.push_back(FromProto(h));
   return change;
 }
 
@@ -124,6 +215,7 @@ void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out) {
     s->set_pool(shift.pool);
     s->set_share_moved(shift.share_moved);
   }
+  for (const Handoff& h : effect.handoffs) ToProto(h, out->add_handoffs());
 }
 
 std::string BucketToJson(const Bucket& bucket) {

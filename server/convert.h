@@ -9,11 +9,15 @@
 #include "bucketmap/v1/admin.pb.h"
 #include "bucketmap/v1/types.pb.h"
 #include "domain/change.h"
+#include "domain/handoff.h"
 #include "domain/model.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
 
 namespace bucketmap {
+
+void ToProto(const Handoff& handoff, v1::Handoff* out);
+Handoff FromProto(const v1::Handoff& handoff);
 
 void ToProto(const Bucket& bucket, v1::Bucket* out);
 // Copies every field; the wire state (0 for unspecified) is not checked

@@ -21,6 +21,7 @@
 #include "domain/status_macros.h"
 #include "server/convert.h"
 #include "server/migrator.h"
+#include "server/pg_handoff_store.h"
 #include "server/pg_util.h"
 #include "spdlog/spdlog.h"
 
@@ -334,6 +335,7 @@ absl::StatusOr<MappingState> ReadState(pqxx::transaction_base& tx, const pqxx::r
     std::sort(state.assignments.begin(), state.assignments.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
   }
+  RETURN_IF_ERROR(ReadHandoffState(tx, &state));
   return state;
 }
 
@@ -715,6 +717,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     bucket_ids.push_back(bucket.id);
   }
   RETURN_IF_ERROR(PersistAssignments(tx, *before, change, version, options_.copy_threshold));
+  RETURN_IF_ERROR(PersistHandoffs(tx, change, version, /*leader_epoch=*/0));
 
   v1::MappingDelta delta;
   ToProto(change, version, &delta);
@@ -1015,6 +1018,32 @@ absl::StatusOr<OutboxStats> PgStore::GetOutboxStats() {
         stats.oldest_age = absl::Microseconds(std::max<int64_t>(0, backlog[1].as<int64_t>()));
         stats.last_published_version = last[0].as<int64_t>();
         return stats;
+      });
+}
+
+absl::StatusOr<std::vector<v1::Handoff>> PgStore::ListHandoffs(const HandoffQuery& query) {
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  return RunWithRetry<std::vector<v1::Handoff>>(
+      [&] { return Acquire(deadline); }, "list handoffs",
+      [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<v1::Handoff>> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        ASSIGN_OR_RETURN(std::vector<v1::Handoff> out, QueryHandoffs(tx, query));
+        tx.commit();
+        return out;
+      });
+}
+
+absl::StatusOr<MoveTimes> PgStore::LoadMoveTimes(const std::vector<int64_t>& team_ids) {
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  return RunWithRetry<MoveTimes>(
+      [&] { return Acquire(deadline); }, "load move times",
+      [&](Connection& conn, bool*) -> absl::StatusOr<MoveTimes> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        ASSIGN_OR_RETURN(MoveTimes out, QueryMoveTimes(tx, team_ids));
+        tx.commit();
+        return out;
       });
 }
 

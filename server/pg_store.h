@@ -75,6 +75,9 @@ class PgStore final : public Store {
 
   absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot() override;
   absl::StatusOr<int64_t> CurrentVersion() override;
+  // Handoffs and move times (server/pg_handoff_store.h).
+  absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) override;
+  absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
                                     const PlanFn& plan) override;
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;

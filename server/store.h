@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -120,6 +121,19 @@ struct OutboxStats {
   int64_t last_published_version = 0;
 };
 
+// ListHandoffs() query (AdminService.ListHandoffs).
+struct HandoffQuery {
+  bool include_ended = false;
+  int64_t team_id = 0;  // 0: any
+  int32_t page_size = 100;
+};
+
+// Last move times, for the move cooldown (SPEC §5.7).
+struct MoveTimes {
+  std::map<int64_t, absl::Time> teams;                     // the asked teams that moved
+  std::map<std::string, absl::Time, std::less<>> pools;  // every pool that moved
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -201,6 +215,27 @@ class Store {
   // Returns the backlog, the age of its oldest row and the last published
   // version. Unavailable when unreachable.
   virtual absl::StatusOr<OutboxStats> GetOutboxStats() = 0;
+
+  // ListHandoffs()
+  //
+  // Returns handoffs as persisted: the open ones ascending by id, then
+  // (include_ended) the ended ones, newest first; at most page_size in
+  // all. With team_id, only those that list the team, or whose pool_before
+  // placed it on the source. Unavailable when unreachable; Unimplemented
+  // by stores without handoffs.
+  virtual absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) {
+    return absl::UnimplementedError("ListHandoffs");
+  }
+
+  // LoadMoveTimes()
+  //
+  // Returns when each of `team_ids` last moved (teams that never moved are
+  // absent) and when each pool's placement last moved. Move times are
+  // written by Write() for every handoff it opens. Unavailable when
+  // unreachable.
+  virtual absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) {
+    return MoveTimes{};
+  }
 };
 
 }  // namespace bucketmap
