@@ -4,11 +4,17 @@
 // It is written as a model for a producer that embeds the library:
 //   1. a Client holds the mapping, and a WatchConnection keeps it current;
 //   2. nothing is produced before the first mapping has arrived;
-//   3. for each event: route the team, skip the event when the team is
-//      unroutable (never guess), look up the topic of the team's bucket for
-//      our role, produce keyed by team, and stamp the route's version in the
+//   3. for each event: route the team through the DeliveryTracker (which
+//      counts the event in flight under its route version), skip the event
+//      when the team is unroutable (never guess), look up the topic of the
+//      team's bucket for our role, produce keyed by team with the tracker's
+//      ticket as the message opaque, and stamp the route's version in the
 //      `bucketmap-version` header;
-//   4. at the end, flush and count delivery failures from the delivery
+//   4. in the delivery-report callback, give every message's ticket back
+//      to the tracker: the watch connection then ACKs drained_version, and
+//      handoffs pass their switch barrier (SPEC §5) without waiting for
+//      their grace period;
+//   5. at the end, flush and count delivery failures from the delivery
 //      reports.
 //
 // Usage:
@@ -44,6 +50,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bucketmap/client.h"
+#include "bucketmap/delivery_tracker.h"
+#include "bucketmap/kafka_hold.h"
 #include "bucketmap/watch.h"
 
 ABSL_FLAG(std::string, servers, "localhost:50051",
@@ -74,15 +82,16 @@ void OnSignal(int) { g_stop = 1; }
 // callback inside rd_kafka_poll() and rd_kafka_flush(), which only main()
 // calls, so this needs no lock.
 struct Deliveries {
+  bucketmap::DeliveryTracker* tracker = nullptr;
   std::map<std::string, int64_t> delivered;  // by topic
   int64_t failed = 0;
 };
 
 void OnDelivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* message, void* opaque) {
   auto* deliveries = static_cast<Deliveries*>(opaque);
-  // A producer taking part in handoffs would tell the library here that
-  // this event has its final report (SPEC §5, drained_version), once the
-  // client library's delivery hook exists.
+  // This is the event's final report, delivered or not: the tracker may now
+  // advance drained_version past its route version (SPEC §5).
+  bucketmap::TrackDelivery(deliveries->tracker, message);
   if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     ++deliveries->delivered[rd_kafka_topic_name(message->rkt)];
     return;
@@ -128,15 +137,17 @@ absl::StatusOr<KafkaProducer> NewProducer(const std::string& brokers, int delive
 // reports until there is room.
 rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const std::string& topic, const std::string& key,
                             const std::string& value, const std::string& version,
-                            const std::string& bucket) {
+                            const std::string& bucket, bucketmap::DeliveryTracker::Ticket ticket) {
   for (;;) {
     const rd_kafka_resp_err_t err = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(key.data(), key.size()),
         // The macro wants a void*; with RD_KAFKA_MSG_F_COPY the value is only read.
         RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-        RD_KAFKA_V_HEADER("bucketmap-version", version.data(), version.size()),
-        RD_KAFKA_V_HEADER("bucketmap-bucket", bucket.data(), bucket.size()), RD_KAFKA_V_END);
+        RD_KAFKA_V_HEADER(bucketmap::kVersionHeader, version.data(), version.size()),
+        RD_KAFKA_V_HEADER("bucketmap-bucket", bucket.data(), bucket.size()),
+        // Comes back in the delivery report as message->_private.
+        RD_KAFKA_V_OPAQUE(ticket.ToOpaque()), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || g_stop) return err;
     rd_kafka_poll(rk, 100);
   }
@@ -163,8 +174,14 @@ int main(int argc, char** argv) {
   options.role = bucketmap::v1::PRODUCER;
   options.cache_path = absl::GetFlag(FLAGS_cache_path);
   bucketmap::Client client(std::move(options));
-  // Declared after the client, so it is destroyed (stopped) first.
-  bucketmap::WatchConnection watch(&client);
+  // Counts events in flight per route version; the watch connection ACKs
+  // the drained_version it derives.
+  bucketmap::DeliveryTracker tracker(&client);
+  bucketmap::WatchConnectionOptions watch_options;
+  watch_options.delivery_tracker = &tracker;
+  // Declared after the client and the tracker, so it is destroyed
+  // (stopped) first.
+  bucketmap::WatchConnection watch(&client, watch_options);
   watch.Start();
 
   // Before the first mapping every route is kNoMapping. With a cache file,
@@ -176,6 +193,7 @@ int main(int argc, char** argv) {
   }
 
   Deliveries deliveries;
+  deliveries.tracker = &tracker;
   KafkaProducer producer(nullptr, rd_kafka_destroy);
   if (!brokers.empty()) {
     auto made = NewProducer(brokers, absl::GetFlag(FLAGS_delivery_timeout), &deliveries);
@@ -215,10 +233,14 @@ int main(int argc, char** argv) {
     // Route from one view and take the topic from the same view, so that
     // the bucket, the topic and the stamped version all belong to one
     // version even while updates are published. The view (and so the
-    // topic string) stays valid while `view` is held. When no string is
-    // needed, client.Route(team) alone is the cheaper call.
-    const std::shared_ptr<const bucketmap::MappingView> view = client.Current();
+    // topic string) stays valid while `view` is held. The tracker counts
+    // the event in flight before the view is read (see delivery_tracker.h
+    // for why the order matters); every path below gives the ticket back
+    // exactly once: here when nothing is produced, else in OnDelivery().
+    const bucketmap::DeliveryTracker::Viewed viewed = tracker.Current();
+    const std::shared_ptr<const bucketmap::MappingView>& view = viewed.view;
     const bucketmap::RouteResult route = view->Route(team);
+    if (!route.routable() || rk == nullptr) tracker.Done(viewed.ticket);
     if (!route.routable()) {
       // The team's pool has no ACTIVE or PAUSED bucket. Any other bucket
       // would be a guess its consumers do not expect; a real producer would
@@ -228,6 +250,7 @@ int main(int argc, char** argv) {
     }
     const std::string* topic = view->Topic(route.bucket_id(), role);
     if (topic == nullptr) {
+      if (rk != nullptr) tracker.Done(viewed.ticket);
       ++without_topic;
       continue;
     }
@@ -247,9 +270,11 @@ int main(int argc, char** argv) {
     // events routed after it (SPEC §5).
     const std::string version = absl::StrCat(route.version());
     const std::string bucket = absl::StrCat(route.bucket_id());
-    const rd_kafka_resp_err_t err = Produce(rk, *topic, key, value, version, bucket);
+    const rd_kafka_resp_err_t err =
+        Produce(rk, *topic, key, value, version, bucket, viewed.ticket);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       // Never enqueued, so no delivery report will come for it.
+      tracker.Done(viewed.ticket);
       --produced[*topic];
       if (++deliveries.failed <= 5) {
         absl::FPrintF(stderr, "produce to %s failed: %s\n", *topic, rd_kafka_err2str(err));
