@@ -297,9 +297,10 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
     std::shared_ptr<const ServedSnapshot> current = hub_->manager().Current();
     if (sub.known_version() > current->version() &&
-        sub.cluster_id() == current->snapshot().cluster_id()) {
+        (sub.cluster_id().empty() || sub.cluster_id() == current->snapshot().cluster_id())) {
       // The client has seen a newer version than this replica serves; a
-      // replica never serves older, so it must catch up first.
+      // replica never serves older, so it must catch up first. (A client
+      // without a cluster id is taken to be of this cluster, as below.)
       absl::StatusOr<std::shared_ptr<const ServedSnapshot>> caught_up =
           hub_->manager().CatchUp(sub.known_version());
       if (!caught_up.ok()) {
