@@ -151,6 +151,26 @@ void Metrics::SetEmbeddedKafka(const std::string& bootstrap) {
   embedded_kafka_.Add({{"bootstrap", bootstrap}}).Set(1);
 }
 
+void Metrics::SetHandoffs(int64_t switching, int64_t draining, absl::Duration oldest_age) {
+  absl::MutexLock lock(&mu_);
+  if (handoffs_switching_ == nullptr) {
+    auto& open = prometheus::BuildGauge()
+                     .Name("bucketmap_handoffs_open")
+                     .Help("Open handoffs (coordinated moves), by phase.")
+                     .Register(*registry_);
+    handoffs_switching_ = &open.Add({{"phase", "SWITCHING"}});
+    handoffs_draining_ = &open.Add({{"phase", "DRAINING"}});
+    handoff_oldest_age_ = &prometheus::BuildGauge()
+                               .Name("bucketmap_handoff_oldest_age_seconds")
+                               .Help("Age of the oldest open handoff; 0 when none is open.")
+                               .Register(*registry_)
+                               .Add({});
+  }
+  handoffs_switching_->Set(static_cast<double>(switching));
+  handoffs_draining_->Set(static_cast<double>(draining));
+  handoff_oldest_age_->Set(absl::ToDoubleSeconds(oldest_age));
+}
+
 void Metrics::SetChangesTopicPartitions(int partitions) {
   changes_topic_partitions_.Set(partitions);
 }

@@ -56,6 +56,11 @@ class Metrics {
   // breaks the total order).
   void SetChangesTopicPartitions(int partitions);
 
+  // Open handoffs by phase ("SWITCHING", "DRAINING"), and the age of the
+  // oldest open one (zero when none is open).
+  void SetHandoffs(int64_t switching, int64_t draining, absl::Duration oldest_age)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -79,6 +84,10 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& embedded_kafka_;
   prometheus::Gauge& changes_topic_partitions_;
   absl::Mutex mu_;
+  // Registered on first use by SetHandoffs.
+  prometheus::Gauge* handoffs_switching_ ABSL_GUARDED_BY(mu_) = nullptr;
+  prometheus::Gauge* handoffs_draining_ ABSL_GUARDED_BY(mu_) = nullptr;
+  prometheus::Gauge* handoff_oldest_age_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace bucketmap

@@ -35,13 +35,23 @@ absl::StatusOr<std::string> EncodeChangeEvent(const OutboxRow& row, const std::s
   event.set_actor(row.actor);
   event.set_reason(row.reason);
   event.set_request_id(row.request_id);
-  v1::MappingChanged* changed = event.mutable_mapping_changed();
-  if (!changed->mutable_delta()->ParseFromString(row.delta)) {
+  v1::MappingDelta delta;
+  if (!delta.ParseFromString(row.delta)) {
     return absl::InvalidArgumentError(
         absl::StrCat("delta: stored delta of version ", row.version, " does not parse"));
   }
-  for (const v1::Bucket& bucket : changed->delta().buckets()) {
-    changed->add_changed_bucket_ids(bucket.id());
+  if (delta.handoffs_size() > 0) {
+    // A handoff opened or changed phase at this version (SPEC §4): the
+    // handoffs' full state, with the version's mapping change beside them.
+    v1::HandoffChanged* handoff = event.mutable_handoff_changed();
+    handoff->mutable_handoffs()->Swap(delta.mutable_handoffs());
+    *handoff->mutable_delta() = std::move(delta);
+  } else {
+    v1::MappingChanged* changed = event.mutable_mapping_changed();
+    *changed->mutable_delta() = std::move(delta);
+    for (const v1::Bucket& bucket : changed->delta().buckets()) {
+      changed->add_changed_bucket_ids(bucket.id());
+    }
   }
   std::string out;
   if (format == ChangesFormat::kJson) {

@@ -717,7 +717,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     bucket_ids.push_back(bucket.id);
   }
   RETURN_IF_ERROR(PersistAssignments(tx, *before, change, version, options_.copy_threshold));
-  RETURN_IF_ERROR(PersistHandoffs(tx, change, version, /*leader_epoch=*/0));
+  RETURN_IF_ERROR(PersistHandoffs(tx, change, version, ctx.leader_epoch));
 
   v1::MappingDelta delta;
   ToProto(change, version, &delta);
