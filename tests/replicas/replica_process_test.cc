@@ -1,0 +1,295 @@
+// Replicas as real bucketmap-server processes on one PostgreSQL, with the
+// Kafka mock in a helper process (it must outlive the servers):
+//   - the relay leader is SIGKILLed while writes continue on the other
+//     replica; the other takes over within 10 s and the changes topic has
+//     every version, in order, with no gap;
+//   - SIGTERM on a replica sends GOAWAY and ends its watch streams; a
+//     client library WatchConnection given both addresses moves to the
+//     other replica and keeps receiving versions.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "bucketmap/client.h"
+#include "bucketmap/v1/admin.grpc.pb.h"
+#include "bucketmap/v1/events.pb.h"
+#include "bucketmap/v1/mapping.grpc.pb.h"
+#include "bucketmap/watch.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "tests/support/kafka_harness.h"
+#include "tests/support/local_process.h"
+#include "tests/support/pg_harness.h"
+
+namespace bucketmap {
+namespace {
+
+constexpr char kTopic[] = "bucketmap_changes";
+
+std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = absl::Seconds(5)) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return ctx;
+}
+
+// The value of an unlabelled metric in a Prometheus exposition; -1 when
+// absent or unreachable.
+double MetricValue(const std::string& exposition, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line, &value)) return value;
+  }
+  return -1;
+}
+
+struct ServerProcess {
+  std::string name;
+  pid_t pid = 0;
+  int grpc_port = 0;
+  int metrics_port = 0;
+  std::string log;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::AdminService::Stub> admin;
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", grpc_port); }
+  double Metric(const std::string& metric) const {
+    return MetricValue(HttpGet(metrics_port, "/metrics"), metric);
+  }
+};
+
+class ReplicaProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = TestPostgres::Start();
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    pg_ = *std::move(pg);
+  }
+
+  void TearDown() override {
+    for (auto& s : servers_) Kill(*s);
+  }
+
+  ServerProcess& Launch(const std::string& name, const std::string& kafka_brokers) {
+    auto s = std::make_unique<ServerProcess>();
+    s->name = name;
+    s->grpc_port = FreePort();
+    s->metrics_port = FreePort();
+    s->log = pg_->dir() + "/" + name + ".log";
+    std::vector<std::string> args = {
+        BUCKETMAP_SERVER_BINARY,
+        "--postgres_url=" + pg_->url(),
+        absl::StrCat("--grpc_listen=127.0.0.1:", s->grpc_port),
+        absl::StrCat("--metrics_listen=127.0.0.1:", s->metrics_port),
+        "--replica_name=" + name,
+        "--kafka_brokers=" + kafka_brokers,
+        "--kafka_create_topics=false",
+        absl::StrCat("--changes_topic=", kTopic),
+        "--shutdown_grace=2s",
+    };
+    s->pid = Spawn(args, s->log);
+    s->channel = grpc::CreateChannel(s->address(), grpc::InsecureChannelCredentials());
+    s->admin = v1::AdminService::NewStub(s->channel);
+    auto mapping = v1::MappingService::NewStub(s->channel);
+    bool serving = false;
+    for (int i = 0; i < 300 && !serving; ++i) {
+      auto ctx = Ctx(absl::Seconds(1));
+      ctx->set_wait_for_ready(true);
+      v1::MappingSnapshot snap;
+      serving = mapping->GetMapping(ctx.get(), v1::GetMappingRequest(), &snap).ok();
+      if (!serving && waitpid(s->pid, nullptr, WNOHANG) != 0) break;
+    }
+    EXPECT_TRUE(serving) << name << " does not serve:\n" << ReadFile(s->log);
+    servers_.push_back(std::move(s));
+    return *servers_.back();
+  }
+
+  static void Kill(ServerProcess& s, int signal = SIGKILL, int* exit_status = nullptr) {
+    if (s.pid <= 0) return;
+    kill(s.pid, signal);
+    int status = 0;
+    waitpid(s.pid, &status, 0);
+    if (exit_status != nullptr) *exit_status = status;
+    s.pid = 0;
+  }
+
+  // The index of the one leader by its metric; -1 until exactly one says so.
+  int Leader() {
+    int leader = -1;
+    int leaders = 0;
+    for (size_t i = 0; i < servers_.size(); ++i) {
+      if (servers_[i]->pid > 0 && servers_[i]->Metric("bucketmap_leader") == 1) {
+        ++leaders;
+        leader = static_cast<int>(i);
+      }
+    }
+    return leaders == 1 ? leader : -1;
+  }
+
+  int WaitForLeader(absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    for (;;) {
+      const int leader = Leader();
+      if (leader >= 0 || absl::Now() > end) return leader;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  static grpc::Status CreateBucket(ServerProcess& s, const std::string& name) {
+    v1::CreateBucketRequest req;
+    req.mutable_bucket()->set_name(name);
+    (*req.mutable_bucket()->mutable_topics())["ingestion"] = "events_" + name;
+    req.set_reason("replica process test");
+    v1::CreateBucketResponse resp;
+    return s.admin->CreateBucket(Ctx().get(), req, &resp);
+  }
+
+  static grpc::Status Assign(ServerProcess& s, int64_t team, int64_t* version = nullptr) {
+    v1::AssignTeamRequest req;
+    req.set_team_id(team);
+    req.set_bucket_id(1 + team % 2);
+    req.set_reason("replica process test");
+    v1::AssignTeamResponse resp;
+    grpc::Status status = s.admin->AssignTeam(Ctx().get(), req, &resp);
+    if (version != nullptr) *version = resp.version();
+    return status;
+  }
+
+  int64_t PsqlInt(const std::string& sql) {
+    auto out = pg_->Psql(sql);
+    EXPECT_TRUE(out.ok()) << out.status();
+    int64_t value = -1;
+    if (out.ok() && !absl::SimpleAtoi(*out, &value)) ADD_FAILURE() << sql << ": " << *out;
+    return value;
+  }
+
+  std::unique_ptr<TestPostgres> pg_;
+  std::vector<std::unique_ptr<ServerProcess>> servers_;
+};
+
+TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasNoGap) {
+  auto kafka = KafkaMockProcess::Start({{kTopic, 1}});
+  ASSERT_TRUE(kafka.ok()) << kafka.status();
+  Launch("r1", (*kafka)->bootstrap());
+  Launch("r2", (*kafka)->bootstrap());
+  const int leader = WaitForLeader(absl::Seconds(10));
+  ASSERT_GE(leader, 0) << "no single leader";
+  ServerProcess& old_leader = *servers_[leader];
+  ServerProcess& survivor = *servers_[1 - leader];
+  ASSERT_TRUE(CreateBucket(survivor, "b1").ok());
+  ASSERT_TRUE(CreateBucket(survivor, "b2").ok());
+
+  // Writers on both replicas; those on the killed one stop at the kill.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> next_team{1};
+  std::atomic<int> acked{0};
+  std::vector<std::thread> writers;
+  for (ServerProcess* s : {&old_leader, &survivor}) {
+    for (int w = 0; w < 2; ++w) {
+      writers.emplace_back([&, s] {
+        while (!stop.load()) {
+          if (Assign(*s, next_team.fetch_add(1)).ok()) {
+            acked.fetch_add(1);
+          } else if (s == &old_leader) {
+            return;
+          }
+        }
+      });
+    }
+  }
+  // Kill once the leader has published some of this load.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < give_up &&
+         (acked.load() < 200 || old_leader.Metric("bucketmap_outbox_last_published_version") < 50)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const absl::Time killed = absl::Now();
+  Kill(old_leader);
+  const int next = WaitForLeader(absl::Seconds(10));
+  const absl::Duration failover = absl::Now() - killed;
+  ASSERT_EQ(next, 1 - leader) << "no takeover within 10 s:\n" << ReadFile(survivor.log);
+  EXPECT_LT(failover, absl::Seconds(10));
+  // Writes keep going through the takeover, then stop.
+  absl::SleepFor(absl::Seconds(1));
+  stop = true;
+  for (auto& t : writers) t.join();
+  const int64_t last = PsqlInt("SELECT max(version) FROM change_log");
+  ASSERT_GT(last, 200);
+  EXPECT_GE(PsqlInt("SELECT epoch FROM bm_leader"), 2);
+
+  auto records = ReadAllChangeEvents((*kafka)->bootstrap(), kTopic, absl::Seconds(60), last);
+  ASSERT_TRUE(records.ok()) << records.status();
+  // A consumer drops versions <= the last one it saw; what it keeps must be
+  // 1..last in order.
+  int64_t seen = 0;
+  int64_t duplicates = 0;
+  for (const KafkaRecord& r : *records) {
+    v1::ChangeEvent event;
+    ASSERT_TRUE(event.ParseFromString(r.value)) << "offset " << r.offset;
+    ASSERT_EQ(event.version(), r.version);
+    if (r.version <= seen) {
+      ++duplicates;
+      continue;
+    }
+    ASSERT_EQ(r.version, seen + 1) << "gap or reordering at offset " << r.offset;
+    seen = r.version;
+  }
+  EXPECT_EQ(seen, last);
+  std::printf("failover in %s; %d acknowledged writes; %zu records: versions 1..%ld, %ld "
+              "duplicates\n",
+              absl::FormatDuration(failover).c_str(), acked.load(), records->size(),
+              static_cast<long>(seen), static_cast<long>(duplicates));
+  // The new leader marks everything published.
+  for (int i = 0; i < 100 && survivor.Metric("bucketmap_outbox_backlog") != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(PsqlInt("SELECT count(*) FROM change_log WHERE published_at IS NULL"), 0);
+}
+
+TEST_F(ReplicaProcessTest, SigtermSendsWatchersToTheOtherReplica) {
+  ServerProcess& first = Launch("r1", "");
+  ServerProcess& second = Launch("r2", "");
+  ASSERT_TRUE(CreateBucket(first, "b1").ok());
+  ASSERT_TRUE(CreateBucket(first, "b2").ok());
+
+  ClientOptions options;
+  options.addresses = {first.address(), second.address()};
+  options.client_id = "producer-moving";
+  options.role = v1::PRODUCER;
+  Client client(options);
+  WatchConnectionOptions watch;
+  watch.initial_backoff = absl::Milliseconds(20);
+  watch.max_backoff = absl::Milliseconds(200);
+  WatchConnection connection(&client, watch);
+  connection.Start();
+  ASSERT_TRUE(client.WaitForVersion(2, absl::Seconds(10)));
+  ASSERT_EQ(connection.address(), first.address());
+
+  int status = 0;
+  Kill(first, SIGTERM, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << ":\n" << ReadFile(first.log);
+  // Writes on the survivor reach the client through it.
+  for (int64_t team = 1; team <= 5; ++team) {
+    int64_t version = 0;
+    ASSERT_TRUE(Assign(second, team, &version).ok());
+    ASSERT_TRUE(client.WaitForVersion(version, absl::Seconds(10))) << "version " << version;
+    EXPECT_EQ(client.Route(team).bucket_id(), 1 + team % 2);
+  }
+  EXPECT_EQ(connection.address(), second.address());
+  EXPECT_GE(connection.streams_opened(), 2);
+}
+
+}  // namespace
+}  // namespace bucketmap
