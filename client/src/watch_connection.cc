@@ -102,7 +102,10 @@ bool WatchConnection::RunStream(const std::string& address) {
   // (re-ACKs); gRPC allows one writer at a time. ack_mu also guards what a
   // re-ACK repeats.
   absl::Mutex ack_mu;
-  uint64_t acked_nonce = 0;  // 0: nothing ACKed on this stream yet
+  // What a re-ACK repeats: the last push's nonce and applied version, or,
+  // when the stream synced without a push, nonce 0 and our version.
+  bool reporting = false;
+  uint64_t acked_nonce = 0;
   int64_t acked_applied = 0;
   int64_t reported_drained = 0;
   bool stream_done = false;
@@ -118,7 +121,7 @@ bool WatchConnection::RunStream(const std::string& address) {
         seen = tracker->WaitForProgress(seen, absl::Seconds(1));
         client_internal::MutexLock lock(&ack_mu);
         if (stream_done) return;
-        if (acked_nonce == 0) continue;
+        if (!reporting) continue;
         const int64_t d = drained(acked_applied);
         if (d <= reported_drained) continue;
         // The server records drained_version from a repeated ACK of the
@@ -159,6 +162,7 @@ bool WatchConnection::RunStream(const std::string& address) {
           answer.mutable_ack()->set_nonce(push.nonce());
           answer.mutable_ack()->set_applied_version(version);
           answer.mutable_ack()->set_drained_version(d);
+          reporting = true;
           acked_nonce = push.nonce();
           acked_applied = version;
           reported_drained = d;
@@ -174,6 +178,22 @@ bool WatchConnection::RunStream(const std::string& address) {
         client_->ConfirmCurrent(response.sync().version());
         synced = true;
         synced_.store(true, std::memory_order_release);
+        client_internal::MutexLock lock(&ack_mu);
+        if (tracker != nullptr && !reporting) {
+          // Resumed at the server's version, so no push to ACK: report
+          // drained_version anyway (the ACK of "push" 0), or a server that
+          // restarted would not know it until the next push, and would
+          // hold a handoff's barrier until its grace deadline.
+          reporting = true;
+          acked_applied = client_->version();
+          reported_drained = drained(acked_applied);
+          v1::WatchRequest report;
+          report.mutable_ack()->set_nonce(0);
+          report.mutable_ack()->set_applied_version(acked_applied);
+          report.mutable_ack()->set_drained_version(reported_drained);
+          if (!stream->Write(report)) break;
+          tracker->SetReported(reported_drained, acked_applied);
+        }
       } else if (response.has_heartbeat()) {
         client_->ConfirmCurrent(response.heartbeat().version());
       }
