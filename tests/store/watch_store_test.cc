@@ -209,8 +209,11 @@ TEST_F(WatchStoreTest, SaveClientsOverwritesEarlierStates) {
   c.last_ack = BaseTime() + absl::Seconds(9);
   c.last_nack = absl::InfinitePast();  // back to never: NULL again
   c.last_nack_error = "";
+  // The client moved to replica-b. (A disconnect reported by a replica
+  // other than the one holding the client is ignored: see
+X
   c.replica = "replica-b";
-  c.connected = false;
+  c.connected = true;
   ASSERT_THAT(store_->SaveClients({c}, now + absl::Seconds(20)), IsOk());
   auto listed = store_->ListClients(now);
   ASSERT_THAT(listed, IsOk());
