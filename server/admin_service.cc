@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "domain/move_policy.h"
 #include "domain/status_macros.h"
 #include "domain/validation.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -23,6 +24,8 @@ constexpr int32_t kDefaultAssignmentsPage = 1000;
 constexpr int32_t kMaxAssignmentsPage = 10000;
 constexpr int32_t kDefaultHistoryPage = 100;
 constexpr int32_t kMaxHistoryPage = 1000;
+constexpr int32_t kDefaultHandoffsPage = 100;
+constexpr int32_t kMaxHandoffsPage = 1000;
 constexpr size_t kMaxActorBytes = 128;
 
 // The actor recorded in the change log. Until authentication exists it is
@@ -98,6 +101,13 @@ void FillBucket(const Snapshot& before, const Plan& plan, int32_t bucket_id, int
   ToProto(plan.effect, dry_run, response->mutable_effect());
 }
 
+template <typename Response>
+void MarkReplayed(bool replayed, Response* response) {
+  response->mutable_effect()->set_replayed(replayed);
+}
+// CancelHandoffResponse carries no WriteEffect.
+void MarkReplayed(bool, v1::CancelHandoffResponse*) {}
+
 // Keeps only `team_id`'s rows of a delta (buckets are kept whole).
 void TrimDeltaToTeam(int64_t team_id, v1::MappingDelta* delta) {
   v1::Assignments kept;
@@ -131,7 +141,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   WriteContext write;
-  write.kind = spec.kind;
+  // A forced move is recorded as such in the change log (SPEC §5.7).
+  write.kind = spec.force ? absl::StrCat(spec.kind, "+force") : spec.kind;
   write.actor = ActorOf(*ctx);
   write.reason = spec.reason;
   write.request_id = spec.request_id;
@@ -140,6 +151,25 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
   write.deadline = DeadlineOf(*ctx, options_.write_timeout);
 
   workers_->Schedule([this, reactor, response, spec = std::move(spec), write = std::move(write)]() {
+    // The move policy: which handoffs the write opens, and its guards.
+    MovePolicy policy;
+    policy.open_handoffs = false;
+    if (handoffs_ != nullptr) policy = handoffs_->Policy(spec.scope, spec.ordered, spec.force);
+    if (spec.exempt_cooldown) policy.cooldown = absl::ZeroDuration();
+    if (policy.open_handoffs && policy.cooldown > absl::ZeroDuration()) {
+      absl::StatusOr<MoveTimes> times = store_->LoadMoveTimes(spec.teams);
+      if (!times.ok()) {
+        reactor->Finish(ToGrpcStatus(times.status()));
+        return;
+      }
+      policy.team_moved_at = std::move(times->teams);
+      policy.pool_moved_at = std::move(times->pools);
+    }
+    auto plan_moves = [&spec, &policy](const Snapshot& before) -> absl::StatusOr<Plan> {
+      ASSIGN_OR_RETURN(Plan plan, spec.plan(before));
+      RETURN_IF_ERROR(ApplyMovePolicy(before, policy, &plan));
+      return plan;
+    };
     if (spec.dry_run) {
       // A dry run is planned against this replica's snapshot; it commits
       // nothing and is not remembered under its request_id.
@@ -151,7 +181,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
                          " does not match current version ", before.version()))));
         return;
       }
-      absl::StatusOr<Plan> plan = spec.plan(before);
+      absl::StatusOr<Plan> plan = plan_moves(before);
       if (!plan.ok()) {
         reactor->Finish(ToGrpcStatus(plan.status()));
         return;
@@ -160,8 +190,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
       reactor->Finish(grpc::Status::OK);
       return;
     }
-    PlanFn plan_fn = [&spec](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
-      ASSIGN_OR_RETURN(Plan plan, spec.plan(before));
+    PlanFn plan_fn = [&spec, &plan_moves](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+      ASSIGN_OR_RETURN(Plan plan, plan_moves(before));
       const int64_t version = before.version() + (plan.effect.changed ? 1 : 0);
       Response planned;
       spec.fill(before, plan, version, /*dry_run=*/false, &planned);
@@ -177,7 +207,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
       reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
       return;
     }
-    response->mutable_effect()->set_replayed(result->replayed);
+    MarkReplayed(result->replayed, response);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -194,6 +224,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerCon
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
+  // Adding capacity moves slots to the new bucket (handoffs open), but it
+  // is not subject to the pool cooldown: it is not flapping, and
+  // CreateBucket has no `force` to override one.
+  spec.scope = MoveScope::kPoolWide;
+  spec.exempt_cooldown = true;
   spec.plan = [request](const Snapshot& before) {
     return PlanCreateBucketRequest(before, *request);
   };
@@ -216,6 +251,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerCon
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
+  spec.scope = MoveScope::kPoolWide;
+  spec.force = request->force();
+  spec.ordered = !request->has_ordered() || request->ordered();
   spec.plan = [request](const Snapshot& before) {
     return PlanUpdateBucketRequest(before, *request);
   };
@@ -261,6 +299,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerConte
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
+  spec.force = request->force();
+  spec.ordered = !request->has_ordered() || request->ordered();
+  spec.teams = {request->team_id()};
   spec.plan = [request](const Snapshot& before) {
     return PlanAssignTeamRequest(before, *request);
   };
@@ -284,6 +325,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerCon
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
+  spec.force = request->force();
+  spec.ordered = !request->has_ordered() || request->ordered();
+  spec.teams = {request->team_id()};
   spec.plan = [request](const Snapshot& before) {
     std::vector<AssignmentOp> ops;
     ops.push_back(AssignmentOp{request->team_id(), std::nullopt});
@@ -309,6 +353,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
   spec.request_id = request->request_id();
   spec.expected_version = request->expected_version();
   spec.dry_run = request->dry_run();
+  spec.force = request->force();
+  spec.ordered = !request->has_ordered() || request->ordered();
+  spec.teams.reserve(request->assignments_size());
+  for (const v1::BulkAssignment& a : request->assignments()) spec.teams.push_back(a.team_id());
   spec.plan = [request](const Snapshot& before) {
     return PlanBulkAssignRequest(before, *request);
   };
@@ -481,10 +529,81 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerCont
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerContext* ctx,
-                                                         const v1::ListHandoffsRequest*,
-                                                         v1::ListHandoffsResponse*) {
-  return FinishNow(ctx, absl::UnimplementedError(
-                            "ListHandoffs arrives with coordinated moves; none are tracked yet"));
+                                                         const v1::ListHandoffsRequest* request,
+                                                         v1::ListHandoffsResponse* response) {
+  if (request->team_id() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
+  }
+  if (absl::Status s = ValidatePageSize(request->page_size(), kMaxHandoffsPage, "page_size");
+      !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  const int32_t page_size = request->page_size() == 0 ? kDefaultHandoffsPage : request->page_size();
+  if (!request->include_ended()) {
+    // The open set is in the snapshot: answer at its version, no I/O.
+    std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+    const Snapshot& snapshot = current->snapshot();
+    response->set_version(snapshot.version());
+    std::vector<const Handoff*> open;
+    if (request->team_id() != 0) {
+      open = snapshot.HandoffsOf(request->team_id());
+    } else {
+      for (const Handoff& h : snapshot.handoffs()) open.push_back(&h);
+    }
+    for (const Handoff* h : open) {
+      if (response->handoffs_size() >= page_size) break;
+      v1::Handoff* out = response->add_handoffs();
+      ToProto(*h, out);
+      if (handoffs_ != nullptr) handoffs_->Decorate(out);
+    }
+    return FinishNow(ctx, absl::OkStatus());
+  }
+  HandoffQuery query;
+  query.include_ended = true;
+  query.team_id = request->team_id();
+  query.page_size = page_size;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  workers_->Schedule([this, reactor, response, query] {
+    const int64_t version = manager_->Current()->version();
+    absl::StatusOr<std::vector<v1::Handoff>> listed = store_->ListHandoffs(query);
+    if (!listed.ok()) {
+      reactor->Finish(ToGrpcStatus(listed.status()));
+      return;
+    }
+    response->set_version(version);
+    for (v1::Handoff& h : *listed) {
+      if (handoffs_ != nullptr) handoffs_->Decorate(&h);
+      *response->add_handoffs() = std::move(h);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerContext* ctx,
+                                                          const v1::CancelHandoffRequest* request,
+                                                          v1::CancelHandoffResponse* response) {
+  if (request->handoff_id() < 1) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "handoff_id: must be >= 1, got ", request->handoff_id())));
+  }
+  WriteSpec<v1::CancelHandoffResponse> spec;
+  spec.kind = "CancelHandoff";
+  spec.request = request;
+  spec.reason = request->reason();
+  spec.request_id = request->request_id();
+  spec.expected_version = request->expected_version();
+  spec.dry_run = request->dry_run();
+  spec.plan = [request](const Snapshot& before) {
+    return PlanCancelHandoff(before, request->handoff_id(),
+                             absl::StrCat("cancelled: ", request->reason()), absl::Now());
+  };
+  spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool,
+                 v1::CancelHandoffResponse* out) {
+    out->set_version(version);
+    if (!plan.change.handoffs.empty()) ToProto(plan.change.handoffs.front(), out->mutable_handoff());
+  };
+  return RunWrite(ctx, std::move(spec), response);
 }
 
 }  // namespace bucketmap

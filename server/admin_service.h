@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
 #include "domain/planner.h"
+#include "server/handoff_coordinator.h"
 #include "server/mapping_manager.h"
 #include "server/store.h"
 #include "server/worker_pool.h"
@@ -62,6 +63,14 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ListHandoffs(grpc::CallbackServerContext* ctx,
                                          const v1::ListHandoffsRequest* request,
                                          v1::ListHandoffsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelHandoff(grpc::CallbackServerContext* ctx,
+                                          const v1::CancelHandoffRequest* request,
+                                          v1::CancelHandoffResponse* response) override;
+
+  // Moves open handoffs and are guarded by `handoffs` (SPEC §5); without
+  // one (the default) no handoff is opened. Set before serving; it must
+  // outlive the service.
+  void SetHandoffCoordinator(const HandoffCoordinator* handoffs) { handoffs_ = handoffs; }
 
  private:
   // The parts of a write request shared by every write RPC.
@@ -73,6 +82,14 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     std::string request_id;
     int64_t expected_version = 0;
     bool dry_run = false;
+    // The move policy (SPEC §5): how the write's route changes count.
+    MoveScope scope = MoveScope::kExplicit;
+    bool ordered = true;
+    bool force = false;
+    // Teams of an explicit move, whose last move times the cooldown needs.
+    std::vector<int64_t> teams;
+    // Not subject to the move cooldown (CreateBucket).
+    bool exempt_cooldown = false;
     // Plans the write against `before`.
     std::function<absl::StatusOr<Plan>(const Snapshot& before)> plan;
     // Fills the response of a planned write at `version` (the new version,
@@ -92,6 +109,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   Store* const store_;
   WorkerPool* const workers_;
   const AdminServiceOptions options_;
+  const HandoffCoordinator* handoffs_ = nullptr;
 };
 
 }  // namespace bucketmap

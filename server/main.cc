@@ -74,6 +74,23 @@ ABSL_FLAG(absl::Duration, client_lease, absl::Seconds(30),
 ABSL_FLAG(std::string, replica_name, "",
           "This replica's name in ListClients (default: hostname:port).");
 
+// Coordinated moves (SPEC §5, docs/handoff.md).
+ABSL_FLAG(bool, handoffs, true,
+          "Open a handoff on every route change and coordinate it (switch barrier, drain).");
+ABSL_FLAG(absl::Duration, handoff_grace, absl::Seconds(30),
+          "A handoff's switch barrier passes after this even if producers are missing (they are "
+          "named, and the handoff ends FORCED).");
+ABSL_FLAG(absl::Duration, max_hold, absl::Minutes(30),
+          "A handoff still open after this ends FORCED, releasing the targets' holds.");
+ABSL_FLAG(absl::Duration, move_cooldown, absl::Hours(1),
+          "Minimum time between explicit moves of one team, and between placement changes of "
+          "one pool; `force` overrides it. 0 disables it.");
+ABSL_FLAG(int64_t, max_move_lag, 0,
+          "Refuse moving teams out of a bucket whose consumer lag (messages) exceeds this; "
+          "`force` overrides it. 0 disables the check.");
+ABSL_FLAG(absl::Duration, handoff_poll_interval, absl::Seconds(1),
+          "How often the handoff coordinator checks producers and consumer offsets.");
+
 namespace bucketmap {
 namespace {
 
@@ -148,6 +165,12 @@ int Run() {
   options.watch.resume_max_versions = std::max(0, absl::GetFlag(FLAGS_watch_resume_versions));
   options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);
   options.watch.client_lease = absl::GetFlag(FLAGS_client_lease);
+  options.handoff.enabled = absl::GetFlag(FLAGS_handoffs);
+  options.handoff.grace = absl::GetFlag(FLAGS_handoff_grace);
+  options.handoff.max_hold = absl::GetFlag(FLAGS_max_hold);
+  options.handoff.move_cooldown = absl::GetFlag(FLAGS_move_cooldown);
+  options.handoff.max_move_lag = absl::GetFlag(FLAGS_max_move_lag);
+  options.handoff.poll_interval = absl::GetFlag(FLAGS_handoff_poll_interval);
   options.watch.replica = absl::GetFlag(FLAGS_replica_name);
   options.outbox.kafka_brokers = absl::GetFlag(FLAGS_kafka_brokers);
   options.outbox.create_topics = absl::GetFlag(FLAGS_kafka_create_topics);

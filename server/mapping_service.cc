@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "domain/validation.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/convert.h"
 #include "server/grpc_status.h"
 #include "server/shared_slice.h"
 
@@ -100,6 +101,13 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetTeam(grpc::CallbackServerContex
     response->mutable_topics()->insert(bucket->topics.begin(), bucket->topics.end());
     response->set_bucket_state(static_cast<v1::BucketState>(bucket->state));
     response->set_bucket_name(bucket->name);
+  }
+  // The newest open handoff involving the team (SPEC §3: GetTeam shows the
+  // handoff state).
+  std::vector<const Handoff*> handoffs = snapshot.HandoffsOf(request->team_id());
+  if (!handoffs.empty()) {
+    ToProto(*handoffs.back(), response->mutable_handoff());
+    if (handoffs_ != nullptr) handoffs_->Decorate(response->mutable_handoff());
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

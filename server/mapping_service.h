@@ -10,6 +10,7 @@
 #define BUCKETMAP_SERVER_MAPPING_SERVICE_H_
 
 #include "bucketmap/v1/mapping.grpc.pb.h"
+#include "server/handoff_coordinator.h"
 #include "server/mapping_manager.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"
@@ -36,10 +37,15 @@ class MappingServiceImpl final
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchMapping(
       grpc::CallbackServerContext* ctx) override;
 
+  // Adds the coordinator's live view to GetTeam's handoff. Set before
+  // serving; it must outlive the service. Null: the persisted state only.
+  void SetHandoffCoordinator(const HandoffCoordinator* handoffs) { handoffs_ = handoffs; }
+
  private:
   MappingManager* const manager_;
   WorkerPool* const workers_;
   WatchHub* const watch_hub_;
+  const HandoffCoordinator* handoffs_ = nullptr;
 };
 
 }  // namespace bucketmap

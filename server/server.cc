@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   election.session_timeout = options.replicas.leader_session_timeout;
   server->leader_ = std::make_unique<LeaderElection>(election, &metrics->registry());
   RETURN_IF_ERROR(server->StartOutbox());
+  RETURN_IF_ERROR(server->StartHandoffs());
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
@@ -74,6 +75,8 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
       server->manager_.get(), server->workers_.get(), server->watch_hub_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin);
+  server->admin_service_->SetHandoffCoordinator(server->handoffs_.get());
+  server->mapping_service_->SetHandoffCoordinator(server->handoffs_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -160,6 +163,29 @@ void BucketmapServer::StopRelay() {
   }
   absl::MutexLock lock(&relay_mu_);
   retired_relays_.push_back(std::move(relay));
+}
+
+absl::Status BucketmapServer::StartHandoffs() {
+  HandoffOptions o = options_.handoff;
+  o.client_lease = options_.watch.client_lease;
+  std::shared_ptr<OffsetReader> offsets = options_.handoff_offsets;
+  if (offsets == nullptr && o.enabled) {
+    if (kafka_bootstrap_.empty()) {
+      spdlog::warn("handoffs: no Kafka cluster (--kafka_brokers is empty): drains cannot be "
+                   "verified; handoffs whose source has consumer groups end FORCED \"no kafka\"");
+    } else {
+      ASSIGN_OR_RETURN(offsets, RdKafkaOffsetReader::Create(kafka_bootstrap_));
+    }
+  }
+  if (!o.enabled) spdlog::info("handoffs are off (--handoffs=false): moves open no handoff");
+  handoffs_ = std::make_unique<HandoffCoordinator>(manager_.get(), store_.get(),
+                                                   std::move(offsets), o, metrics_.get());
+  handoffs_->StartMonitor();
+  HandoffCoordinator* coordinator = handoffs_.get();
+  leader_->AddLeaderTask(
+      "handoff coordinator", [coordinator](int64_t epoch) { coordinator->Start(epoch); },
+      [coordinator] { coordinator->Stop(); });
+  return absl::OkStatus();
 }
 
 absl::Status BucketmapServer::StartOutbox() {

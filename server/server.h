@@ -22,6 +22,7 @@
 #include "grpcpp/server.h"
 #include "server/admin_service.h"
 #include "server/embedded_kafka.h"
+#include "server/handoff_coordinator.h"
 #include "server/event_publisher.h"
 #include "server/leader.h"
 #include "server/mapping_manager.h"
@@ -87,6 +88,12 @@ struct ServerOptions {
   absl::Duration request_id_retention = absl::Hours(48);
   OutboxOptions outbox;
   ReplicaOptions replicas;
+  // Coordinated moves (SPEC §5; server/handoff_coordinator.h). The
+  // coordinator reads the bucket topics on the outbox's cluster
+  // (outbox.kafka_brokers); client_lease is taken from watch.client_lease.
+  HandoffOptions handoff;
+  // Tests: read Kafka offsets through this instead.
+  std::shared_ptr<OffsetReader> handoff_offsets;
 };
 
 class BucketmapServer {
@@ -113,6 +120,8 @@ class BucketmapServer {
   // The Kafka bootstrap servers the relay publishes to ("" when off): the
   // embedded cluster's address with --kafka_brokers=embedded.
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
+  // The handoff coordinator (SPEC §5). Never null.
+  HandoffCoordinator& handoffs() { return *handoffs_; }
 
   // Stops accepting calls, sends GOAWAY, and waits up to `grace` for
   // in-flight calls before cancelling them; then stops the outbox relay,
@@ -126,6 +135,8 @@ class BucketmapServer {
   // Leader task: runs the relay at `epoch`, or stops it.
   void StartRelay(int64_t epoch);
   void StopRelay();
+  // Creates the handoff coordinator and registers its leader task.
+  absl::Status StartHandoffs();
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
@@ -145,6 +156,8 @@ class BucketmapServer {
   absl::Duration relay_flush_timeout_ ABSL_GUARDED_BY(relay_mu_) = absl::ZeroDuration();
   // Relays of earlier leaderships, stopped; kept until the publisher closes.
   std::vector<std::unique_ptr<OutboxRelay>> retired_relays_ ABSL_GUARDED_BY(relay_mu_);
+  // Before leader_, which stops its leader task on destruction.
+  std::unique_ptr<HandoffCoordinator> handoffs_;
   std::unique_ptr<LeaderElection> leader_;
   std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;

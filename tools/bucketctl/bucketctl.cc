@@ -401,12 +401,27 @@ int RunListClients(Context& c) {
 }
 
 int RunListHandoffs(Context& c) {
+  auto request = BuildListHandoffs(c.args);
+  if (!request.ok()) return UsageError(&c.command, request.status().message());
   v1::ListHandoffsResponse response;
   grpc::Status status = c.client.Call([&](grpc::ClientContext* context) {
-    return c.client.admin().ListHandoffs(context, v1::ListHandoffsRequest(), &response);
+    return c.client.admin().ListHandoffs(context, *request, &response);
   });
   if (!status.ok()) return RpcError(status, c.options);
   return Print(c.options, response, FormatHandoffs);
+}
+
+int RunCancelHandoff(Context& c) {
+  auto request = BuildCancelHandoff(c.args);
+  if (!request.ok()) return UsageError(&c.command, request.status().message());
+  v1::CancelHandoffResponse response;
+  grpc::Status status = c.client.Call([&](grpc::ClientContext* context) {
+    return c.client.admin().CancelHandoff(context, *request, &response);
+  });
+  if (!status.ok()) return RpcError(status, c.options);
+  return Print(c.options, response, [&](const v1::CancelHandoffResponse& r) {
+    return FormatCancelHandoff(*request, r);
+  });
 }
 
 using Runner = int (*)(Context&);
@@ -425,6 +440,7 @@ Runner FindRunner(absl::string_view name) {
       {"get-team", RunGetTeam},
       {"list-clients", RunListClients},
       {"list-handoffs", RunListHandoffs},
+      {"cancel-handoff", RunCancelHandoff},
   };
   for (const auto& [command, runner] : kRunners) {
     if (name == command) return runner;

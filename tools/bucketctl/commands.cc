@@ -86,13 +86,19 @@ std::vector<CommandSpec> MakeCommands() {
   commands.push_back(CommandSpec{
       "assign", absl::StrCat("<TEAM_ID> (--bucket ID|NAME | --pool P) [--force] ", kWriteUsage),
       "Pin a team to a bucket, or assign it to a pool.",
-      absl::StrCat("--force overrides a move cooldown (recorded in the history).\n", write_details),
-      WriteFlags(
-          {{"bucket", FlagKind::kValue}, {"pool", FlagKind::kValue}, {"force", FlagKind::kBool}}),
+      absl::StrCat("--force overrides a move cooldown (recorded in the history).\n"
+                   "--unordered: an emergency move that opens no ordering hold (its handoff\n"
+                   "is recorded as FORCED \"unordered\").\n",
+                   write_details),
+      WriteFlags({{"bucket", FlagKind::kValue},
+                  {"pool", FlagKind::kValue},
+                  {"force", FlagKind::kBool},
+                  {"unordered", FlagKind::kBool}}),
       1, 1});
   commands.push_back(CommandSpec{"unassign", absl::StrCat("<TEAM_ID> [--force] ", kWriteUsage),
                                  "Remove a team's override: it goes back to default placement.",
-                                 write_details.substr(1), WriteFlags({{"force", FlagKind::kBool}}),
+                                 write_details.substr(1),
+                                 WriteFlags({{"force", FlagKind::kBool}, {"unordered", FlagKind::kBool}}),
                                  1, 1});
   commands.push_back(
       CommandSpec{"bulk-assign", absl::StrCat("--file F [--force] ", kWriteUsage),
@@ -145,7 +151,21 @@ std::vector<CommandSpec> MakeCommands() {
   commands.push_back(CommandSpec{
       "list-clients", "", "List the watch clients seen within their lease.", "", {}, 0, 0});
   commands.push_back(CommandSpec{
-      "list-handoffs", "", "List the open handoffs (coordinated moves).", "", {}, 0, 0});
+      "list-handoffs", "[--include-ended] [--team T] [--page-size N]",
+      "List the open handoffs (coordinated moves): phase, age, lag, missing producers.",
+      "--include-ended adds ended ones (COMPLETED, FORCED, CANCELLED), newest first.\n"
+      "--team lists only the handoffs involving that team.\n",
+      {{"include-ended", FlagKind::kBool},
+       {"team", FlagKind::kValue},
+       {"page-size", FlagKind::kValue}},
+      0,
+      0});
+  commands.push_back(CommandSpec{
+      "cancel-handoff", absl::StrCat("<HANDOFF_ID> ", kWriteUsage),
+      "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
+      absl::StrCat("The teams keep their new route; only the ordering hold ends.\n",
+                   write_details),
+      WriteFlags({}), 1, 1});
   return commands;
 }
 
@@ -357,6 +377,7 @@ absl::StatusOr<v1::AssignTeamRequest> BuildAssignTeam(const ParsedArgs& args,
     request.set_pool(args.Get("pool"));
   }
   request.set_force(args.GetBool("force"));
+  if (args.GetBool("unordered")) request.set_ordered(false);
   RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
   return request;
 }
@@ -366,6 +387,7 @@ absl::StatusOr<v1::UnassignTeamRequest> BuildUnassignTeam(const ParsedArgs& args
   ASSIGN_OR_RETURN(int64_t team, TeamArg(args));
   request.set_team_id(team);
   request.set_force(args.GetBool("force"));
+  if (args.GetBool("unordered")) request.set_ordered(false);
   RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
   return request;
 }
@@ -490,6 +512,29 @@ absl::StatusOr<v1::GetTeamRequest> BuildGetTeam(const ParsedArgs& args) {
   v1::GetTeamRequest request;
   ASSIGN_OR_RETURN(int64_t team, TeamArg(args));
   request.set_team_id(team);
+  return request;
+}
+
+absl::StatusOr<v1::ListHandoffsRequest> BuildListHandoffs(const ParsedArgs& args) {
+  v1::ListHandoffsRequest request;
+  request.set_include_ended(args.GetBool("include-ended"));
+  if (args.Has("team")) {
+    ASSIGN_OR_RETURN(int64_t team, IntFlag(args, "team", kInt64Min, kInt64Max));
+    request.set_team_id(team);
+  }
+  if (args.Has("page-size")) {
+    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
+    request.set_page_size(static_cast<int32_t>(size));
+  }
+  return request;
+}
+
+absl::StatusOr<v1::CancelHandoffRequest> BuildCancelHandoff(const ParsedArgs& args) {
+  v1::CancelHandoffRequest request;
+  ASSIGN_OR_RETURN(int64_t id,
+                   ParseInteger(args.positional().at(0), "HANDOFF_ID", kInt64Min, kInt64Max));
+  request.set_handoff_id(id);
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
   return request;
 }
 

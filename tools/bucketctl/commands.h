@@ -86,6 +86,8 @@ absl::StatusOr<v1::GetHistoryRequest> BuildGetHistory(const ParsedArgs& args);
 absl::StatusOr<v1::ListBucketsRequest> BuildListBuckets(const ParsedArgs& args);
 absl::StatusOr<v1::GetMappingRequest> BuildGetMapping(const ParsedArgs& args);
 absl::StatusOr<v1::GetTeamRequest> BuildGetTeam(const ParsedArgs& args);
+absl::StatusOr<v1::ListHandoffsRequest> BuildListHandoffs(const ParsedArgs& args);
+absl::StatusOr<v1::CancelHandoffRequest> BuildCancelHandoff(const ParsedArgs& args);
 
 }  // namespace bucketmap::bucketctl
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -377,14 +378,48 @@ std::string FormatClients(const v1::ListClientsResponse& response) {
   return table.Render();
 }
 
+namespace {
+
+std::string PhaseText(v1::HandoffPhase phase) {
+  std::string name = v1::HandoffPhase_Name(phase);
+  return absl::StartsWith(name, "HANDOFF_") ? name.substr(8) : name;
+}
+
+// The draining role and its lag, e.g. "ingestion 42"; "-" when none.
+std::string DrainText(const v1::Handoff& h) {
+  if (h.state() != v1::HANDOFF_DRAINING || h.drain_index() >= h.drains_size()) return "-";
+  const v1::RoleDrain& d = h.drains(h.drain_index());
+  if (d.end_offsets().empty()) return absl::StrCat(d.role(), " (starting)");
+  return absl::StrCat(d.role(), " lag ", d.lag() < 0 ? std::string("?") : absl::StrCat(d.lag()));
+}
+
+}  // namespace
+
 std::string FormatHandoffs(const v1::ListHandoffsResponse& response) {
   if (response.handoffs().empty()) return "no open handoffs\n";
-  Table table({"ID", "OPENED AT", "SOURCE BUCKET", "PHASE"});
+  Table table({"ID", "OPENED AT", "SOURCE", "TARGETS", "TEAMS", "PHASE", "OPENED", "DRAIN",
+               "MISSING PRODUCERS", "END REASON"});
   for (const v1::Handoff& h : response.handoffs()) {
+    std::string teams = absl::StrCat(h.team_ids_size());
+    if (!h.source_pool().empty()) absl::StrAppend(&teams, " + pool ", h.source_pool());
     table.AddRow({absl::StrCat(h.id()), absl::StrCat(h.opened_version()),
-                  absl::StrCat(h.source_bucket_id()), v1::HandoffPhase_Name(h.state())});
+                  absl::StrCat(h.source_bucket_id()), absl::StrJoin(h.target_bucket_ids(), ","),
+                  teams, PhaseText(h.state()) + (h.ordered() ? "" : " (unordered)"),
+                  TimeText(h.open_time()), DrainText(h),
+                  h.missing_producers().empty() ? "-" : absl::StrJoin(h.missing_producers(), ","),
+                  h.end_reason().empty() ? "-" : h.end_reason()});
   }
   return table.Render();
+}
+
+std::string FormatCancelHandoff(const v1::CancelHandoffRequest& request,
+                                const v1::CancelHandoffResponse& response) {
+  if (request.dry_run()) {
+    return absl::StrCat("dry run at version ", response.version(),
+                        " (nothing committed): would cancel handoff ", request.handoff_id(), "\n");
+  }
+  return absl::StrCat("version ", response.version(), ": handoff ", response.handoff().id(),
+                      " from bucket ", response.handoff().source_bucket_id(), " cancelled\n");
 }
 
 }  // namespace bucketmap::bucketctl

@@ -75,6 +75,8 @@ std::string FormatMapping(const v1::MappingSnapshot& snapshot);
 std::string FormatTeam(const v1::TeamRoute& route);
 std::string FormatClients(const v1::ListClientsResponse& response);
 std::string FormatHandoffs(const v1::ListHandoffsResponse& response);
+std::string FormatCancelHandoff(const v1::CancelHandoffRequest& request,
+                                const v1::CancelHandoffResponse& response);
 
 }  // namespace bucketmap::bucketctl
 

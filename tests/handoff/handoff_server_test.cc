@@ -1,0 +1,572 @@
+// The handoff lifecycle on a real server (in-process), a throwaway
+// PostgreSQL and librdkafka's mock Kafka cluster owned by the test (so it
+// outlives a server restart): switch barrier, drains in order, FORCED after
+// grace naming the producer, restart mid-handoff, guards, cancel, and the
+// handoff_changed events on the changes topic.
+#include <librdkafka/rdkafka.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bucketmap/v1/events.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/embedded_kafka.h"
+#include "server/kafka_offsets.h"
+#include "tests/server/server_fixture.h"
+#include "tests/server/watch_client.h"
+#include "tests/support/kafka_harness.h"
+
+namespace bucketmap {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kChanges[] = "bucketmap_changes";
+
+// Produces `n` messages to each partition of `topic`; librdkafka handles.
+void Produce(const std::string& bootstrap, const std::string& topic, int partitions, int n) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
+  ASSERT_NE(rk, nullptr) << error;
+  for (int p = 0; p < partitions; ++p) {
+    for (int i = 0; i < n; ++i) {
+      std::string payload = absl::StrCat("event ", p, "/", i);
+      ASSERT_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(p),
+                                  RD_KAFKA_V_VALUE(payload.data(), payload.size()),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                RD_KAFKA_RESP_ERR_NO_ERROR);
+    }
+  }
+  EXPECT_EQ(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+}
+
+// Commits `offset` on every partition of `topic` for `group`, as a consumer
+// that processed everything before it would.
+void Commit(const std::string& bootstrap, const std::string& group, const std::string& topic,
+            int partitions, int64_t offset) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), error, sizeof(error));
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", error, sizeof(error));
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
+  ASSERT_NE(rk, nullptr) << error;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = offset;
+  }
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    err = rd_kafka_commit(rk, list, 0);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(err);
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+class HandoffServerTest : public ServerFixture {
+ protected:
+  void SetUp() override {
+    auto kafka = EmbeddedKafka::Start(1);
+    ASSERT_TRUE(kafka.ok()) << kafka.status();
+    kafka_ = *std::move(kafka);
+    ASSERT_TRUE(kafka_->CreateTopic(kChanges, 1).ok());
+    for (const char* t : {"in_a", "out_a", "in_b"}) ASSERT_TRUE(kafka_->CreateTopic(t, 2).ok());
+    ServerFixture::SetUp();
+  }
+  void TearDown() override {
+    ServerFixture::TearDown();
+    kafka_.reset();
+  }
+
+  ServerOptions Options() override {
+    ServerOptions options = ServerFixture::Options();
+    options.outbox.kafka_brokers = kafka_->bootstraps();
+    options.outbox.poll_interval = absl::Milliseconds(100);
+    options.outbox.topic_check_timeout = absl::Seconds(5);
+    options.outbox.shutdown_flush_timeout = absl::Seconds(1);
+    options.handoff.enabled = true;
+    options.handoff.grace = grace_;
+    options.handoff.max_hold = absl::Minutes(5);
+    options.handoff.move_cooldown = cooldown_;
+    options.handoff.max_move_lag = max_move_lag_;
+    if (max_hold_ > absl::ZeroDuration()) options.handoff.max_hold = max_hold_;
+    options.handoff_offsets = offsets_;
+    options.handoff.poll_interval = absl::Milliseconds(100);
+    options.handoff.kafka_refresh_interval = absl::Milliseconds(300);
+    options.watch.client_flush = absl::Milliseconds(100);
+    options.watch.client_lease = absl::Seconds(1);
+    options.watch.ack_timeout = absl::Seconds(60);
+    return options;
+  }
+
+  // Bucket "a" (default pool): ingestion -> in_a (group g_in_a), and with
+  // `two_roles` processed -> out_a (group g_out_a), drained in that order.
+  // Bucket "b" in pool "other" (pins to it move no default placement).
+  void MakeBuckets(bool two_roles = false) {
+    v1::CreateBucketRequest a;
+    a.mutable_bucket()->set_name("a");
+    (*a.mutable_bucket()->mutable_topics())["ingestion"] = "in_a";
+    (*a.mutable_bucket()->mutable_consumer_groups())["ingestion"] = "g_in_a";
+    a.mutable_bucket()->add_drain_order("ingestion");
+    if (two_roles) {
+      (*a.mutable_bucket()->mutable_topics())["processed"] = "out_a";
+      (*a.mutable_bucket()->mutable_consumer_groups())["processed"] = "g_out_a";
+      a.mutable_bucket()->add_drain_order("processed");
+    }
+    a.set_reason("test");
+    v1::CreateBucketResponse resp;
+    ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), a, &resp).ok());
+    a_ = resp.bucket().id();
+    v1::CreateBucketRequest b;
+    b.mutable_bucket()->set_name("b");
+    b.mutable_bucket()->set_pool("other");
+    (*b.mutable_bucket()->mutable_topics())["ingestion"] = "in_b";
+    (*b.mutable_bucket()->mutable_consumer_groups())["ingestion"] = "g_in_b";
+    b.set_reason("test");
+    ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), b, &resp).ok());
+    b_ = resp.bucket().id();
+  }
+
+  grpc::Status Move(int64_t team, int32_t bucket, v1::AssignTeamResponse* resp,
+                    bool force = false, bool ordered = true, bool dry_run = false) {
+    v1::AssignTeamRequest req;
+    req.set_team_id(team);
+    req.set_bucket_id(bucket);
+    req.set_reason("move for test");
+    req.set_force(force);
+    if (!ordered) req.set_ordered(false);
+    req.set_dry_run(dry_run);
+    return admin_->AssignTeam(Ctx().get(), req, resp);
+  }
+
+  // The handoff `id` as ListHandoffs shows it (ended ones included).
+  std::optional<v1::Handoff> Find(int64_t id) {
+    v1::ListHandoffsRequest req;
+    req.set_include_ended(true);
+    v1::ListHandoffsResponse resp;
+    grpc::Status s = admin_->ListHandoffs(Ctx().get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    for (const v1::Handoff& h : resp.handoffs()) {
+      if (h.id() == id) return h;
+    }
+    return std::nullopt;
+  }
+
+  // Waits until handoff `id` satisfies `pred`; returns its last state.
+  template <typename Pred>
+  v1::Handoff WaitFor(int64_t id, Pred pred, absl::Duration timeout = absl::Seconds(20)) {
+    const absl::Time end = absl::Now() + timeout;
+    std::optional<v1::Handoff> h;
+    while (absl::Now() < end) {
+      h = Find(id);
+      if (h.has_value() && pred(*h)) return *h;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ADD_FAILURE() << "handoff " << id << " never reached the expected state; last: "
+                  << (h.has_value() ? h->ShortDebugString() : "absent");
+    return h.value_or(v1::Handoff());
+  }
+
+  static auto InState(v1::HandoffPhase phase) {
+    return [phase](const v1::Handoff& h) { return h.state() == phase; };
+  }
+
+  // A team placed on bucket a by the default pool.
+  int64_t TeamOnA(int64_t from = 1000) {
+    for (int64_t t = from;; ++t) {
+      v1::GetTeamRequest req;
+      req.set_team_id(t);
+      v1::TeamRoute route;
+      if (mapping_->GetTeam(Ctx().get(), req, &route).ok() && route.bucket_id() == a_) return t;
+    }
+  }
+
+  std::unique_ptr<EmbeddedKafka> kafka_;
+  absl::Duration grace_ = absl::Seconds(2);
+  absl::Duration cooldown_ = absl::ZeroDuration();
+  absl::Duration max_hold_ = absl::ZeroDuration();
+  int64_t max_move_lag_ = 0;
+  std::shared_ptr<OffsetReader> offsets_;
+  int32_t a_ = 0;
+  int32_t b_ = 0;
+};
+
+TEST_F(HandoffServerTest, LifecycleCompletesOnceTheGroupCommitsPastTheDrainPoint) {
+  MakeBuckets();
+  Produce(kafka_->bootstraps(), "in_a", 2, 5);
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  const v1::Handoff& opened = moved.effect().handoffs(0);
+  EXPECT_EQ(opened.source_bucket_id(), a_);
+  EXPECT_THAT(opened.target_bucket_ids(), ElementsAre(b_));
+  EXPECT_THAT(opened.team_ids(), ElementsAre(team));
+  EXPECT_EQ(opened.opened_version(), moved.version());
+  EXPECT_EQ(opened.state(), v1::HANDOFF_SWITCHING);
+  ASSERT_EQ(opened.drains_size(), 1);
+  EXPECT_EQ(opened.drains(0).partition_count(), 2);
+
+  // GetTeam shows the open handoff.
+  v1::GetTeamRequest get;
+  get.set_team_id(team);
+  v1::TeamRoute route;
+  ASSERT_TRUE(mapping_->GetTeam(Ctx().get(), get, &route).ok());
+  EXPECT_EQ(route.bucket_id(), b_);
+  EXPECT_EQ(route.handoff().id(), opened.id());
+
+  // No producer: the barrier passes after one client lease; the drain
+  // point is the end of in_a (5 per partition) and the group lags.
+  v1::Handoff draining = WaitFor(opened.id(), [](const v1::Handoff& h) {
+    return h.state() == v1::HANDOFF_DRAINING && h.drains(0).lag() > 0;
+  });
+  EXPECT_THAT(draining.drains(0).end_offsets(), ElementsAre(5, 5));
+  EXPECT_EQ(draining.drains(0).lag(), 10);
+  EXPECT_TRUE(draining.missing_producers().empty());
+
+  Commit(kafka_->bootstraps(), "g_in_a", "in_a", 2, 3);
+  WaitFor(opened.id(), [](const v1::Handoff& h) { return h.drains(0).lag() == 4; });
+  EXPECT_EQ(Find(opened.id())->state(), v1::HANDOFF_DRAINING);
+  Commit(kafka_->bootstraps(), "g_in_a", "in_a", 2, 5);
+  v1::Handoff done = WaitFor(opened.id(), InState(v1::HANDOFF_COMPLETED));
+  EXPECT_TRUE(done.drains(0).drained());
+  EXPECT_THAT(done.drains(0).committed_offsets(), ElementsAre(5, 5));
+  EXPECT_GT(done.phase_version(), opened.opened_version());
+
+  ASSERT_TRUE(mapping_->GetTeam(Ctx().get(), get, &route).ok());
+  EXPECT_FALSE(route.has_handoff());
+
+  // Every phase change was a version, published as handoff_changed.
+  auto events = ReadAllChangeEvents(kafka_->bootstraps(), kChanges, absl::Seconds(10),
+                                    done.phase_version());
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::vector<v1::HandoffPhase> phases;
+  for (const KafkaRecord& r : *events) {
+    v1::ChangeEvent e;
+    ASSERT_TRUE(e.ParseFromString(r.value));
+    if (!e.has_handoff_changed()) continue;
+    for (const v1::Handoff& h : e.handoff_changed().handoffs()) {
+      if (h.id() == opened.id()) phases.push_back(h.state());
+    }
+    if (e.version() == opened.opened_version()) {
+      // The opening version carries the route change too.
+      EXPECT_EQ(e.handoff_changed().delta().set().team_ids_size(), 1);
+    }
+  }
+  EXPECT_THAT(phases,
+              ElementsAre(v1::HANDOFF_SWITCHING, v1::HANDOFF_DRAINING, v1::HANDOFF_COMPLETED));
+}
+
+TEST_F(HandoffServerTest, ProducerThatNeverAcksIsNamedAndTheHandoffEndsForced) {
+  MakeBuckets();
+  const int64_t team = TeamOnA();
+  // One producer drains properly, one never ACKs.
+  WatchClient good(mapping_.get());
+  good.Subscribe("good-producer", v1::PRODUCER);
+  WatchClient stuck(mapping_.get());
+  stuck.Subscribe("stuck-producer", v1::PRODUCER);
+  std::atomic<bool> stop{false};
+  std::thread acker([&] {
+    while (!stop) {
+      std::optional<v1::WatchResponse> r = good.Next(absl::Milliseconds(100));
+      if (r.has_value() && r->has_push()) good.Ack(r->push(), r->push().to_version());
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(500));  // both sessions flushed and leased
+
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+  // While SWITCHING, the leader shows who is still missing.
+  v1::Handoff switching = WaitFor(id, [](const v1::Handoff& h) {
+    return h.state() == v1::HANDOFF_SWITCHING && h.missing_producers_size() > 0;
+  });
+  EXPECT_THAT(switching.missing_producers(), ElementsAre("stuck-producer"));
+
+  // After grace the barrier passes anyway; with nothing to drain the
+  // handoff ends at once, FORCED, naming the producer.
+  v1::Handoff forced = WaitFor(id, InState(v1::HANDOFF_FORCED));
+  EXPECT_THAT(forced.missing_producers(), ElementsAre("stuck-producer"));
+  EXPECT_THAT(forced.end_reason(), HasSubstr("stuck-producer"));
+  stop = true;
+  acker.join();
+}
+
+TEST_F(HandoffServerTest, RestartMidHandoffStillCompletes) {
+  MakeBuckets();
+  Produce(kafka_->bootstraps(), "in_a", 2, 3);
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+  WaitFor(id, InState(v1::HANDOFF_DRAINING));
+
+  StopServer();
+  Commit(kafka_->bootstraps(), "g_in_a", "in_a", 2, 3);
+  StartServer();
+  v1::Handoff done = WaitFor(id, InState(v1::HANDOFF_COMPLETED));
+  EXPECT_THAT(done.drains(0).end_offsets(), ElementsAre(3, 3));
+
+  // A restart while SWITCHING: the new leader waits a lease, then goes on.
+  const int64_t other = TeamOnA(team + 1);
+  ASSERT_TRUE(Move(other, b_, &moved).ok());
+  const int64_t id2 = moved.effect().handoffs(0).id();
+  StopServer();
+  StartServer();
+  WaitFor(id2, InState(v1::HANDOFF_COMPLETED));
+}
+
+TEST_F(HandoffServerTest, SecondMoveWhileOpenIsRefusedUntilCancelled) {
+  MakeBuckets();
+  Produce(kafka_->bootstraps(), "in_a", 2, 1);
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  // A dry run lists the handoff it would open and commits nothing.
+  ASSERT_TRUE(Move(team, b_, &moved, false, true, /*dry_run=*/true).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  EXPECT_EQ(moved.effect().handoffs(0).source_bucket_id(), a_);
+  EXPECT_THAT(moved.effect().moved_teams(0).team_id(), team);
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+
+  grpc::Status again = Move(team, a_, &moved);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(again.error_message(), HasSubstr(absl::StrCat("team ", team)));
+  EXPECT_THAT(again.error_message(), HasSubstr(absl::StrCat("handoff ", id)));
+  // Force does not override it.
+  EXPECT_EQ(Move(team, a_, &moved, /*force=*/true).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  v1::CancelHandoffRequest cancel;
+  cancel.set_handoff_id(id);
+  cancel.set_reason("operator gave up");
+  v1::CancelHandoffResponse cancelled;
+  ASSERT_TRUE(admin_->CancelHandoff(Ctx().get(), cancel, &cancelled).ok());
+  EXPECT_EQ(cancelled.handoff().state(), v1::HANDOFF_CANCELLED);
+  EXPECT_THAT(cancelled.handoff().end_reason(), HasSubstr("operator gave up"));
+  EXPECT_EQ(admin_->CancelHandoff(Ctx().get(), cancel, &cancelled).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Move(team, a_, &moved).ok());
+}
+
+TEST_F(HandoffServerTest, TwoRolesDrainInOrder) {
+  MakeBuckets(/*two_roles=*/true);
+  Produce(kafka_->bootstraps(), "in_a", 2, 4);
+  Produce(kafka_->bootstraps(), "out_a", 2, 2);
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+  ASSERT_EQ(moved.effect().handoffs(0).drains_size(), 2);
+  EXPECT_EQ(moved.effect().handoffs(0).drains(0).role(), "ingestion");
+  EXPECT_EQ(moved.effect().handoffs(0).drains(1).role(), "processed");
+
+  WaitFor(id, InState(v1::HANDOFF_DRAINING));
+  // The downstream group is done first: the handoff still waits on the
+  // upstream role, and has not taken the downstream drain point yet.
+  Commit(kafka_->bootstraps(), "g_out_a", "out_a", 2, 2);
+  absl::SleepFor(absl::Seconds(1));
+  std::optional<v1::Handoff> h = Find(id);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->state(), v1::HANDOFF_DRAINING);
+  EXPECT_EQ(h->drain_index(), 0);
+  EXPECT_TRUE(h->drains(1).end_offsets().empty());
+
+  // More arrives downstream before the upstream drain completes: the
+  // downstream drain point, taken only after upstream drained, covers it.
+  Produce(kafka_->bootstraps(), "out_a", 2, 1);
+  Commit(kafka_->bootstraps(), "g_in_a", "in_a", 2, 4);
+  v1::Handoff next = WaitFor(id, [](const v1::Handoff& x) { return x.drain_index() == 1; });
+  EXPECT_TRUE(next.drains(0).drained());
+  EXPECT_THAT(next.drains(1).end_offsets(), ElementsAre(3, 3));
+  EXPECT_EQ(next.state(), v1::HANDOFF_DRAINING);
+  Commit(kafka_->bootstraps(), "g_out_a", "out_a", 2, 3);
+  v1::Handoff done = WaitFor(id, InState(v1::HANDOFF_COMPLETED));
+  EXPECT_TRUE(done.drains(1).drained());
+}
+
+class HandoffCooldownTest : public HandoffServerTest {
+ protected:
+  void SetUp() override {
+    cooldown_ = absl::Hours(1);
+    HandoffServerTest::SetUp();
+  }
+};
+
+TEST_F(HandoffCooldownTest, CooldownRefusesAMoveUnlessForcedAndForceIsRecorded) {
+  MakeBuckets();
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  // Unordered moves open no hold, so only the cooldown stands in the way.
+  ASSERT_TRUE(Move(team, b_, &moved, false, /*ordered=*/false).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  EXPECT_EQ(moved.effect().handoffs(0).state(), v1::HANDOFF_FORCED);
+  EXPECT_EQ(moved.effect().handoffs(0).end_reason(), "unordered");
+
+  grpc::Status s = Move(team, a_, &moved, false, false);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("move_cooldown"));
+  ASSERT_TRUE(Move(team, a_, &moved, /*force=*/true, false).ok());
+
+  v1::GetHistoryRequest history;
+  history.set_team_id(team);
+  v1::GetHistoryResponse records;
+  ASSERT_TRUE(admin_->GetHistory(Ctx().get(), history, &records).ok());
+  ASSERT_GE(records.records_size(), 2);
+  EXPECT_EQ(records.records(records.records_size() - 1).kind(), "AssignTeam+force");
+}
+
+// Reads the mock cluster, but can pretend a topic's partition count changed
+// (librdkafka's mock cannot add partitions).
+class RepartitioningOffsets final : public OffsetReader {
+ public:
+  explicit RepartitioningOffsets(std::unique_ptr<OffsetReader> real) : real_(std::move(real)) {}
+  void Pretend(const std::string& topic, int32_t partitions) {
+    absl::MutexLock lock(&mu_);
+    pretend_[topic] = partitions;
+  }
+  absl::StatusOr<std::map<std::string, int32_t>> PartitionCounts(absl::Duration timeout) override {
+    auto counts = real_->PartitionCounts(timeout);
+    if (!counts.ok()) return counts;
+    absl::MutexLock lock(&mu_);
+    for (const auto& [topic, n] : pretend_) (*counts)[topic] = n;
+    return counts;
+  }
+  absl::StatusOr<std::vector<int64_t>> EndOffsets(const std::string& topic, int32_t partitions,
+                                                  absl::Duration timeout) override {
+    return real_->EndOffsets(topic, partitions, timeout);
+  }
+  absl::StatusOr<std::vector<int64_t>> CommittedOffsets(const std::string& group,
+                                                        const std::string& topic,
+                                                        int32_t partitions,
+                                                        absl::Duration timeout) override {
+    return real_->CommittedOffsets(group, topic, partitions, timeout);
+  }
+
+ private:
+  std::unique_ptr<OffsetReader> real_;
+  absl::Mutex mu_;
+  std::map<std::string, int32_t> pretend_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(HandoffServerTest, PartitionCountChangeForcesTheHandoff) {
+  StopServer();
+  auto real = RdKafkaOffsetReader::Create(kafka_->bootstraps());
+  ASSERT_TRUE(real.ok()) << real.status();
+  auto fake = std::make_shared<RepartitioningOffsets>(*std::move(real));
+  offsets_ = fake;
+  StartServer();
+  MakeBuckets();
+  Produce(kafka_->bootstraps(), "in_a", 2, 2);
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(TeamOnA(), b_, &moved).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+  WaitFor(id, InState(v1::HANDOFF_DRAINING));
+  fake->Pretend("in_a", 3);
+  v1::Handoff forced = WaitFor(id, InState(v1::HANDOFF_FORCED));
+  EXPECT_EQ(forced.end_reason(),
+            "partition count of topic in_a changed from 2 to 3 during the handoff");
+}
+
+TEST_F(HandoffServerTest, MaxHoldForcesAndLagAboveTheBoundRefusesMoves) {
+  StopServer();
+  max_hold_ = absl::Seconds(3);
+  max_move_lag_ = 5;
+  StartServer();
+  MakeBuckets();
+  Produce(kafka_->bootstraps(), "in_a", 2, 5);
+  const int64_t team = TeamOnA();
+  // Lag of bucket a is 10 > 5, once the monitor has read it (every 300 ms).
+  absl::SleepFor(absl::Seconds(1));
+  v1::AssignTeamResponse moved;
+  grpc::Status refused = Move(team, b_, &moved);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(refused.error_message(), HasSubstr("max_move_lag"));
+  ASSERT_TRUE(Move(team, b_, &moved, /*force=*/true).ok());
+  const int64_t id = moved.effect().handoffs(0).id();
+  // Nobody commits: --max_hold ends it.
+  v1::Handoff forced = WaitFor(id, InState(v1::HANDOFF_FORCED));
+  EXPECT_THAT(forced.end_reason(), HasSubstr("max_hold"));
+}
+
+class HandoffNoKafkaTest : public ServerFixture {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = ServerFixture::Options();
+    options.handoff.enabled = true;
+    options.handoff.poll_interval = absl::Milliseconds(100);
+    options.watch.client_lease = absl::Milliseconds(500);
+    options.watch.client_flush = absl::Milliseconds(100);
+    return options;
+  }
+};
+
+TEST_F(HandoffNoKafkaTest, WithoutKafkaADrainWithAGroupEndsForcedAndOneWithoutCompletes) {
+  // MakeBucket gives an ingestion topic and no consumer group.
+  const int32_t a = MakeBucket("a");
+  const int32_t b = MakeBucket("b", "other");
+  v1::CreateBucketRequest c;
+  c.mutable_bucket()->set_name("c");
+  c.mutable_bucket()->set_pool("third");
+  (*c.mutable_bucket()->mutable_topics())["ingestion"] = "in_c";
+  (*c.mutable_bucket()->mutable_consumer_groups())["ingestion"] = "g_c";
+  c.set_reason("test");
+  v1::CreateBucketResponse created;
+  ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), c, &created).ok());
+  const int32_t with_group = created.bucket().id();
+
+  v1::AssignTeamResponse first;
+  ASSERT_TRUE(Pin(1, b, &first).ok());  // from a: no group, nothing to wait for
+  ASSERT_EQ(first.effect().handoffs_size(), 1);
+  EXPECT_EQ(first.effect().handoffs(0).source_bucket_id(), a);
+  v1::AssignTeamResponse second;
+  ASSERT_TRUE(Pin(2, with_group, &second).ok());
+  v1::AssignTeamResponse third;
+  EXPECT_FALSE(Pin(2, b, &third).ok());  // team 2 is in an open handoff
+
+  auto wait_ended = [&](int64_t id) {
+    const absl::Time end = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < end) {
+      v1::ListHandoffsRequest req;
+      req.set_include_ended(true);
+      v1::ListHandoffsResponse resp;
+      EXPECT_TRUE(admin_->ListHandoffs(Ctx().get(), req, &resp).ok());
+      for (const v1::Handoff& h : resp.handoffs()) {
+        if (h.id() == id && h.state() != v1::HANDOFF_SWITCHING &&
+            h.state() != v1::HANDOFF_DRAINING) {
+          return h;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ADD_FAILURE() << "handoff " << id << " did not end";
+    return v1::Handoff();
+  };
+  EXPECT_EQ(wait_ended(first.effect().handoffs(0).id()).state(), v1::HANDOFF_COMPLETED);
+  // Team 2 moves out of c (which has a group) by a second pin.
+  ASSERT_TRUE(wait_ended(second.effect().handoffs(0).id()).state() == v1::HANDOFF_COMPLETED);
+  ASSERT_TRUE(Pin(2, b, &third).ok());
+  ASSERT_EQ(third.effect().handoffs_size(), 1);
+  EXPECT_EQ(third.effect().handoffs(0).source_bucket_id(), with_group);
+  v1::Handoff forced = wait_ended(third.effect().handoffs(0).id());
+  EXPECT_EQ(forced.state(), v1::HANDOFF_FORCED);
+  EXPECT_THAT(forced.end_reason(), HasSubstr("no kafka"));
+}
+
+}  // namespace
+}  // namespace bucketmap
