@@ -236,6 +236,20 @@ TEST_F(HandoffServerTest, LifecycleCompletesOnceTheGroupCommitsPastTheDrainPoint
     return h.state() == v1::HANDOFF_DRAINING && h.drains(0).lag() > 0;
   });
   EXPECT_THAT(draining.drains(0).end_offsets(), ElementsAre(5, 5));
+  // The metrics count it (every replica, from its snapshot).
+  bool counted = false;
+  for (int i = 0; i < 50 && !counted; ++i) {
+    for (const prometheus::MetricFamily& f : server_->metrics().registry().Collect()) {
+      if (f.name != "bucketmap_handoffs_open") continue;
+      for (const prometheus::ClientMetric& m : f.metric) {
+        if (m.label.size() == 1 && m.label[0].value == "DRAINING" && m.gauge.value == 1) {
+          counted = true;
+        }
+      }
+    }
+    if (!counted) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(counted);
   EXPECT_EQ(draining.drains(0).lag(), 10);
   EXPECT_TRUE(draining.missing_producers().empty());
 

@@ -127,6 +127,25 @@ TEST_F(HandoffStoreTest, PhaseChangesAreVersionsAndEndedHandoffsLeaveTheOpenSet)
   EXPECT_THAT(stale, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already ended")));
 }
 
+TEST_F(HandoffStoreTest, PhaseChangeOfAStaleLeaderEpochIsRefused) {
+  const int64_t team = MakeBuckets();
+  WriteResult w = MustWrite(Ctx("AssignTeam"), PolicyPin(team, 2, absl::Now()));
+  Handoff h = w.snapshot->handoffs()[0];
+  h.state = HandoffPhase::kDraining;
+  WriteContext ctx = Ctx("Handoff");
+  ctx.leader_epoch = 12345;  // never granted
+  auto stale = store_->Write(ctx, nullptr,
+                             [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+                               ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(
+                                                               before, h, HandoffPhase::kSwitching));
+                               return PlannedWrite{std::move(plan), ""};
+                             });
+  EXPECT_THAT(stale, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not the leader")));
+  auto loaded = store_->LoadSnapshot();
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ((*loaded)->handoffs()[0].state, HandoffPhase::kSwitching);
+}
+
 TEST_F(HandoffStoreTest, UnorderedMoveIsStoredAsForcedAndNotLoadedAsOpen) {
   const int64_t team = MakeBuckets();
   MustWrite(Ctx("AssignTeam"), PolicyPin(team, 2, absl::Now(), /*ordered=*/false));
