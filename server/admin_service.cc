@@ -26,19 +26,6 @@ constexpr int32_t kDefaultHistoryPage = 100;
 constexpr int32_t kMaxHistoryPage = 1000;
 constexpr int32_t kDefaultHandoffsPage = 100;
 constexpr int32_t kMaxHandoffsPage = 1000;
-constexpr size_t kMaxActorBytes = 128;
-
-// The actor recorded in the change log. Until authentication exists it is
-// whatever the caller names in `x-bucketmap-actor`.
-std::string ActorOf(const grpc::CallbackServerContext& ctx) {
-  auto it = ctx.client_metadata().find("x-bucketmap-actor");
-  if (it == ctx.client_metadata().end() || it->second.empty()) return "anonymous";
-  std::string actor(it->second.data(), std::min(it->second.size(), kMaxActorBytes));
-  for (char& c : actor) {
-    if (c < 0x20 || c > 0x7e) c = '?';
-  }
-  return actor;
-}
 
 // Digest of the request without its request_id and dry_run, so that a
 // replay with the same body matches and a reuse with another does not.
@@ -128,8 +115,18 @@ void TrimDeltaToTeam(int64_t team_id, v1::MappingDelta* delta) {
 }  // namespace
 
 AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
-                                   AdminServiceOptions options)
-    : manager_(manager), store_(store), workers_(workers), options_(options) {}
+                                   AdminServiceOptions options, const Authorizer* authorizer)
+    : manager_(manager),
+      store_(store),
+      workers_(workers),
+      options_(options),
+      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_),
+      rate_limiter_(options.write_rate_limit) {}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Refuse(grpc::CallbackServerContext* ctx) {
+  absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kAdmin);
+  return caller.ok() ? nullptr : FinishNow(ctx, caller.status());
+}
 
 template <typename Response>
 grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext* ctx,
@@ -139,11 +136,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
   if (absl::Status s = ValidateExpectedVersion(spec.expected_version); !s.ok()) {
     return FinishNow(ctx, s);
   }
+  // The actor is the token's name (or, without auth, the declared one).
+  absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kAdmin);
+  if (!caller.ok()) return FinishNow(ctx, caller.status());
+  if (!spec.dry_run) {
+    if (absl::Status s = rate_limiter_.Acquire(caller->name); !s.ok()) return FinishNow(ctx, s);
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   WriteContext write;
   // A forced move is recorded as such in the change log (SPEC §5.7).
   write.kind = spec.force ? absl::StrCat(spec.kind, "+force") : spec.kind;
-  write.actor = ActorOf(*ctx);
+  write.actor = caller->name;
   write.reason = spec.reason;
   write.request_id = spec.request_id;
   if (!spec.request_id.empty()) write.fingerprint = Fingerprint(spec.kind, *spec.request);
@@ -216,6 +219,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerContext* ctx,
                                                          const v1::CreateBucketRequest* request,
                                                          v1::CreateBucketResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (absl::Status s = ValidateCreateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::CreateBucketResponse> spec;
   spec.kind = "CreateBucket";
@@ -243,6 +247,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerContext* ctx,
                                                          const v1::UpdateBucketRequest* request,
                                                          v1::UpdateBucketResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (absl::Status s = ValidateUpdateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::UpdateBucketResponse> spec;
   spec.kind = "UpdateBucket";
@@ -272,6 +277,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerContext* ctx,
                                                         const v1::ListBucketsRequest* request,
                                                         v1::ListBucketsResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (!request->pool().empty()) {
     if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
       return FinishNow(ctx, s);
@@ -291,6 +297,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerContext* ctx,
                                                        const v1::AssignTeamRequest* request,
                                                        v1::AssignTeamResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (absl::Status s = ValidateAssignTeamRequest(*request); !s.ok()) return FinishNow(ctx, s);
   WriteSpec<v1::AssignTeamResponse> spec;
   spec.kind = "AssignTeam";
@@ -315,6 +322,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerContext* ctx,
                                                          const v1::UnassignTeamRequest* request,
                                                          v1::UnassignTeamResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
     return FinishNow(ctx, s);
   }
@@ -343,6 +351,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerContext* ctx,
                                                        const v1::BulkAssignRequest* request,
                                                        v1::BulkAssignResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (absl::Status s = ValidateBulkAssignRequest(*request, options_.max_bulk_assign); !s.ok()) {
     return FinishNow(ctx, s);
   }
@@ -371,6 +380,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
     grpc::CallbackServerContext* ctx, const v1::ListAssignmentsRequest* request,
     v1::ListAssignmentsResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (request->bucket_id() < 0) {
     return FinishNow(ctx, absl::InvalidArgumentError("bucket_id: must be positive"));
   }
@@ -440,6 +450,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
 grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerContext* ctx,
                                                        const v1::GetHistoryRequest* request,
                                                        v1::GetHistoryResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (request->team_id() < 0) {
     return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
   }
@@ -494,6 +505,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerContext* ctx,
                                                         const v1::ListClientsRequest*,
                                                         v1::ListClientsResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   workers_->Schedule([this, reactor, response] {
     absl::StatusOr<std::vector<ClientState>> clients = store_->ListClients(absl::Now());
@@ -531,6 +543,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerContext* ctx,
                                                          const v1::ListHandoffsRequest* request,
                                                          v1::ListHandoffsResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (request->team_id() < 0) {
     return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
   }
@@ -583,6 +596,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerContext* ctx,
                                                           const v1::CancelHandoffRequest* request,
                                                           v1::CancelHandoffResponse* response) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (request->handoff_id() < 1) {
     return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
                               "handoff_id: must be >= 1, got ", request->handoff_id())));

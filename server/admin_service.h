@@ -15,7 +15,9 @@
 #include "bucketmap/v1/admin.grpc.pb.h"
 #include "domain/planner.h"
 #include "server/handoff_coordinator.h"
+#include "server/auth.h"
 #include "server/mapping_manager.h"
+#include "server/rate_limit.h"
 #include "server/store.h"
 #include "server/worker_pool.h"
 
@@ -25,13 +27,17 @@ struct AdminServiceOptions {
   int64_t max_bulk_assign = 100000;
   // Upper bound on a write's time in PostgreSQL, below the call deadline.
   absl::Duration write_timeout = absl::Seconds(10);
+  // Writes per caller (token name); dry runs are not counted.
+  RateLimit write_rate_limit;
 };
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  // All dependencies must outlive the service.
+  // All dependencies must outlive the service. Every call needs an admin
+  // token (see auth.h); a null `authorizer` allows every call (development
+  // mode) and takes the actor from `x-bucketmap-actor`.
   AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
-                   AdminServiceOptions options);
+                   AdminServiceOptions options, const Authorizer* authorizer = nullptr);
 
   grpc::ServerUnaryReactor* CreateBucket(grpc::CallbackServerContext* ctx,
                                          const v1::CreateBucketRequest* request,
@@ -105,10 +111,17 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* RunWrite(grpc::CallbackServerContext* ctx, WriteSpec<Response> spec,
                                      Response* response);
 
+  // Finishes and returns the call when its caller is not an admin; null
+  // when the call may go on.
+  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx);
+
   MappingManager* const manager_;
   Store* const store_;
   WorkerPool* const workers_;
   const AdminServiceOptions options_;
+  const Authorizer dev_authorizer_{nullptr, false};
+  const Authorizer* const authorizer_;
+  WriteRateLimiter rate_limiter_;
   const HandoffCoordinator* handoffs_ = nullptr;
 };
 

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/pg_store.h"
+#include "server/rate_limit.h"
 #include "server/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -71,6 +72,27 @@ ABSL_FLAG(absl::Duration, watch_resume_age, absl::Hours(1),
           "...no older than this; older resumes get the snapshot.");
 ABSL_FLAG(absl::Duration, client_lease, absl::Seconds(30),
           "How long a watch client stays in ListClients after its last renewal.");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Bearer tokens, one `<name> <role> <sha256-hex-of-token>` per line (role: reader or "
+          "admin); SIGHUP reloads it. Empty: no authentication (development only). See "
+          "docs/security.md.");
+ABSL_FLAG(bool, allow_anonymous_reads, false,
+          "With --auth_tokens_file, let MappingService calls without a token through.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS on the gRPC port.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: clients must present a certificate it signed (mTLS).");
+ABSL_FLAG(int32_t, max_watch_streams, 50000,
+          "Most watch streams on this replica; more are refused with RESOURCE_EXHAUSTED. 0: no "
+          "limit.");
+ABSL_FLAG(int32_t, max_watch_streams_per_client, 8,
+          "Most watch streams of one client_id on this replica. 0: no limit.");
+ABSL_FLAG(std::string, write_rate_limit, "0",
+          "Writes per caller (auth token name, else the declared actor): N/s, N/m or N/h; 0 is "
+          "no limit. Over it, writes fail with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, write_rate_burst, 0,
+          "Writes a caller may make at once under --write_rate_limit (0: one second's worth, at "
+          "least 1).");
 ABSL_FLAG(std::string, replica_name, "",
           "This replica's name in ListClients (default: hostname:port).");
 
@@ -123,11 +145,25 @@ int Run() {
     return 2;
   }
 
-  // Block the stop signals in every thread; one thread waits for them.
+  absl::StatusOr<RateLimit> write_rate_limit =
+      ParseRateLimit(absl::GetFlag(FLAGS_write_rate_limit), absl::GetFlag(FLAGS_write_rate_burst));
+  if (!write_rate_limit.ok()) {
+    spdlog::error("{}", std::string(write_rate_limit.status().message()));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_watch_streams) < 0 ||
+      absl::GetFlag(FLAGS_max_watch_streams_per_client) < 0) {
+    spdlog::error("--max_watch_streams and --max_watch_streams_per_client must not be negative");
+    return 2;
+  }
+
+  // Block the stop and reload signals in every thread; one thread waits
+  // for them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   PgStoreOptions store_options;
@@ -177,6 +213,14 @@ int Run() {
   options.outbox.topic = absl::GetFlag(FLAGS_changes_topic);
   options.outbox.format = *changes_format;
   options.outbox.poll_interval = absl::GetFlag(FLAGS_outbox_poll_interval);
+  options.watch.max_streams = absl::GetFlag(FLAGS_max_watch_streams);
+  options.watch.max_streams_per_client = absl::GetFlag(FLAGS_max_watch_streams_per_client);
+  options.admin.write_rate_limit = *write_rate_limit;
+  options.auth.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  options.auth.allow_anonymous_reads = absl::GetFlag(FLAGS_allow_anonymous_reads);
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   if (options.watch.replica.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
@@ -203,7 +247,16 @@ int Run() {
   }
 
   int signal = 0;
-  sigwait(&signals, &signal);
+  for (;;) {
+    sigwait(&signals, &signal);
+    if (signal != SIGHUP) break;
+    // A bad file keeps the tokens in force; the error names the line,
+    // never a token.
+    if (absl::Status reloaded = (*server)->ReloadAuthTokens(); !reloaded.ok()) {
+      spdlog::error("SIGHUP: tokens not reloaded, the previous ones stay in force: {}",
+                    reloaded.ToString());
+    }
+  }
   spdlog::info("received signal {}: draining", signal);
   const absl::Time drain_start = absl::Now();
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));

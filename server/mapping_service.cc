@@ -30,14 +30,27 @@ bool ParseRequest(const grpc::ByteBuffer& buffer, v1::GetMappingRequest* request
   return request->ParseFromString(bytes);
 }
 
+// A WatchMapping call refused before it starts (auth).
+class RefusedStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* workers,
-                                       WatchHub* watch_hub)
-    : manager_(manager), workers_(workers), watch_hub_(watch_hub) {}
+                                       WatchHub* watch_hub, const Authorizer* authorizer)
+    : manager_(manager),
+      workers_(workers),
+      watch_hub_(watch_hub),
+      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_) {}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MappingServiceImpl::WatchMapping(
     grpc::CallbackServerContext* ctx) {
+  if (absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kRead); !caller.ok()) {
+    return new RefusedStream(caller.status());
+  }
   return watch_hub_->NewStream(ctx);
 }
 
@@ -45,6 +58,10 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetMapping(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kRead); !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   v1::GetMappingRequest parsed;
   if (!ParseRequest(*request, &parsed)) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: cannot parse"));
@@ -79,6 +96,10 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetTeam(grpc::CallbackServerContex
                                                       const v1::GetTeamRequest* request,
                                                       v1::TeamRoute* response) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kRead); !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;

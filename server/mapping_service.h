@@ -11,6 +11,7 @@
 
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "server/handoff_coordinator.h"
+#include "server/auth.h"
 #include "server/mapping_manager.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"
@@ -23,8 +24,11 @@ class MappingServiceImpl final
               v1::MappingService::WithRawCallbackMethod_WatchMapping<
                   v1::MappingService::Service>>> {
  public:
-  // All dependencies must outlive the service.
-  MappingServiceImpl(MappingManager* manager, WorkerPool* workers, WatchHub* watch_hub);
+  // All dependencies must outlive the service. Every call needs a reader
+  // or admin token, or none with anonymous reads (see auth.h); a null
+  // `authorizer` allows every call (development mode).
+  MappingServiceImpl(MappingManager* manager, WorkerPool* workers, WatchHub* watch_hub,
+                     const Authorizer* authorizer = nullptr);
 
   grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request,
@@ -45,6 +49,8 @@ class MappingServiceImpl final
   MappingManager* const manager_;
   WorkerPool* const workers_;
   WatchHub* const watch_hub_;
+  const Authorizer dev_authorizer_{nullptr, false};
+  const Authorizer* const authorizer_;
   const HandoffCoordinator* handoffs_ = nullptr;
 };
 

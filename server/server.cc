@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <fstream>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -15,6 +17,45 @@
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream contents;
+  if (in) contents << in.rdbuf();
+  if (!in || contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read"));
+  }
+  return contents.str();
+}
+
+// Plaintext without a certificate; TLS, and mTLS with a client CA.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
+    const TlsOptions& tls) {
+  if (tls.cert_file.empty()) {
+    if (!tls.key_file.empty() || !tls.client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls_cert: required with --tls_key or --tls_client_ca");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_key: required with --tls_cert");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(tls.cert_file, "--tls_cert"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem(tls.key_file, "--tls_key"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!tls.client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(tls.client_ca_file, "--tls_client_ca"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  spdlog::info("TLS on the gRPC port{}",
+               tls.client_ca_file.empty() ? "" : "; client certificates required (mTLS)");
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
     std::unique_ptr<Store> store, ServerOptions options) {
@@ -71,17 +112,22 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
       std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
                                  server->workers_.get(), metrics, options.watch);
   server->watch_hub_->Start();
-  server->mapping_service_ = std::make_unique<MappingServiceImpl>(
-      server->manager_.get(), server->workers_.get(), server->watch_hub_.get());
+  RETURN_IF_ERROR(server->StartAuth());
+  server->mapping_service_ =
+      std::make_unique<MappingServiceImpl>(server->manager_.get(), server->workers_.get(),
+                                           server->watch_hub_.get(), server->authorizer_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin);
+      server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
+      server->authorizer_.get());
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   ServerCredentialsFor(options.tls));
   server->admin_service_->SetHandoffCoordinator(server->handoffs_.get());
   server->mapping_service_->SetHandoffCoordinator(server->handoffs_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.grpc_listen, credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_size);
   builder.SetMaxSendMessageSize(options.max_message_size);
   // Clients send keepalive pings (every 20 s in the C++ library) to notice
@@ -101,6 +147,32 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   server->upkeep_ = std::thread([s = server.get()] { s->UpkeepLoop(); });
   return server;
+}
+
+absl::Status BucketmapServer::StartAuth() {
+  const AuthOptions& o = options_.auth;
+  tokens_ = o.tokens;
+  if (tokens_ == nullptr && !o.tokens_file.empty()) {
+    ASSIGN_OR_RETURN(tokens_, TokenStore::Load(o.tokens_file));
+  }
+  if (tokens_ == nullptr) {
+    spdlog::warn("no --auth_tokens_file: AUTHENTICATION IS OFF (development mode): anyone who "
+                 "reaches the gRPC port may read and change the mapping");
+  } else {
+    spdlog::info("authentication on: {} tokens{}", tokens_->size(),
+                 o.allow_anonymous_reads ? "; MappingService is open to anonymous readers" : "");
+  }
+  authorizer_ = std::make_unique<Authorizer>(tokens_, o.allow_anonymous_reads);
+  return absl::OkStatus();
+}
+
+absl::Status BucketmapServer::ReloadAuthTokens() {
+  if (tokens_ == nullptr) {
+    return absl::FailedPreconditionError("the server runs without --auth_tokens_file");
+  }
+  RETURN_IF_ERROR(tokens_->Reload());
+  spdlog::info("reloaded {}: {} tokens", tokens_->path(), tokens_->size());
+  return absl::OkStatus();
 }
 
 BucketmapServer::~BucketmapServer() { Shutdown(absl::ZeroDuration()); }

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/admin_service.h"
+#include "server/auth.h"
 #include "server/embedded_kafka.h"
 #include "server/handoff_coordinator.h"
 #include "server/event_publisher.h"
@@ -72,6 +73,24 @@ struct ReplicaOptions {
   absl::Duration leader_session_timeout = absl::Seconds(3);
 };
 
+// Who may call (server/auth.h, docs/security.md).
+struct AuthOptions {
+  // Empty: no authentication (development mode; a warning is logged).
+  std::string tokens_file;
+  // MappingService calls without a token are allowed.
+  bool allow_anonymous_reads = false;
+  // Tests: use this table instead of reading tokens_file.
+  std::shared_ptr<TokenStore> tokens;
+};
+
+// TLS on the gRPC port. Without cert_file the port is plaintext.
+struct TlsOptions {
+  std::string cert_file;  // PEM certificate chain
+  std::string key_file;   // PEM private key
+  // With a CA, clients must present a certificate it signed (mTLS).
+  std::string client_ca_file;
+};
+
 struct ServerOptions {
   // host:port; port 0 picks a free port (see BucketmapServer::port()).
   std::string grpc_listen = "0.0.0.0:50051";
@@ -87,6 +106,8 @@ struct ServerOptions {
   absl::Duration history_retention = absl::Hours(24 * 90);
   absl::Duration request_id_retention = absl::Hours(48);
   OutboxOptions outbox;
+  AuthOptions auth;
+  TlsOptions tls;
   ReplicaOptions replicas;
   // Coordinated moves (SPEC §5; server/handoff_coordinator.h). The
   // coordinator reads the bucket topics on the outbox's cluster
@@ -123,6 +144,10 @@ class BucketmapServer {
   // The handoff coordinator (SPEC §5). Never null.
   HandoffCoordinator& handoffs() { return *handoffs_; }
 
+  // Re-reads --auth_tokens_file (SIGHUP). On error the old tokens stay.
+  // FailedPrecondition when the server runs without a tokens file.
+  absl::Status ReloadAuthTokens();
+
   // Stops accepting calls, sends GOAWAY, and waits up to `grace` for
   // in-flight calls before cancelling them; then stops the outbox relay,
   // waiting up to outbox.shutdown_flush_timeout for deliveries. Idempotent.
@@ -132,6 +157,7 @@ class BucketmapServer {
   BucketmapServer() = default;
   void UpkeepLoop();
   absl::Status StartOutbox();
+  absl::Status StartAuth();
   // Leader task: runs the relay at `epoch`, or stops it.
   void StartRelay(int64_t epoch);
   void StopRelay();
@@ -144,6 +170,8 @@ class BucketmapServer {
   std::unique_ptr<MappingManager> manager_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<WatchHub> watch_hub_;
+  std::shared_ptr<TokenStore> tokens_;
+  std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<MappingServiceImpl> mapping_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
   // Declared in this order so the relay goes first, then the publisher,

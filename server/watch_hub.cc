@@ -330,8 +330,11 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       state_dirty_ = true;
     }
     client_role_ = sub.role();
-    if (!hub_->Register(this, client_role_)) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    if (grpc::Status registered = hub_->Register(this, client_role_, sub.client_id());
+        !registered.ok()) {
+      absl::MutexLock lock(&mu_);
+      subscribed_ = false;  // never registered: OnDone has nothing to undo
+      return registered;
     }
     // Catch-up: the snapshot or the deltas since known_version, then SYNC.
     Poke();
@@ -696,17 +699,36 @@ grpc::ByteBuffer WatchHub::BuildPush(int64_t acked, const std::vector<int32_t>& 
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-bool WatchHub::Register(WatchStream* stream, int role) {
+grpc::Status WatchHub::Register(WatchStream* stream, int role, const std::string& client_id) {
   absl::MutexLock lock(&mu_);
-  if (stopped_) return false;
+  if (stopped_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+  if (options_.max_streams > 0 && streams_.size() >= static_cast<size_t>(options_.max_streams)) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("--max_watch_streams: this replica already serves ",
+                                     streams_.size(), " watch streams; try another replica"));
+  }
+  int& of_client = streams_of_client_[client_id];
+  if (options_.max_streams_per_client > 0 && of_client >= options_.max_streams_per_client) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("--max_watch_streams_per_client: client_id \"", client_id,
+                                     "\" already has ", of_client,
+                                     " watch streams on this replica"));
+  }
+  ++of_client;
+  client_of_[stream] = client_id;
   streams_.insert(stream);
   metrics_->SetWatchers(role, ++watchers_by_role_[role]);
-  return true;
+  return grpc::Status::OK;
 }
 
 void WatchHub::Unregister(WatchStream* stream, int role) {
   absl::MutexLock lock(&mu_);
   if (streams_.erase(stream) > 0) metrics_->SetWatchers(role, --watchers_by_role_[role]);
+  if (auto it = client_of_.find(stream); it != client_of_.end()) {
+    auto count = streams_of_client_.find(it->second);
+    if (--count->second == 0) streams_of_client_.erase(count);
+    client_of_.erase(it);
+  }
 }
 
 size_t WatchHub::stream_count() const {

@@ -69,6 +69,11 @@ struct WatchOptions {
   absl::Duration client_lease = absl::Seconds(30);
   // This replica's name in ListClients.
   std::string replica = "bucketmap";
+  // Subscribed streams allowed on this replica, in total and per
+  // client_id; 0 is unlimited. Over the limit, the subscribe fails with
+  // RESOURCE_EXHAUSTED naming the limit.
+  int max_streams = 0;
+  int max_streams_per_client = 0;
 };
 
 class WatchStream;
@@ -140,8 +145,10 @@ class WatchHub {
   grpc::ByteBuffer BuildPush(int64_t acked, const std::vector<int32_t>& filter, uint64_t nonce,
                              bool force_snapshot, bool reset, int64_t* to_version);
 
-  // Stream bookkeeping (called by WatchStream).
-  bool Register(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
+  // Stream bookkeeping (called by WatchStream). Register fails with
+  // UNAVAILABLE once stopped, RESOURCE_EXHAUSTED over a stream limit.
+  grpc::Status Register(WatchStream* stream, int role, const std::string& client_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Unregister(WatchStream* stream, int role) ABSL_LOCKS_EXCLUDED(mu_);
   // Records the final state of a client whose stream ended.
   void ClientDisconnected(ClientState state) ABSL_LOCKS_EXCLUDED(departed_mu_);
@@ -181,6 +188,9 @@ class WatchHub {
   mutable absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<WatchStream*> streams_ ABSL_GUARDED_BY(mu_);
+  // For max_streams_per_client: each stream's client_id, and the count.
+  absl::flat_hash_map<WatchStream*, std::string> client_of_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> streams_of_client_ ABSL_GUARDED_BY(mu_);
   std::map<int, int64_t> watchers_by_role_ ABSL_GUARDED_BY(mu_);
   // Frames of consecutive versions, oldest first, ending at last_.
   std::deque<std::shared_ptr<const VersionFrame>> frames_ ABSL_GUARDED_BY(mu_);

@@ -1,16 +1,55 @@
 #include "bucketmap/watch.h"
 
 #include <algorithm>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "client/src/tsan.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream contents;
+  if (in) contents << in.rdbuf();
+  if (!in || contents.str().empty()) {
+    return absl::NotFoundError(absl::StrCat("tls.", what, " ", path, ": cannot read"));
+  }
+  return contents.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const WatchTlsOptions& tls) {
+  if (!tls.enabled) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  if (!tls.root_ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadPem(tls.root_ca_file, "root_ca_file");
+    if (!pem.ok()) return pem.status();
+    ssl.pem_root_certs = *std::move(pem);
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError("tls.cert_file and tls.key_file: set both or neither");
+  }
+  if (!tls.cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem(tls.cert_file, "cert_file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem(tls.key_file, "key_file");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
 
 WatchConnection::WatchConnection(Client* client, WatchConnectionOptions options)
     : client_(client), options_(std::move(options)) {}
@@ -73,7 +112,13 @@ bool WatchConnection::RunStream(const std::string& address) {
   // Notice a dead server within seconds even when no push is due.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentials(options_.tls);
+  if (!credentials.ok()) {
+    spdlog::warn("bucketmap: cannot connect to {}: {}", address, credentials.status().ToString());
+    return false;
+  }
+  auto channel = grpc::CreateCustomChannel(address, *credentials, args);
   auto stub = v1::MappingService::NewStub(channel);
 
   grpc::ClientContext context;

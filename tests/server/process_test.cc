@@ -22,6 +22,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "tests/support/generic_calls.h"
 #include "tests/support/local_process.h"
 #include "tests/support/pg_harness.h"
 
@@ -94,27 +95,9 @@ class ProcessTest : public ::testing::Test {
     return -1;
   }
 
-  // Sends one unary call through the generic stub.
   grpc::Status GenericUnary(const std::string& method, const std::string& request,
                             std::string* response) {
-    grpc::GenericStub stub(channel_);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    grpc::Slice slice(request);
-    grpc::ByteBuffer req(&slice, 1);
-    grpc::ByteBuffer resp;
-    grpc::Status result;
-    absl::Notification done;
-    stub.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
-      result = std::move(s);
-      done.Notify();
-    });
-    done.WaitForNotification();
-    std::vector<grpc::Slice> slices;
-    if (result.ok() && resp.Dump(&slices).ok()) {
-      for (auto& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-    return result;
+    return bucketmap::GenericUnary(channel_, method, request, response);
   }
 
   std::unique_ptr<TestPostgres> pg_;
@@ -123,47 +106,6 @@ class ProcessTest : public ::testing::Test {
   int grpc_port_ = 0;
   int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
-};
-
-// A bidi call that sends one reflection request and reads one response.
-class ReflectionCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  ReflectionCall(grpc::GenericStub* stub, const std::string& request) {
-    ctx_.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    slice_ = grpc::Slice(request);
-    request_ = grpc::ByteBuffer(&slice_, 1);
-    stub->PrepareBidiStreamingCall(&ctx_, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                                   grpc::StubOptions(), this);
-    StartWrite(&request_);
-    StartRead(&response_);
-    StartCall();
-  }
-  void OnWriteDone(bool) override { StartWritesDone(); }
-  void OnReadDone(bool ok) override {
-    if (ok) {
-      std::vector<grpc::Slice> slices;
-      if (response_.Dump(&slices).ok()) {
-        for (auto& s : slices) text_.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-  }
-  void OnDone(const grpc::Status& s) override {
-    status_ = s;
-    done_.Notify();
-  }
-  std::string Wait() {
-    done_.WaitForNotification();
-    return text_;
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  grpc::Slice slice_;
-  grpc::ByteBuffer request_;
-  grpc::ByteBuffer response_;
-  std::string text_;
-  grpc::Status status_;
-  absl::Notification done_;
 };
 
 TEST_F(ProcessTest, ServesHealthReflectionAndMetricsThenStopsCleanlyOnSigterm) {

@@ -36,12 +36,27 @@ constexpr double kDefaultTimeoutSeconds = 30;
 constexpr int64_t kDefaultMaxMessageSize = 64 << 20;
 constexpr char kActorHeader[] = "x-bucketmap-actor";
 
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream contents;
+  if (in) contents << in.rdbuf();
+  if (!in || contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  }
+  return contents.str();
+}
+
 struct Options {
   std::string server;
   bool json = false;
   double timeout_seconds = kDefaultTimeoutSeconds;
   int64_t max_message_size = kDefaultMaxMessageSize;
   std::string actor;
+  std::string token;  // never printed
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 const char* CodeName(grpc::StatusCode code) {
@@ -85,15 +100,41 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
-// One channel and the two stubs; every call gets the deadline and the
-// actor header.
+// Plaintext, or TLS when any TLS flag is given.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const Options& o) {
+  if (!o.tls && o.tls_ca.empty() && o.tls_cert.empty() && o.tls_key.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key: give both or neither");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!o.tls_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(o.tls_ca, "--tls_ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!o.tls_cert.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(o.tls_cert, "--tls_cert");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(o.tls_key, "--tls_key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// One channel and the two stubs; every call gets the deadline, the token
+// and the actor header.
 class Client {
  public:
-  explicit Client(const Options& options) : options_(options) {
+  Client(const Options& options, std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : options_(options) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_size));
     args.SetMaxSendMessageSize(static_cast<int>(options.max_message_size));
-    channel_ = grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel(options.server, std::move(credentials), args);
     admin_ = v1::AdminService::NewStub(channel_);
     mapping_ = v1::MappingService::NewStub(channel_);
   }
@@ -110,6 +151,7 @@ class Client {
                                std::chrono::duration<double>(options_.timeout_seconds)));
     }
     if (!options_.actor.empty()) context.AddMetadata(kActorHeader, options_.actor);
+    if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
     return fn(&context);
   }
 
@@ -524,7 +566,16 @@ int Main(int argc, char** argv) {
   options.actor = global_value("actor");
   if (options.actor.empty()) options.actor = Env("BUCKETMAP_ACTOR");
 
-  Client client(options);
+  options.token = global_value("token");
+  if (options.token.empty()) options.token = Env("BUCKETMAP_TOKEN");
+  options.tls = args->GetBool("tls") || global->GetBool("tls");
+  options.tls_ca = global_value("tls-ca");
+  options.tls_cert = global_value("tls-cert");
+  options.tls_key = global_value("tls-key");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = Credentials(options);
+  if (!credentials.ok()) return UsageError(command, credentials.status().message());
+
+  Client client(options, *std::move(credentials));
   Context context{client, options, *command, *args};
   return runner(context);
 }

@@ -275,6 +275,9 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"server", FlagKind::kValue},  {"json", FlagKind::kBool},
       {"timeout", FlagKind::kValue}, {"max-message-size", FlagKind::kValue},
       {"actor", FlagKind::kValue},   {"help", FlagKind::kBool},
+      {"token", FlagKind::kValue},   {"tls", FlagKind::kBool},
+      {"tls-ca", FlagKind::kValue},  {"tls-cert", FlagKind::kValue},
+      {"tls-key", FlagKind::kValue},
   };
   return *flags;
 }
@@ -311,6 +314,14 @@ std::string HelpText() {
       "  --max_message_size BYTES  largest response accepted (default 67108864)\n"
       "  --actor NAME              who makes the change, sent as x-bucketmap-actor\n"
       "                            (default: $BUCKETMAP_ACTOR, else the server's default)\n"
+      "                            (ignored by servers with auth: they record the token's\n"
+      "                            name)\n"
+      "  --token TOKEN             bearer token (default: $BUCKETMAP_TOKEN; prefer the\n"
+      "                            variable: arguments show in `ps`)\n"
+      "  --tls                     connect with TLS, trusting the system's CAs\n"
+      "  --tls_ca FILE             connect with TLS, trusting this PEM CA bundle\n"
+      "  --tls_cert FILE           client certificate for mTLS (PEM; with --tls_key)\n"
+      "  --tls_key FILE            its private key (PEM)\n"
       "Flags are written --name VALUE or --name=VALUE; '_' and '-' are interchangeable.\n"
       "\n"
       "Commands:\n";

@@ -10,6 +10,10 @@
 // synced. With a cache file and no mapping yet, Start() first seeds the
 // client from the file, so it can route while no server is reachable.
 //
+// A stream refused for authentication (UNAUTHENTICATED, PERMISSION_DENIED)
+// or a limit (RESOURCE_EXHAUSTED) is logged with its message and retried
+// with the same backoff: tokens and limits can change on the server.
+//
 // Thread safety: Start() and Stop() may be called from any thread; the
 // connection runs on one thread of its own. The Client must outlive the
 // WatchConnection.
@@ -39,6 +43,18 @@ class ClientContext;
 
 namespace bucketmap {
 
+// TLS towards the servers. The files are read at every connection attempt,
+// so renewed certificates are picked up without a restart.
+struct WatchTlsOptions {
+  // Connect with TLS (verifying the server against root_ca_file, or the
+  // system roots when it is empty).
+  bool enabled = false;
+  std::string root_ca_file;
+  // For mTLS: this client's certificate chain and private key (PEM).
+  std::string cert_file;
+  std::string key_file;
+};
+
 struct WatchConnectionOptions {
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(10);
@@ -57,6 +73,8 @@ struct WatchConnectionOptions {
   // drained_version 0: the producer never passes a barrier and handoffs
   // wait for their grace deadline.
   DeliveryTracker* delivery_tracker = nullptr;
+  // The bearer token comes from ClientOptions::bearer_token.
+  WatchTlsOptions tls;
 };
 
 class WatchConnection {
