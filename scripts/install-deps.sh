@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql kcat libspdlog-dev liburcu-dev libxxhash-dev
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
+  openssl libssl-dev
 )
 
 missing=()
