@@ -1,6 +1,7 @@
 #include "server/handoff_coordinator.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -206,9 +207,10 @@ void HandoffCoordinator::CoordinatorLoop(int64_t epoch, absl::Time leader_since)
   for (;;) {
     std::shared_ptr<const ServedSnapshot> current = manager_->Current();
     bool leading = true;
+    std::optional<std::vector<ClientState>> clients;  // read once per round, when needed
     for (const Handoff& h : current->snapshot().handoffs()) {
       if (Stopping()) return;
-      if (!Advance(h, epoch, leader_since)) {
+      if (!Advance(h, epoch, leader_since, &clients)) {
         leading = false;
         break;
       }
@@ -224,7 +226,8 @@ void HandoffCoordinator::CoordinatorLoop(int64_t epoch, absl::Time leader_since)
   }
 }
 
-bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time leader_since) {
+bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time leader_since,
+                                 std::optional<std::vector<ClientState>>* clients) {
   const absl::Time now = absl::Now();
   Handoff next = h;
   next.phase_time = now;
@@ -238,13 +241,17 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
 
   if (h.state == HandoffPhase::kSwitching) {
     if (now < leader_since + options_.client_lease) return true;  // see the header
-    absl::StatusOr<std::vector<ClientState>> clients = store_->ListClients(now);
-    if (!clients.ok()) {
-      spdlog::warn("handoff {}: cannot read the producers: {}", h.id, clients.status().ToString());
-      return true;
+    if (!clients->has_value()) {
+      absl::StatusOr<std::vector<ClientState>> listed = store_->ListClients(now);
+      if (!listed.ok()) {
+        spdlog::warn("handoff {}: cannot read the producers: {}", h.id,
+                     listed.status().ToString());
+        return true;
+      }
+      *clients = *std::move(listed);
     }
     std::vector<std::string> missing;
-    for (const ClientState& c : *clients) {
+    for (const ClientState& c : **clients) {
       if (c.role == kProducerRole && c.drained_version < h.opened_version) {
         missing.push_back(c.client_id);
       }

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -130,7 +131,9 @@ class HandoffCoordinator {
   void CoordinatorLoop(int64_t epoch, absl::Time leader_since);
   // Moves one open handoff on; returns false when this replica must stop
   // acting (it is no longer the leader).
-  bool Advance(const Handoff& h, int64_t epoch, absl::Time leader_since);
+  // `clients` caches the leased sessions for one round.
+  bool Advance(const Handoff& h, int64_t epoch, absl::Time leader_since,
+               std::optional<std::vector<ClientState>>* clients);
   // Starts draining from next->drain_index: records the drain point of the
   // first role that has something to drain; skips (marks drained) roles
   // with nothing to wait for; ends the handoff when no role is left.
