@@ -352,6 +352,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
                                                        const v1::BulkAssignRequest* request,
                                                        v1::BulkAssignResponse* response) {
   if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+  // A limit, not a malformed request (SPEC §3): RESOURCE_EXHAUSTED.
+  if (request->assignments_size() > options_.max_bulk_assign) {
+    return FinishNow(ctx, absl::ResourceExhaustedError(absl::StrCat(
+                              "assignments: ", request->assignments_size(),
+                              " entries exceed --max_bulk_assign (", options_.max_bulk_assign,
+                              " per call); split the load into batches")));
+  }
   if (absl::Status s = ValidateBulkAssignRequest(*request, options_.max_bulk_assign); !s.ok()) {
     return FinishNow(ctx, s);
   }

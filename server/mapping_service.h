@@ -10,8 +10,8 @@
 #define BUCKETMAP_SERVER_MAPPING_SERVICE_H_
 
 #include "bucketmap/v1/mapping.grpc.pb.h"
-#include "server/handoff_coordinator.h"
 #include "server/auth.h"
+#include "server/handoff_coordinator.h"
 #include "server/mapping_manager.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"

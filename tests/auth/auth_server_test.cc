@@ -362,8 +362,8 @@ TEST_F(AuthServerTest, BulkAssignSizeCap) {
   }
   v1::BulkAssignResponse resp;
   grpc::Status s = admin_->BulkAssign(CtxAs(Caller::kAdmin).get(), req, &resp);
-  EXPECT_FALSE(s.ok());
-  EXPECT_THAT(s.error_message(), HasSubstr("exceed the limit of 3"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("assignments: 4 entries exceed --max_bulk_assign (3"));
   req.mutable_assignments()->RemoveLast();
   EXPECT_TRUE(admin_->BulkAssign(CtxAs(Caller::kAdmin).get(), req, &resp).ok());
 }
