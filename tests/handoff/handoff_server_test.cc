@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "server/embedded_kafka.h"
 #include "server/kafka_offsets.h"
+#include "tests/handoff/kafka_test_util.h"
 #include "tests/server/server_fixture.h"
 #include "tests/server/watch_client.h"
 #include "tests/support/kafka_harness.h"
@@ -30,53 +31,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr char kChanges[] = "bucketmap_changes";
-
-// Produces `n` messages to each partition of `topic`; librdkafka handles.
-void Produce(const std::string& bootstrap, const std::string& topic, int partitions, int n) {
-  char error[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
-  ASSERT_NE(rk, nullptr) << error;
-  for (int p = 0; p < partitions; ++p) {
-    for (int i = 0; i < n; ++i) {
-      std::string payload = absl::StrCat("event ", p, "/", i);
-      ASSERT_EQ(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(p),
-                                  RD_KAFKA_V_VALUE(payload.data(), payload.size()),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                RD_KAFKA_RESP_ERR_NO_ERROR);
-    }
-  }
-  EXPECT_EQ(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_destroy(rk);
-}
-
-// Commits `offset` on every partition of `topic` for `group`, as a consumer
-// that processed everything before it would.
-void Commit(const std::string& bootstrap, const std::string& group, const std::string& topic,
-            int partitions, int64_t offset) {
-  char error[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));
-  rd_kafka_conf_set(conf, "group.id", group.c_str(), error, sizeof(error));
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", error, sizeof(error));
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
-  ASSERT_NE(rk, nullptr) << error;
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
-  for (int p = 0; p < partitions; ++p) {
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = offset;
-  }
-  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-  for (int attempt = 0; attempt < 20; ++attempt) {
-    err = rd_kafka_commit(rk, list, 0);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
-  EXPECT_EQ(err, RD_KAFKA_RESP_ERR_NO_ERROR) << rd_kafka_err2str(err);
-  rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-}
 
 class HandoffServerTest : public ServerFixture {
  protected:
