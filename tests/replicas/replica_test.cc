@@ -133,6 +133,15 @@ class ReplicaTest : public ::testing::Test {
     }
   }
 
+  // A watcher subscribed on `r`, its catch-up read up to the SYNC.
+  static std::unique_ptr<WatchClient> SyncedWatcher(Replica& r, const std::string& client_id,
+                                                    v1::ClientRole role = v1::CONSUMER) {
+    auto watcher = std::make_unique<WatchClient>(r.mapping.get());
+    watcher->Subscribe(client_id, role);
+    EXPECT_GE(ReadUntilSync(*watcher), 0) << client_id;
+    return watcher;
+  }
+
   // Waits for a push reaching `version`, ACKing pushes on the way.
   static std::optional<v1::WatchResponse::Push> WaitForPush(WatchClient& client, int64_t version,
                                                             absl::Duration timeout) {
@@ -184,16 +193,14 @@ TEST_F(ReplicaTest, WriteOnOneReplicaReachesWatcherOfAnotherAsDeltas) {
   Replica& a = Start("a");
   Replica& b = Start("b");
   const int32_t bucket = MakeBucket(a, "b1");
-  WatchClient watcher(b.mapping.get());
-  watcher.Subscribe("watcher-on-b", v1::CONSUMER);
-  ASSERT_GE(ReadUntilSync(watcher), 0);
+  std::unique_ptr<WatchClient> watcher = SyncedWatcher(b, "watcher-on-b");
 
   for (int i = 0; i < 5; ++i) {
     const absl::Time start = absl::Now();
     const int64_t version = Pin(a, 100 + i, bucket);
     ASSERT_GT(version, 0);
     std::optional<v1::WatchResponse::Push> push =
-        WaitForPush(watcher, version, absl::Seconds(5));
+        WaitForPush(*watcher, version, absl::Seconds(5));
     ASSERT_TRUE(push.has_value()) << "version " << version << " never reached replica b";
     // The poll is off (1 h): this came through NOTIFY, as a delta.
     EXPECT_LT(absl::Now() - start, absl::Seconds(2));
@@ -206,12 +213,8 @@ TEST_F(ReplicaTest, ListClientsOnOneReplicaShowsEveryReplicasClients) {
   Replica& a = Start("a");
   Replica& b = Start("b");
   MakeBucket(a, "b1");
-  WatchClient on_a(a.mapping.get());
-  on_a.Subscribe("client-on-a", v1::PRODUCER);
-  ASSERT_GE(ReadUntilSync(on_a), 0);
-  WatchClient on_b(b.mapping.get());
-  on_b.Subscribe("client-on-b", v1::CONSUMER);
-  ASSERT_GE(ReadUntilSync(on_b), 0);
+  std::unique_ptr<WatchClient> on_a = SyncedWatcher(a, "client-on-a", v1::PRODUCER);
+  std::unique_ptr<WatchClient> on_b = SyncedWatcher(b, "client-on-b");
 
   const absl::Time end = absl::Now() + absl::Seconds(10);
   std::map<std::string, std::string> seen;  // client_id -> replica
@@ -450,9 +453,7 @@ TEST_F(ReplicaTest, ListenerReconnectsAfterPostgresRestart) {
   Replica& a = Start("a");
   Replica& b = Start("b");
   const int32_t bucket = MakeBucket(a, "b1");
-  WatchClient watcher(b.mapping.get());
-  watcher.Subscribe("watcher-on-b", v1::CONSUMER);
-  ASSERT_GE(ReadUntilSync(watcher), 0);
+  std::unique_ptr<WatchClient> watcher = SyncedWatcher(b, "watcher-on-b");
 
   ASSERT_TRUE(pg_->Restart().ok());
   // Writes fail until the pool notices; retry for a while.
@@ -473,7 +474,7 @@ TEST_F(ReplicaTest, ListenerReconnectsAfterPostgresRestart) {
   absl::SleepFor(absl::Seconds(2));
   const absl::Time start = absl::Now();
   const int64_t next = Pin(a, 8, bucket);
-  ASSERT_TRUE(WaitForPush(watcher, next, absl::Seconds(5)).has_value());
+  ASSERT_TRUE(WaitForPush(*watcher, next, absl::Seconds(5)).has_value());
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
 }
 
