@@ -383,6 +383,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     if (!subscribed_) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "nack: subscribe first");
     }
+    std::string client_id;  // logged after the lock is released
     {
       absl::MutexLock lock(&mu_);
       if (!push_unacked_ || nack.nonce() != nonce_) return grpc::Status::OK;  // stale
@@ -392,8 +393,9 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       client_.last_nack = absl::Now();
       client_.last_nack_error = nack.error().substr(0, 1024);
       state_dirty_ = true;
+      client_id = client_.client_id;
     }
-    spdlog::warn("watch client {} NACKed push {}: {}", client_.client_id, nack.nonce(),
+    spdlog::warn("watch client {} NACKed push {}: {}", client_id, nack.nonce(),
                  nack.error().substr(0, 200));
     hub_->metrics().RecordWatchEvent("nack");
     Poke();
