@@ -82,7 +82,18 @@ absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const
   return result;
 }
 
-absl::Status MappingManager::AdvanceLocked(int64_t target) {
+bool MappingManager::OtherCluster(const std::string& cluster_id) const {
+  std::shared_ptr<const ServedSnapshot> current = Current();
+  return !cluster_id.empty() && current != nullptr &&
+         current->snapshot().cluster_id() != cluster_id;
+}
+
+absl::Status MappingManager::AdvanceLocked(int64_t target, const std::string& cluster_id) {
+  if (OtherCluster(cluster_id)) {
+    spdlog::warn("the database now has cluster id {} (was {}): restored or replaced; reloading",
+                 cluster_id, Current()->snapshot().cluster_id());
+    return ReloadLocked();
+  }
   std::shared_ptr<const ServedSnapshot> current = Current();
   if (current != nullptr && current->version() >= target) return absl::OkStatus();
   if (current == nullptr || target - current->version() > kMaxDeltaCatchUp) return ReloadLocked();
@@ -109,11 +120,13 @@ absl::Status MappingManager::AdvanceLocked(int64_t target) {
   return absl::OkStatus();
 }
 
-absl::Status MappingManager::Advance(int64_t version) {
+absl::Status MappingManager::Advance(int64_t version, const std::string& cluster_id) {
   std::shared_ptr<const ServedSnapshot> current = Current();
-  if (current != nullptr && current->version() >= version) return absl::OkStatus();
+  if (current != nullptr && current->version() >= version && !OtherCluster(cluster_id)) {
+    return absl::OkStatus();
+  }
   absl::MutexLock lock(&write_mu_);
-  return AdvanceLocked(version);
+  return AdvanceLocked(version, cluster_id);
 }
 
 absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
@@ -124,8 +137,8 @@ absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
     absl::MutexLock lock(&write_mu_);
     current = Current();
     if (current == nullptr || current->version() < min_version) {
-      absl::StatusOr<int64_t> stored = store_->CurrentVersion();
-      absl::Status s = stored.ok() ? AdvanceLocked(*stored) : stored.status();
+      absl::StatusOr<std::pair<int64_t, std::string>> stored = store_->CurrentVersionAndCluster();
+      absl::Status s = stored.ok() ? AdvanceLocked(stored->first, stored->second) : stored.status();
       if (!s.ok()) {
         return absl::UnavailableError(absl::StrCat("replica is behind min_version ", min_version,
                                                    " and cannot catch up: ", s.message()));
@@ -142,11 +155,14 @@ absl::StatusOr<std::shared_ptr<const ServedSnapshot>> MappingManager::CatchUp(
 }
 
 absl::StatusOr<int64_t> MappingManager::Refresh() {
-  ASSIGN_OR_RETURN(int64_t stored, store_->CurrentVersion());
+  ASSIGN_OR_RETURN(const auto stored_at, store_->CurrentVersionAndCluster());
+  const auto& [stored, cluster_id] = stored_at;
   std::shared_ptr<const ServedSnapshot> current = Current();
-  if (current != nullptr && current->version() >= stored) return current->version();
+  if (current != nullptr && current->version() >= stored && !OtherCluster(cluster_id)) {
+    return current->version();
+  }
   absl::MutexLock lock(&write_mu_);
-  RETURN_IF_ERROR(AdvanceLocked(stored));
+  RETURN_IF_ERROR(AdvanceLocked(stored, cluster_id));
   return Current()->version();
 }
 

@@ -75,13 +75,15 @@ class MappingManager {
   // Advance()
   //
   // Brings the snapshot to at least `version`, a version known to be
-  // committed (announced by another replica's NOTIFY). Versions are
+  // committed (announced by another replica's NOTIFY) in the database of
+  // `cluster_id` ("": unknown, taken to be ours). A database of another
+  // cluster (restored or replaced) is loaded whole, whatever the versions. Versions are
   // applied one by one from the change log's deltas, so watchers are sent
   // deltas and a large mapping is not reloaded per write; the whole
   // snapshot is reloaded only when the deltas are gone (pruned) or more
   // than kMaxDeltaCatchUp versions behind. Unavailable if the store is
   // unreachable.
-  absl::Status Advance(int64_t version);
+  absl::Status Advance(int64_t version, const std::string& cluster_id = "");
 
   // Beyond this many versions behind, Advance reloads the snapshot.
   static constexpr int64_t kMaxDeltaCatchUp = 1000;
@@ -100,8 +102,12 @@ class MappingManager {
   void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Advances to `target` from deltas, else by a reload (see Advance).
-  absl::Status AdvanceLocked(int64_t target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Advances to `target` of `cluster_id` from deltas, else by a reload
+  // (see Advance).
+  absl::Status AdvanceLocked(int64_t target, const std::string& cluster_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // True when `cluster_id` is known and not the current snapshot's.
+  bool OtherCluster(const std::string& cluster_id) const;
 
   Store* const store_;
   // Held across a whole write or reload, so publications are ordered.

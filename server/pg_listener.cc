@@ -7,9 +7,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <pqxx/pqxx>
+#include <string>
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "server/pg_util.h"
 #include "spdlog/spdlog.h"
@@ -23,21 +26,29 @@ class VersionReceiver final : public pqxx::notification_receiver {
   VersionReceiver(pqxx::connection_base& conn, const std::string& channel)
       : pqxx::notification_receiver(conn, channel) {}
 
+  // Payload: "<version> <cluster_id>" (PgStore), or just "<version>".
   void operator()(const std::string& payload, int /*backend_pid*/) override {
+    const std::pair<absl::string_view, absl::string_view> parts =
+        absl::StrSplit(payload, absl::MaxSplits(' ', 1));
     int64_t version = 0;
-    if (absl::SimpleAtoi(payload, &version)) {
-      max_ = std::max(max_, version);
-    } else {
-      // Not from PgStore; still a reason to look.
-      max_ = std::max<int64_t>(max_, 0);
+    if (!absl::SimpleAtoi(parts.first, &version)) version = 0;  // still a reason to look
+    if (version >= max_) {
+      max_ = version;
+      cluster_id_ = std::string(parts.second);
     }
   }
 
-  // The highest version since the last call; -1 when nothing arrived.
-  int64_t Take() { return std::exchange(max_, -1); }
+  // The highest version since the last call (-1 when nothing arrived) and
+  // its cluster id.
+  int64_t Take(std::string* cluster_id) {
+    *cluster_id = std::move(cluster_id_);
+    cluster_id_.clear();
+    return std::exchange(max_, -1);
+  }
 
  private:
   int64_t max_ = -1;
+  std::string cluster_id_;
 };
 
 }  // namespace
@@ -94,7 +105,10 @@ bool PgListener::ListenOnce() {
     on_connected_();
     for (;;) {
       conn.get_notifs();  // throws once the connection is broken
-      if (const int64_t version = receiver.Take(); version >= 0) on_version_(version);
+      std::string cluster_id;
+      if (const int64_t version = receiver.Take(&cluster_id); version >= 0) {
+        on_version_(version, cluster_id);
+      }
       if (!Wait(conn.sock(), absl::InfiniteDuration())) {
         connected_.store(false, std::memory_order_release);
         return false;

@@ -6,8 +6,9 @@
 // kVersionChannel (server/pg_store.h); PostgreSQL delivers it at commit,
 // in commit order. The listener thread waits on the connection's socket
 // (and on a wake-up fd for Stop), and after each batch of notifications
-// calls on_version(v) with the highest version of the batch, so a burst of
-// writes costs one catch-up. When the connection breaks (PostgreSQL
+// calls on_version(v, cluster_id) with the highest version of the batch
+// (and the cluster id it came with; "" if the payload had none), so a burst
+// of writes costs one catch-up. When the connection breaks (PostgreSQL
 // restarts, the network fails) it reconnects every `reconnect_delay` and
 // calls on_connected() after each (re)connection: notifications sent
 // meanwhile are lost, so the owner catches up by polling once.
@@ -39,7 +40,7 @@ struct PgListenerOptions {
 
 class PgListener {
  public:
-  using VersionFn = std::function<void(int64_t version)>;
+  using VersionFn = std::function<void(int64_t version, const std::string& cluster_id)>;
   using ConnectedFn = std::function<void()>;
 
   PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected);

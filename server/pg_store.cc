@@ -614,6 +614,19 @@ absl::StatusOr<int64_t> PgStore::CurrentVersion() {
                                });
 }
 
+absl::StatusOr<std::pair<int64_t, std::string>> PgStore::CurrentVersionAndCluster() {
+  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  return RunWithRetry<std::pair<int64_t, std::string>>(
+      [&] { return Acquire(deadline); }, "read version",
+      [&](Connection& conn, bool*) -> absl::StatusOr<std::pair<int64_t, std::string>> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - absl::Now());
+        const pqxx::row meta = tx.exec_prepared1("read_meta");
+        tx.commit();
+        return std::make_pair(meta[0].as<int64_t>(), meta[1].as<std::string>());
+      });
+}
+
 absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
                                            std::shared_ptr<const Snapshot> cached,
                                            const PlanFn& plan) {
@@ -725,7 +738,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
                     static_cast<int64_t>(change.set.size() + change.unset.size()),
                     IntArrayLiteral(bucket_ids), pqxx::binarystring(delta.SerializeAsString()));
   tx.exec_prepared0("bump_meta", version, change.next_bucket_id);
-  tx.exec_prepared1("notify_version", kVersionChannel, absl::StrCat(version));
+  tx.exec_prepared1("notify_version", kVersionChannel, absl::StrCat(version, " ", cluster_id));
   if (!ctx.request_id.empty()) {
     tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                       pqxx::binarystring(planned.response), version);

@@ -32,7 +32,8 @@
 namespace bucketmap {
 
 // Every committed version is announced with pg_notify on this channel, the
-// payload being the version in decimal (see server/pg_listener.h).
+// payload being "<version> <cluster_id>", the version in decimal (see
+// server/pg_listener.h).
 inline constexpr char kVersionChannel[] = "bucketmap_versions";
 
 struct PgStoreOptions {
@@ -75,6 +76,7 @@ class PgStore final : public Store {
 
   absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot() override;
   absl::StatusOr<int64_t> CurrentVersion() override;
+  absl::StatusOr<std::pair<int64_t, std::string>> CurrentVersionAndCluster() override;
   // Handoffs and move times (server/pg_handoff_store.h).
   absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) override;
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;

@@ -85,8 +85,8 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
     MappingManager* manager = server->manager_.get();
     server->listener_ = std::make_unique<PgListener>(
         PgListenerOptions{options.replicas.postgres_url, kVersionChannel},
-        [manager](int64_t version) {
-          if (absl::Status s = manager->Advance(version); !s.ok()) {
+        [manager](int64_t version, const std::string& cluster_id) {
+          if (absl::Status s = manager->Advance(version, cluster_id); !s.ok()) {
             spdlog::warn("catch-up to version {} failed: {}", version, s.ToString());
           }
         },

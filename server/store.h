@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -144,6 +145,15 @@ class Store {
 
   // Returns the committed version. Unavailable when unreachable.
   virtual absl::StatusOr<int64_t> CurrentVersion() = 0;
+
+  // Returns the committed version and the database's cluster id, which
+  // tells a restored or replaced database (whose versions start over) from
+  // the one a snapshot came from. The default knows no cluster id ("").
+  virtual absl::StatusOr<std::pair<int64_t, std::string>> CurrentVersionAndCluster() {
+    absl::StatusOr<int64_t> version = CurrentVersion();
+    if (!version.ok()) return version.status();
+    return std::make_pair(*version, std::string());
+  }
 
   // Runs one write in one transaction:
   //   1. locks the version row (the global write order);

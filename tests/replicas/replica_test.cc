@@ -343,6 +343,28 @@ TEST_F(ReplicaTest, LeaderTasksFollowLeadershipAndALostSessionHandsItOver) {
   EXPECT_EQ(running.load(), 0);
 }
 
+TEST_F(ReplicaTest, ReplicasReloadWhenTheDatabaseHasAnotherClusterId) {
+  Replica& a = Start("a");
+  Replica& b = Start("b");
+  // No listener, a fast poll: only the poll can notice.
+  Replica& c = Start("c", /*listen=*/false, absl::Milliseconds(100));
+  const int32_t bucket = MakeBucket(a, "b1");
+  const std::string old_cluster = a.server->manager().Current()->snapshot().cluster_id();
+  // As if the database were restored from elsewhere: same versions, another
+  // cluster. Deltas of it must not be applied to the old snapshot.
+  ASSERT_TRUE(pg_->Psql("UPDATE bm_meta SET cluster_id = 'restored-cluster'").ok());
+  ASSERT_GT(Pin(a, 5, bucket), 0);
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  auto cluster = [](Replica& r) { return r.server->manager().Current()->snapshot().cluster_id(); };
+  while (absl::Now() < end && (cluster(b) != "restored-cluster" || cluster(c) != "restored-cluster")) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_NE(old_cluster, "restored-cluster");
+  EXPECT_EQ(cluster(b), "restored-cluster");  // through NOTIFY (its poll is off)
+  EXPECT_EQ(cluster(c), "restored-cluster");  // through the poll
+  EXPECT_EQ(b.server->manager().Current()->version(), a.server->manager().Current()->version());
+}
+
 class FencingTest : public ReplicaTest {
  protected:
   void SetUp() override {
