@@ -211,7 +211,7 @@ TEST_F(WatchStoreTest, SaveClientsOverwritesEarlierStates) {
   c.last_nack_error = "";
   // The client moved to replica-b. (A disconnect reported by a replica
   // other than the one holding the client is ignored: see
-X
+  // tests/replicas/replica_test.cc.)
   c.replica = "replica-b";
   c.connected = true;
   ASSERT_THAT(store_->SaveClients({c}, now + absl::Seconds(20)), IsOk());
