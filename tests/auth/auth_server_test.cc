@@ -93,6 +93,7 @@ class AuthServerTest : public ServerFixture {
     options.watch.max_streams_per_client = max_streams_per_client_;
     options.admin.write_rate_limit = write_rate_limit_;
     options.admin.max_bulk_assign = 3;
+    if (max_message_size_ > 0) options.max_message_size = max_message_size_;
     return options;
   }
 
@@ -126,6 +127,7 @@ class AuthServerTest : public ServerFixture {
   std::string tokens_file_;
   bool anonymous_reads_ = false;
   int max_streams_ = 0;
+  int max_message_size_ = 0;
   int max_streams_per_client_ = 0;
   RateLimit write_rate_limit_;
 };
@@ -366,6 +368,35 @@ TEST_F(AuthServerTest, BulkAssignSizeCap) {
   EXPECT_THAT(s.error_message(), HasSubstr("assignments: 4 entries exceed --max_bulk_assign (3"));
   req.mutable_assignments()->RemoveLast();
   EXPECT_TRUE(admin_->BulkAssign(CtxAs(Caller::kAdmin).get(), req, &resp).ok());
+}
+
+TEST_F(AuthServerTest, MessagesOverMaxMessageSizeAreRefusedBothWays) {
+  max_message_size_ = 16 << 10;
+  Restart();
+  const int32_t bucket = MakeBucketAsAdmin("b1");
+  // A request over the limit: refused before any handler runs.
+  v1::AssignTeamRequest big;
+  big.set_team_id(1);
+  big.set_bucket_id(bucket);
+  big.set_reason(std::string(20 << 10, 'r'));
+  v1::AssignTeamResponse ignored;
+  EXPECT_EQ(admin_->AssignTeam(CtxAs(Caller::kAdmin).get(), big, &ignored).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // A response over the limit (a snapshot of many buckets) is not sent.
+  for (int i = 0; i < 12; ++i) {
+    v1::CreateBucketRequest req;
+    req.mutable_bucket()->set_name(absl::StrCat("big", i));
+    for (int l = 0; l < 8; ++l) {
+      (*req.mutable_bucket()->mutable_labels())[absl::StrCat("pad", l)] = std::string(200, 'p');
+    }
+    req.set_reason("fill");
+    v1::CreateBucketResponse resp;
+    grpc::Status created = admin_->CreateBucket(CtxAs(Caller::kAdmin).get(), req, &resp);
+    ASSERT_TRUE(created.ok()) << created.error_message();
+  }
+  v1::MappingSnapshot snapshot;
+  EXPECT_EQ(mapping_->GetMapping(CtxAs(Caller::kReader).get(), {}, &snapshot).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
 TEST_F(AuthServerTest, AWriteWhoseDeadlinePassesIsNotCommitted) {
