@@ -46,7 +46,10 @@ class FaultTest : public ::testing::Test {
   }
 
   void Launch() {
-    absl::Status s = server_->Launch(pg_->url());
+    // --handoffs=false: handoffs would refuse writes to teams that adding a
+    // bucket moved (open handoff); these tests are about writes surviving
+    // faults (tests/handoff covers handoffs).
+    absl::Status s = server_->Launch(pg_->url(), {"--handoffs=false"});
     ASSERT_TRUE(s.ok()) << s;
   }
 
@@ -188,7 +191,8 @@ TEST_F(FaultTest, SigkillDuringTenThousandConcurrentWritesLosesNoAcknowledgedWri
   const int at_kill = acknowledged.load();
   std::printf("SIGKILL after %d acknowledged writes\n", at_kill);
   {
-    absl::Status s = server_->Launch(pg_->url(), {}, absl::Seconds(60), /*same_ports=*/true);
+    absl::Status s =
+        server_->Launch(pg_->url(), {"--handoffs=false"}, absl::Seconds(60), /*same_ports=*/true);
     ASSERT_TRUE(s.ok()) << s;
   }
   for (auto& t : threads) t.join();
