@@ -156,6 +156,22 @@ int Run() {
     spdlog::error("--max_watch_streams and --max_watch_streams_per_client must not be negative");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_handoff_grace) < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_move_cooldown) < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_max_move_lag) < 0) {
+    spdlog::error("--handoff_grace, --move_cooldown and --max_move_lag must not be negative");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_hold) <= absl::GetFlag(FLAGS_handoff_grace)) {
+    // A hold that ends before the barrier may pass would force every
+    // handoff that waits for a producer.
+    spdlog::error("--max_hold must be longer than --handoff_grace");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_handoff_poll_interval) <= absl::ZeroDuration()) {
+    spdlog::error("--handoff_poll_interval must be positive");
+    return 2;
+  }
 
   // Block the stop and reload signals in every thread; one thread waits
   // for them.
