@@ -26,7 +26,9 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   return contents.str();
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     const WatchTlsOptions& tls) {
   if (!tls.enabled) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions ssl;
@@ -48,8 +50,6 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   }
   return grpc::SslCredentials(ssl);
 }
-
-}  // namespace
 
 WatchConnection::WatchConnection(Client* client, WatchConnectionOptions options)
     : client_(client), options_(std::move(options)) {}
@@ -113,7 +113,7 @@ bool WatchConnection::RunStream(const std::string& address) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ChannelCredentials(options_.tls);
+      ChannelCredentialsFor(options_.tls);
   if (!credentials.ok()) {
     spdlog::warn("bucketmap: cannot connect to {}: {}", address, credentials.status().ToString());
     return false;

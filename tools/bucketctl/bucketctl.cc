@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
+#include "bucketmap/watch.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -36,15 +37,6 @@ constexpr double kDefaultTimeoutSeconds = 30;
 constexpr int64_t kDefaultMaxMessageSize = 64 << 20;
 constexpr char kActorHeader[] = "x-bucketmap-actor";
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view flag) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream contents;
-  if (in) contents << in.rdbuf();
-  if (!in || contents.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
-  }
-  return contents.str();
-}
 
 struct Options {
   std::string server;
@@ -100,29 +92,15 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
-// Plaintext, or TLS when any TLS flag is given.
+// Plaintext, or TLS (set up as the client library does) when any TLS flag
+// is given.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const Options& o) {
-  if (!o.tls && o.tls_ca.empty() && o.tls_cert.empty() && o.tls_key.empty()) {
-    return grpc::InsecureChannelCredentials();
-  }
-  if (o.tls_cert.empty() != o.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls_cert and --tls_key: give both or neither");
-  }
-  grpc::SslCredentialsOptions ssl;
-  if (!o.tls_ca.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(o.tls_ca, "--tls_ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *std::move(ca);
-  }
-  if (!o.tls_cert.empty()) {
-    absl::StatusOr<std::string> cert = ReadFile(o.tls_cert, "--tls_cert");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(o.tls_key, "--tls_key");
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *std::move(cert);
-    ssl.pem_private_key = *std::move(key);
-  }
-  return grpc::SslCredentials(ssl);
+  WatchTlsOptions tls;
+  tls.enabled = o.tls || !o.tls_ca.empty() || !o.tls_cert.empty() || !o.tls_key.empty();
+  tls.root_ca_file = o.tls_ca;
+  tls.cert_file = o.tls_cert;
+  tls.key_file = o.tls_key;
+  return ChannelCredentialsFor(tls);
 }
 
 // One channel and the two stubs; every call gets the deadline, the token

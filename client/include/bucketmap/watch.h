@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -38,6 +39,7 @@
 #include "bucketmap/delivery_tracker.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ClientContext;
 }  // namespace grpc
 
@@ -76,6 +78,13 @@ struct WatchConnectionOptions {
   // The bearer token comes from ClientOptions::bearer_token.
   WatchTlsOptions tls;
 };
+
+// The gRPC channel credentials for `tls`: insecure when !tls.enabled.
+// Reads the files now. NotFound naming the option for a file that cannot
+// be read; InvalidArgument for a certificate without its key or the
+// reverse. bucketctl uses it too, so both speak TLS the same way.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const WatchTlsOptions& tls);
 
 class WatchConnection {
  public:
