@@ -43,17 +43,6 @@ namespace {
 
 constexpr char kTopic[] = "bucketmap_changes";
 
-// The value of an unlabelled metric in a Prometheus exposition; -1 when
-// absent.
-double MetricValue(const std::string& exposition, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
-    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line, &value)) return value;
-  }
-  return -1;
-}
-
 std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = absl::Seconds(10)) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));

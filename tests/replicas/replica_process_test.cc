@@ -19,7 +19,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "bucketmap/client.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
@@ -31,6 +30,7 @@
 #include "tests/support/kafka_harness.h"
 #include "tests/support/local_process.h"
 #include "tests/support/pg_harness.h"
+#include "tests/support/server_process.h"
 
 namespace bucketmap {
 namespace {
@@ -43,31 +43,9 @@ std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = absl::Seconds(
   return ctx;
 }
 
-// The value of an unlabelled metric in a Prometheus exposition; -1 when
-// absent or unreachable.
-double MetricValue(const std::string& exposition, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
-    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line, &value)) return value;
-  }
-  return -1;
+double Metric(const ServerProcess& s, const std::string& metric) {
+  return MetricValue(HttpGet(s.metrics_port(), "/metrics"), metric);
 }
-
-struct ServerProcess {
-  std::string name;
-  pid_t pid = 0;
-  int grpc_port = 0;
-  int metrics_port = 0;
-  std::string log;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::AdminService::Stub> admin;
-
-  std::string address() const { return absl::StrCat("127.0.0.1:", grpc_port); }
-  double Metric(const std::string& metric) const {
-    return MetricValue(HttpGet(metrics_port, "/metrics"), metric);
-  }
-};
 
 class ReplicaProcessTest : public ::testing::Test {
  protected:
@@ -78,50 +56,22 @@ class ReplicaProcessTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    for (auto& s : servers_) Kill(*s);
+    for (auto& s : servers_) s->Kill();
   }
 
   ServerProcess& Launch(const std::string& name, const std::string& kafka_brokers) {
-    auto s = std::make_unique<ServerProcess>();
-    s->name = name;
-    s->grpc_port = FreePort();
-    s->metrics_port = FreePort();
-    s->log = pg_->dir() + "/" + name + ".log";
-    std::vector<std::string> args = {
-        BUCKETMAP_SERVER_BINARY,
-        "--postgres_url=" + pg_->url(),
-        absl::StrCat("--grpc_listen=127.0.0.1:", s->grpc_port),
-        absl::StrCat("--metrics_listen=127.0.0.1:", s->metrics_port),
-        "--replica_name=" + name,
-        "--kafka_brokers=" + kafka_brokers,
-        "--kafka_create_topics=false",
-        absl::StrCat("--changes_topic=", kTopic),
-        "--shutdown_grace=2s",
-    };
-    s->pid = Spawn(args, s->log);
-    s->channel = grpc::CreateChannel(s->address(), grpc::InsecureChannelCredentials());
-    s->admin = v1::AdminService::NewStub(s->channel);
-    auto mapping = v1::MappingService::NewStub(s->channel);
-    bool serving = false;
-    for (int i = 0; i < 300 && !serving; ++i) {
-      auto ctx = Ctx(absl::Seconds(1));
-      ctx->set_wait_for_ready(true);
-      v1::MappingSnapshot snap;
-      serving = mapping->GetMapping(ctx.get(), v1::GetMappingRequest(), &snap).ok();
-      if (!serving && waitpid(s->pid, nullptr, WNOHANG) != 0) break;
-    }
-    EXPECT_TRUE(serving) << name << " does not serve:\n" << ReadFile(s->log);
+    auto s = std::make_unique<ServerProcess>(BUCKETMAP_SERVER_BINARY,
+                                             pg_->dir() + "/" + name + ".log");
+    absl::Status launched = s->Launch(pg_->url(), {
+                                                      "--replica_name=" + name,
+                                                      "--kafka_brokers=" + kafka_brokers,
+                                                      "--kafka_create_topics=false",
+                                                      absl::StrCat("--changes_topic=", kTopic),
+                                                      "--shutdown_grace=2s",
+                                                  });
+    EXPECT_TRUE(launched.ok()) << name << ": " << launched;
     servers_.push_back(std::move(s));
     return *servers_.back();
-  }
-
-  static void Kill(ServerProcess& s, int signal = SIGKILL, int* exit_status = nullptr) {
-    if (s.pid <= 0) return;
-    kill(s.pid, signal);
-    int status = 0;
-    waitpid(s.pid, &status, 0);
-    if (exit_status != nullptr) *exit_status = status;
-    s.pid = 0;
   }
 
   // The index of the one leader by its metric; -1 until exactly one says so.
@@ -129,7 +79,7 @@ class ReplicaProcessTest : public ::testing::Test {
     int leader = -1;
     int leaders = 0;
     for (size_t i = 0; i < servers_.size(); ++i) {
-      if (servers_[i]->pid > 0 && servers_[i]->Metric("bucketmap_leader") == 1) {
+      if (servers_[i]->running() && Metric(*servers_[i], "bucketmap_leader") == 1) {
         ++leaders;
         leader = static_cast<int>(i);
       }
@@ -152,7 +102,7 @@ class ReplicaProcessTest : public ::testing::Test {
     (*req.mutable_bucket()->mutable_topics())["ingestion"] = "events_" + name;
     req.set_reason("replica process test");
     v1::CreateBucketResponse resp;
-    return s.admin->CreateBucket(Ctx().get(), req, &resp);
+    return s.admin()->CreateBucket(Ctx().get(), req, &resp);
   }
 
   // A new override that moves no route (so it opens no handoff and is
@@ -163,7 +113,7 @@ class ReplicaProcessTest : public ::testing::Test {
     req.set_pool("default");
     req.set_reason("replica process test");
     v1::AssignTeamResponse resp;
-    grpc::Status status = s.admin->AssignTeam(Ctx().get(), req, &resp);
+    grpc::Status status = s.admin()->AssignTeam(Ctx().get(), req, &resp);
     if (version != nullptr) *version = resp.version();
     return status;
   }
@@ -212,14 +162,15 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
   // Kill once the leader has published some of this load.
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (absl::Now() < give_up &&
-         (acked.load() < 200 || old_leader.Metric("bucketmap_outbox_last_published_version") < 50)) {
+         (acked.load() < 200 ||
+          Metric(old_leader, "bucketmap_outbox_last_published_version") < 50)) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   const absl::Time killed = absl::Now();
-  Kill(old_leader);
+  old_leader.Kill();
   const int next = WaitForLeader(absl::Seconds(10));
   const absl::Duration failover = absl::Now() - killed;
-  ASSERT_EQ(next, 1 - leader) << "no takeover within 10 s:\n" << ReadFile(survivor.log);
+  ASSERT_EQ(next, 1 - leader) << "no takeover within 10 s:\n" << survivor.log();
   EXPECT_LT(failover, absl::Seconds(10));
   // Writes keep going through the takeover, then stop.
   absl::SleepFor(absl::Seconds(1));
@@ -252,7 +203,7 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
               absl::FormatDuration(failover).c_str(), acked.load(), records->size(),
               static_cast<long>(seen), static_cast<long>(duplicates));
   // The new leader marks everything published.
-  for (int i = 0; i < 100 && survivor.Metric("bucketmap_outbox_backlog") != 0; ++i) {
+  for (int i = 0; i < 100 && Metric(survivor, "bucketmap_outbox_backlog") != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_EQ(PsqlInt("SELECT count(*) FROM change_log WHERE published_at IS NULL"), 0);
@@ -276,10 +227,9 @@ TEST_F(ReplicaProcessTest, SigtermSendsWatchersToTheOtherReplica) {
   ASSERT_TRUE(client.WaitForVersion(1, absl::Seconds(10)));
   ASSERT_EQ(connection.address(), first.address());
 
-  int status = 0;
-  Kill(first, SIGTERM, &status);
+  const int status = first.Kill(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status << ":\n" << ReadFile(first.log);
+      << "status " << status << ":\n" << first.log();
   // Writes on the survivor reach the client through it.
   for (int64_t team = 1; team <= 5; ++team) {
     int64_t version = 0;

@@ -1,6 +1,7 @@
 // Helpers for tests and benchmarks that run servers as child processes and
-// talk to them over loopback: free ports, plain HTTP GETs (for /metrics),
-// spawning with a log file, and reading files. Header-only.
+// talk to them over loopback: free ports, plain HTTP GETs (for /metrics)
+// and metric values, spawning with a log file, and reading files.
+// Header-only.
 #ifndef BUCKETMAP_TESTS_SUPPORT_LOCAL_PROCESS_H_
 #define BUCKETMAP_TESTS_SUPPORT_LOCAL_PROCESS_H_
 
@@ -61,6 +62,22 @@ inline std::string HttpGet(int port, const std::string& path) {
   for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
   close(fd);
   return out;
+}
+
+// The value of an unlabelled metric in a Prometheus text exposition (as
+// HttpGet(port, "/metrics") returns it); -1 when absent.
+inline double MetricValue(const std::string& exposition, const std::string& name) {
+  const std::string prefix = name + " ";
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.compare(0, prefix.size(), prefix) != 0) continue;
+    try {
+      return std::stod(line.substr(prefix.size()));
+    } catch (...) {
+      return -1;
+    }
+  }
+  return -1;
 }
 
 // A file's contents; empty when it cannot be read.
