@@ -60,7 +60,17 @@ class AuthProcessTest : public ::testing::Test {
                                      "--metrics_listen="};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = Spawn(args, log_);
-    for (int i = 0; i < 500 && !PortOpen(port_); ++i) absl::SleepFor(absl::Milliseconds(20));
+    for (int i = 0; i < 500 && !PortOpen(port_) && !Exited(); ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  // True once the server has exited (it is then reaped: exit_status_).
+  bool Exited() {
+    if (pid_ <= 0) return true;
+    if (waitpid(pid_, &exit_status_, WNOHANG) != pid_) return false;
+    pid_ = 0;
+    return true;
   }
 
   // Runs bucketctl with `env` (e.g. "BUCKETMAP_TOKEN=x") and `args`.
@@ -103,6 +113,7 @@ class AuthProcessTest : public ::testing::Test {
   std::string log_;
   std::string tokens_;
   pid_t pid_ = 0;
+  int exit_status_ = 0;
   int port_ = 0;
 };
 
@@ -167,6 +178,20 @@ TEST_F(AuthProcessTest, SighupReloadsTokensABadFileKeepsThemAndTokensAreNeverLog
   for (const char* token : {kAdmin1, kAdmin2, kReader, kPresented}) {
     EXPECT_THAT(log, Not(HasSubstr(token))) << token;
   }
+}
+
+TEST_F(AuthProcessTest, ABadTokensFileStopsTheStart) {
+  WriteTextFile(tokens_, TokenLine("alice", "admin", kAdmin1) + "rob reader\n");
+  Launch({"--auth_tokens_file=" + tokens_});
+  if (pid_ > 0) {
+    waitpid(pid_, &exit_status_, 0);
+    pid_ = 0;
+  }
+  ASSERT_TRUE(WIFEXITED(exit_status_));
+  EXPECT_EQ(WEXITSTATUS(exit_status_), 1);
+  const std::string log = ReadFile(log_);
+  EXPECT_THAT(log, HasSubstr("--auth_tokens_file " + tokens_ + ": line 2"));
+  EXPECT_THAT(log, Not(HasSubstr(kAdmin1)));
 }
 
 TEST_F(AuthProcessTest, WithoutATokensFileItWarnsAndAnyoneMayWrite) {
