@@ -368,6 +368,78 @@ TEST_F(HandoffServerTest, TwoRolesDrainInOrder) {
   EXPECT_TRUE(done.drains(1).drained());
 }
 
+TEST_F(HandoffServerTest, DrainingBucketHandsOffItsDefaultPlacedTeamsVisibly) {
+  MakeBuckets();
+  v1::CreateBucketRequest c;
+  c.mutable_bucket()->set_name("c");
+  (*c.mutable_bucket()->mutable_topics())["ingestion"] = "in_b";
+  (*c.mutable_bucket()->mutable_consumer_groups())["ingestion"] = "g_c";
+  c.set_reason("test");
+  v1::CreateBucketResponse created;
+  ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), c, &created).ok());
+  const int32_t c_id = created.bucket().id();
+  // Adding c moved some of a's default-placed teams to c: one handoff.
+  ASSERT_EQ(created.effect().handoffs_size(), 1);
+  EXPECT_EQ(created.effect().handoffs(0).source_bucket_id(), a_);
+  EXPECT_EQ(created.effect().handoffs(0).source_pool(), "default");
+  WaitFor(created.effect().handoffs(0).id(), InState(v1::HANDOFF_COMPLETED));
+  const int64_t team = TeamOnA();
+
+  // A dry run of DRAINING c lists the handoff it would open, and commits
+  // nothing.
+  v1::UpdateBucketRequest drain;
+  drain.mutable_bucket()->set_id(c_id);
+  drain.mutable_bucket()->set_state(v1::DRAINING);
+  drain.mutable_update_mask()->add_paths("state");
+  drain.set_reason("drain c");
+  drain.set_dry_run(true);
+  v1::UpdateBucketResponse preview;
+  ASSERT_TRUE(admin_->UpdateBucket(Ctx().get(), drain, &preview).ok());
+  ASSERT_EQ(preview.effect().handoffs_size(), 1);
+  EXPECT_EQ(preview.effect().handoffs(0).source_bucket_id(), c_id);
+  EXPECT_THAT(preview.effect().handoffs(0).target_bucket_ids(), ElementsAre(a_));
+  ASSERT_EQ(preview.effect().pool_shifts_size(), 1);
+
+  Produce(kafka_->bootstraps(), "in_b", 2, 2);  // c's drain waits for g_c
+  drain.set_dry_run(false);
+  v1::UpdateBucketResponse drained;
+  ASSERT_TRUE(admin_->UpdateBucket(Ctx().get(), drain, &drained).ok());
+  ASSERT_EQ(drained.effect().handoffs_size(), 1);
+  const int64_t id = drained.effect().handoffs(0).id();
+  // A team c held by default placement is in it: GetTeam and ListHandoffs
+  // by team show it; a team that stayed on a is in none.
+  int64_t moved = 0;
+  for (int64_t t = 1; moved == 0; ++t) {
+    v1::GetTeamRequest get;
+    get.set_team_id(t);
+    v1::TeamRoute route;
+    ASSERT_TRUE(mapping_->GetTeam(Ctx().get(), get, &route).ok());
+    if (route.has_handoff() && route.handoff().id() == id) moved = t;
+  }
+  v1::ListHandoffsRequest by_team;
+  by_team.set_team_id(moved);
+  v1::ListHandoffsResponse listed;
+  ASSERT_TRUE(admin_->ListHandoffs(Ctx().get(), by_team, &listed).ok());
+  ASSERT_EQ(listed.handoffs_size(), 1);
+  EXPECT_EQ(listed.handoffs(0).id(), id);
+  by_team.set_team_id(team);
+  ASSERT_TRUE(admin_->ListHandoffs(Ctx().get(), by_team, &listed).ok());
+  EXPECT_EQ(listed.handoffs_size(), 0);
+  // c cannot retire while its handoff is open.
+  v1::UpdateBucketRequest retire;
+  retire.mutable_bucket()->set_id(c_id);
+  retire.mutable_bucket()->set_state(v1::RETIRED);
+  retire.mutable_update_mask()->add_paths("state");
+  retire.set_reason("retire c");
+  v1::UpdateBucketResponse retired;
+  grpc::Status s = admin_->UpdateBucket(Ctx().get(), retire, &retired);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr(absl::StrCat("open handoff ", id)));
+  Commit(kafka_->bootstraps(), "g_c", "in_b", 2, 2);
+  WaitFor(id, InState(v1::HANDOFF_COMPLETED));
+  ASSERT_TRUE(admin_->UpdateBucket(Ctx().get(), retire, &retired).ok());
+}
+
 class HandoffCooldownTest : public HandoffServerTest {
  protected:
   void SetUp() override {
