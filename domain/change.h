@@ -29,9 +29,7 @@ struct Change {
   // The next handoff id after this change (only grows; 0: unchanged).
   int64_t next_handoff_id = 0;
 
-  bool empty() const {
-    return buckets.empty() && set.empty() && unset.empty() && handoffs.empty();
-  }
+  bool empty() const { return buckets.empty() && set.empty() && unset.empty() && handoffs.empty(); }
 };
 
 }  // namespace bucketmap

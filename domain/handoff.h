@@ -46,7 +46,7 @@ const char* HandoffPhaseName(HandoffPhase phase);
 struct RoleDrain {
   std::string role;
   std::string topic;
-  std::string consumer_group;  // empty: the role has no group to wait for
+  std::string consumer_group;   // empty: the role has no group to wait for
   int32_t partition_count = 0;  // when the handoff opened; 0: unknown
   // The drain point (end offset per partition), read when the role's drain
   // starts; empty until then.

@@ -212,14 +212,13 @@ absl::StatusOr<Plan> PlanHandoffUpdate(const Snapshot& before, Handoff updated,
                                        HandoffPhase expected) {
   const Handoff* current = before.FindHandoff(updated.id);
   if (current == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("handoff_id: handoff ", updated.id, " is not open at version ",
-                     before.version()));
+    return absl::NotFoundError(absl::StrCat("handoff_id: handoff ", updated.id,
+                                            " is not open at version ", before.version()));
   }
   if (current->state != expected) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "handoff %d is %s, not %s: another coordinator changed it", updated.id,
-        HandoffPhaseName(current->state), HandoffPhaseName(expected)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("handoff %d is %s, not %s: another coordinator changed it", updated.id,
+                        HandoffPhaseName(current->state), HandoffPhaseName(expected)));
   }
   Plan plan;
   plan.change.next_bucket_id = before.next_bucket_id();

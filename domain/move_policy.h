@@ -62,8 +62,8 @@ struct MovePolicy {
   // Overrides the cooldown and lag guards.
   bool force = false;
   absl::Time now = absl::UnixEpoch();
-  absl::Duration grace = absl::Seconds(30);     // --handoff_grace
-  absl::Duration max_hold = absl::Minutes(30);  // --max_hold
+  absl::Duration grace = absl::Seconds(30);        // --handoff_grace
+  absl::Duration max_hold = absl::Minutes(30);     // --max_hold
   absl::Duration cooldown = absl::ZeroDuration();  // --move_cooldown; 0: off
   // Last move time of the teams of the request, and of pools.
   std::map<int64_t, absl::Time> team_moved_at;

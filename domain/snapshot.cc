@@ -326,9 +326,9 @@ absl::Status Snapshot::MergeHandoffs(const std::vector<Handoff>& changed, int64_
       return absl::InvalidArgumentError(absl::StrCat(field, ".id: duplicate handoff id ", h.id));
     }
     if (h.team_ids.size() != h.to_bucket_ids.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".to_bucket_ids: handoff ", h.id, " has ", h.team_ids.size(), " team ids but ",
-          h.to_bucket_ids.size(), " target buckets"));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".to_bucket_ids: handoff ", h.id,
+                                                     " has ", h.team_ids.size(), " team ids but ",
+                                                     h.to_bucket_ids.size(), " target buckets"));
     }
     if (!std::is_sorted(h.team_ids.begin(), h.team_ids.end())) {
       return absl::InvalidArgumentError(
@@ -382,8 +382,8 @@ std::vector<const Handoff*> Snapshot::HandoffsOf(int64_t team_id) const {
       continue;
     }
     if (h.pool_before.empty() || (target.has_value() && target->is_pin())) continue;
-    const std::string_view pool = target.has_value() ? std::string_view(target->pool)
-                                                     : std::string_view(kDefaultPool);
+    const std::string_view pool =
+        target.has_value() ? std::string_view(target->pool) : std::string_view(kDefaultPool);
     if (pool != h.source_pool) continue;
     auto table = handoff_tables_.find(h.id);
     if (table == handoff_tables_.end() || table->second == nullptr) continue;

@@ -99,8 +99,8 @@ class Snapshot {
   // ones removed). For the planner, which learns a write's handoffs only
   // after applying its route changes. InvalidArgument on a malformed
   // handoff.
-  absl::StatusOr<std::shared_ptr<const Snapshot>> WithHandoffs(
-      const std::vector<Handoff>& handoffs, int64_t next_handoff_id) const;
+  absl::StatusOr<std::shared_ptr<const Snapshot>> WithHandoffs(const std::vector<Handoff>& handoffs,
+                                                               int64_t next_handoff_id) const;
 
   // The state this snapshot was built from (copies the columns).
   MappingState ToState() const;

@@ -605,8 +605,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerCo
                                                           v1::CancelHandoffResponse* response) {
   if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   if (request->handoff_id() < 1) {
-    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
-                              "handoff_id: must be >= 1, got ", request->handoff_id())));
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat("handoff_id: must be >= 1, got ",
+                                                                  request->handoff_id())));
   }
   WriteSpec<v1::CancelHandoffResponse> spec;
   spec.kind = "CancelHandoff";
@@ -622,7 +622,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerCo
   spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool,
                  v1::CancelHandoffResponse* out) {
     out->set_version(version);
-    if (!plan.change.handoffs.empty()) ToProto(plan.change.handoffs.front(), out->mutable_handoff());
+    if (!plan.change.handoffs.empty()) {
+      ToProto(plan.change.handoffs.front(), out->mutable_handoff());
+    }
   };
   return RunWrite(ctx, std::move(spec), response);
 }

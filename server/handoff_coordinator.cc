@@ -4,8 +4,8 @@
 #include <optional>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "bucketmap/v1/types.pb.h"
@@ -64,9 +64,10 @@ void HandoffCoordinator::Start(int64_t epoch) {
     stop_leader_ = false;
     live_.clear();
   }
-  spdlog::info("handoff coordinator: leading at epoch {}; barriers are judged after one client "
-               "lease ({})",
-               epoch, absl::FormatDuration(options_.client_lease));
+  spdlog::info(
+      "handoff coordinator: leading at epoch {}; barriers are judged after one client "
+      "lease ({})",
+      epoch, absl::FormatDuration(options_.client_lease));
   const absl::Time since = absl::Now();
   leader_ = std::thread([this, epoch, since] { CoordinatorLoop(epoch, since); });
 }
@@ -244,8 +245,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
     if (!clients->has_value()) {
       absl::StatusOr<std::vector<ClientState>> listed = store_->ListClients(now);
       if (!listed.ok()) {
-        spdlog::warn("handoff {}: cannot read the producers: {}", h.id,
-                     listed.status().ToString());
+        spdlog::warn("handoff {}: cannot read the producers: {}", h.id, listed.status().ToString());
         return true;
       }
       *clients = *std::move(listed);
@@ -266,10 +266,9 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
     next.missing_producers = missing;
     next.drain_index = 0;
     std::string reason =
-        missing.empty()
-            ? "every producer drained"
-            : absl::StrCat("grace deadline passed; producers missing the barrier: ",
-                           absl::StrJoin(missing, ", "));
+        missing.empty() ? "every producer drained"
+                        : absl::StrCat("grace deadline passed; producers missing the barrier: ",
+                                       absl::StrJoin(missing, ", "));
     if (absl::Status s = StartRole(&next, now); !s.ok()) {
       spdlog::warn("handoff {}: cannot start draining: {}", h.id, s.ToString());
       return true;  // retried on the next round
@@ -301,9 +300,9 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
   const int32_t now_partitions = CachedPartitions(d.topic);
   if (now_partitions > 0 && d.partition_count > 0 && now_partitions != d.partition_count) {
     next.state = HandoffPhase::kForced;
-    next.end_reason = absl::StrCat("partition count of topic ", d.topic, " changed from ",
-                                   d.partition_count, " to ", now_partitions,
-                                   " during the handoff");
+    next.end_reason =
+        absl::StrCat("partition count of topic ", d.topic, " changed from ", d.partition_count,
+                     " to ", now_partitions, " during the handoff");
     return Commit(next, HandoffPhase::kDraining, epoch, next.end_reason);
   }
   absl::StatusOr<std::vector<int64_t>> committed = offsets_->CommittedOffsets(

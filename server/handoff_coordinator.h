@@ -142,8 +142,7 @@ class HandoffCoordinator {
   static void Finish(Handoff* next, absl::Time now);
   // Commits `next` as a new version, fenced by `expected` and `epoch`.
   // Returns false when this replica is no longer the leader.
-  bool Commit(const Handoff& next, HandoffPhase expected, int64_t epoch,
-              const std::string& reason);
+  bool Commit(const Handoff& next, HandoffPhase expected, int64_t epoch, const std::string& reason);
   int32_t CachedPartitions(const std::string& topic) const;
   bool Stopping() const;
 

@@ -91,8 +91,8 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::EndOffsets(const std::
   for (int32_t p = 0; p < partitions; ++p) {
     int64_t low = 0;
     int64_t high = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        meta_, topic.c_str(), p, &low, &high, TimeoutMs(deadline - absl::Now()));
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(meta_, topic.c_str(), p, &low, &high,
+                                                               TimeoutMs(deadline - absl::Now()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       return KafkaError(err, absl::StrCat("read end offset of ", topic, "[", p, "]"));
     }
@@ -110,9 +110,10 @@ absl::StatusOr<rd_kafka_t*> RdKafkaOffsetReader::GroupHandle(const std::string& 
   return *rk;
 }
 
-absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::CommittedOffsets(
-    const std::string& group, const std::string& topic, int32_t partitions,
-    absl::Duration timeout) {
+absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::CommittedOffsets(const std::string& group,
+                                                                           const std::string& topic,
+                                                                           int32_t partitions,
+                                                                           absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<rd_kafka_t*> rk = GroupHandle(group);
   if (!rk.ok()) return rk.status();
@@ -130,8 +131,8 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::CommittedOffsets(
     for (int i = 0; i < list->cnt; ++i) {
       const rd_kafka_topic_partition_t& tp = list->elems[i];
       if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        status = KafkaError(tp.err, absl::StrCat("read offset of group ", group, " on ", topic,
-                                                 "[", tp.partition, "]"));
+        status = KafkaError(tp.err, absl::StrCat("read offset of group ", group, " on ", topic, "[",
+                                                 tp.partition, "]"));
         break;
       }
       if (tp.partition >= 0 && tp.partition < partitions) {

@@ -59,13 +59,14 @@ bool Involves(const v1::Handoff& h, int64_t team_id,
 }  // namespace
 
 absl::Status ReadHandoffState(pqxx::transaction_base& tx, MappingState* state) {
-  for (const pqxx::row& row : tx.exec(absl::StrCat(
-           "SELECT id, spec FROM handoffs WHERE state IN ", kOpenStates, " ORDER BY id"))) {
+  for (const pqxx::row& row : tx.exec(absl::StrCat("SELECT id, spec FROM handoffs WHERE state IN ",
+                                                   kOpenStates, " ORDER BY id"))) {
     absl::StatusOr<v1::Handoff> h = ParseSpec(row[0], row[1]);
     if (!h.ok()) return h.status();
     state->handoffs.push_back(FromProto(*h));
   }
-  state->next_handoff_id = tx.exec1("SELECT COALESCE(max(id), 0) + 1 FROM handoffs")[0].as<int64_t>();
+  state->next_handoff_id =
+      tx.exec1("SELECT COALESCE(max(id), 0) + 1 FROM handoffs")[0].as<int64_t>();
   return absl::OkStatus();
 }
 
@@ -125,9 +126,8 @@ absl::StatusOr<std::vector<v1::Handoff>> QueryHandoffs(pqxx::transaction_base& t
     }
     return absl::OkStatus();
   };
-  absl::Status s =
-      scan(absl::StrCat("SELECT id, spec FROM handoffs WHERE state IN ", kOpenStates,
-                        " ORDER BY id"));
+  absl::Status s = scan(
+      absl::StrCat("SELECT id, spec FROM handoffs WHERE state IN ", kOpenStates, " ORDER BY id"));
   if (!s.ok()) return s;
   if (query.include_ended && static_cast<int32_t>(out.size()) < limit) {
     // Without a team filter the page is the limit; with one, scan a bounded

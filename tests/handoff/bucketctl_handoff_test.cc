@@ -32,8 +32,9 @@ TEST(BucketctlHandoffTest, CancelHandoffBuildsAWriteWithAReason) {
   EXPECT_EQ(request->reason(), "stuck");
   EXPECT_THAT(BuildCancelHandoff(Parse("cancel-handoff", {"7"})).status().message(),
               HasSubstr("--reason is required"));
-  EXPECT_THAT(BuildCancelHandoff(Parse("cancel-handoff", {"x", "--reason", "r"})).status().message(),
-              HasSubstr("HANDOFF_ID"));
+  EXPECT_THAT(
+      BuildCancelHandoff(Parse("cancel-handoff", {"x", "--reason", "r"})).status().message(),
+      HasSubstr("HANDOFF_ID"));
 }
 
 TEST(BucketctlHandoffTest, ListHandoffsFlagsAndUnorderedMoves) {
@@ -47,8 +48,8 @@ TEST(BucketctlHandoffTest, ListHandoffsFlagsAndUnorderedMoves) {
   ASSERT_TRUE(assign.ok());
   EXPECT_TRUE(assign->has_ordered());
   EXPECT_FALSE(assign->ordered());
-  assign = BuildAssignTeam(Parse("assign", {"5", "--bucket", "2", "--reason", "calm"}),
-                           &bucket_name);
+  assign =
+      BuildAssignTeam(Parse("assign", {"5", "--bucket", "2", "--reason", "calm"}), &bucket_name);
   ASSERT_TRUE(assign.ok());
   EXPECT_FALSE(assign->has_ordered());  // the server's default: ordered
 }

@@ -39,11 +39,10 @@ class HandoffProcessTest : public ::testing::Test {
 
   void Launch() {
     ASSERT_TRUE(server_
-                    ->Launch(pg_->url(),
-                             {"--kafka_brokers=" + kafka_->bootstrap(),
-                              "--kafka_create_topics=false", "--client_lease=1s",
-                              "--handoff_poll_interval=100ms", "--handoff_grace=2s",
-                              "--move_cooldown=0", "--shutdown_grace=1s"})
+                    ->Launch(pg_->url(), {"--kafka_brokers=" + kafka_->bootstrap(),
+                                          "--kafka_create_topics=false", "--client_lease=1s",
+                                          "--handoff_poll_interval=100ms", "--handoff_grace=2s",
+                                          "--move_cooldown=0", "--shutdown_grace=1s"})
                     .ok())
         << server_->log();
   }

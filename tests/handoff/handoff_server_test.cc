@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <map>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -96,8 +96,8 @@ class HandoffServerTest : public ServerFixture {
     b_ = resp.bucket().id();
   }
 
-  grpc::Status Move(int64_t team, int32_t bucket, v1::AssignTeamResponse* resp,
-                    bool force = false, bool ordered = true, bool dry_run = false) {
+  grpc::Status Move(int64_t team, int32_t bucket, v1::AssignTeamResponse* resp, bool force = false,
+                    bool ordered = true, bool dry_run = false) {
     v1::AssignTeamRequest req;
     req.set_team_id(team);
     req.set_bucket_id(bucket);
@@ -220,8 +220,8 @@ TEST_F(HandoffServerTest, LifecycleCompletesOnceTheGroupCommitsPastTheDrainPoint
   EXPECT_FALSE(route.has_handoff());
 
   // Every phase change was a version, published as handoff_changed.
-  auto events = ReadAllChangeEvents(kafka_->bootstraps(), kChanges, absl::Seconds(10),
-                                    done.phase_version());
+  auto events =
+      ReadAllChangeEvents(kafka_->bootstraps(), kChanges, absl::Seconds(10), done.phase_version());
   ASSERT_TRUE(events.ok()) << events.status();
   std::vector<v1::HandoffPhase> phases;
   for (const KafkaRecord& r : *events) {

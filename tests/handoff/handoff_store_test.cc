@@ -13,12 +13,12 @@ namespace {
 
 using store_test::Ctx;
 using store_test::PgStoreFixture;
-using testing_util::IsOk;
-using testing_util::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
+using testing_util::IsOk;
+using testing_util::StatusIs;
 
 // Pins `team` to `bucket` through the planner and the move policy.
 PlanFn PolicyPin(int64_t team, int32_t bucket, absl::Time now, bool ordered = true) {
@@ -78,17 +78,17 @@ TEST_F(HandoffStoreTest, PhaseChangesAreVersionsAndEndedHandoffsLeaveTheOpenSet)
   WriteResult w = MustWrite(Ctx("AssignTeam"), PolicyPin(team, 2, absl::Now()));
   Handoff h = w.snapshot->handoffs()[0];
   h.state = HandoffPhase::kDraining;
-  WriteResult drain = MustWrite(Ctx("Handoff"), [&](const Snapshot& before)
-                                                    -> absl::StatusOr<PlannedWrite> {
-    ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(before, h, HandoffPhase::kSwitching));
-    return PlannedWrite{std::move(plan), ""};
-  });
+  WriteResult drain =
+      MustWrite(Ctx("Handoff"), [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+        ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(before, h, HandoffPhase::kSwitching));
+        return PlannedWrite{std::move(plan), ""};
+      });
   EXPECT_EQ(drain.version, w.version + 1);
-  WriteResult cancel = MustWrite(Ctx("CancelHandoff"), [&](const Snapshot& before)
-                                                           -> absl::StatusOr<PlannedWrite> {
-    ASSIGN_OR_RETURN(Plan plan, PlanCancelHandoff(before, h.id, "test", absl::Now()));
-    return PlannedWrite{std::move(plan), ""};
-  });
+  WriteResult cancel =
+      MustWrite(Ctx("CancelHandoff"), [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+        ASSIGN_OR_RETURN(Plan plan, PlanCancelHandoff(before, h.id, "test", absl::Now()));
+        return PlannedWrite{std::move(plan), ""};
+      });
   EXPECT_EQ(cancel.version, w.version + 2);
 
   auto loaded = store_->LoadSnapshot();
@@ -134,12 +134,11 @@ TEST_F(HandoffStoreTest, PhaseChangeOfAStaleLeaderEpochIsRefused) {
   h.state = HandoffPhase::kDraining;
   WriteContext ctx = Ctx("Handoff");
   ctx.leader_epoch = 12345;  // never granted
-  auto stale = store_->Write(ctx, nullptr,
-                             [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
-                               ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(
-                                                               before, h, HandoffPhase::kSwitching));
-                               return PlannedWrite{std::move(plan), ""};
-                             });
+  auto stale =
+      store_->Write(ctx, nullptr, [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+        ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(before, h, HandoffPhase::kSwitching));
+        return PlannedWrite{std::move(plan), ""};
+      });
   EXPECT_THAT(stale, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not the leader")));
   auto loaded = store_->LoadSnapshot();
   ASSERT_THAT(loaded, IsOk());

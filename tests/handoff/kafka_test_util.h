@@ -16,8 +16,7 @@
 namespace bucketmap {
 
 // Produces `n` messages to each of the `partitions` partitions of `topic`.
-inline void Produce(const std::string& bootstrap, const std::string& topic, int partitions,
-                    int n) {
+inline void Produce(const std::string& bootstrap, const std::string& topic, int partitions, int n) {
   char error[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));
@@ -37,8 +36,8 @@ inline void Produce(const std::string& bootstrap, const std::string& topic, int 
 }
 
 // Commits `offset` on every partition of `topic` for `group`.
-inline void Commit(const std::string& bootstrap, const std::string& group,
-                   const std::string& topic, int partitions, int64_t offset) {
+inline void Commit(const std::string& bootstrap, const std::string& group, const std::string& topic,
+                   int partitions, int64_t offset) {
   char error[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof(error));

@@ -64,8 +64,7 @@ int64_t DefaultTeamOn(const Snapshot& s, int32_t bucket, int64_t from = 1000) {
 
 absl::StatusOr<Plan> Pin(const Snapshot& before, int64_t team, int32_t bucket,
                          const MovePolicy& policy) {
-  ASSIGN_OR_RETURN(Plan plan,
-                   PlanAssignments(before, {AssignmentOp{team, Target::Pin(bucket)}}));
+  ASSIGN_OR_RETURN(Plan plan, PlanAssignments(before, {AssignmentOp{team, Target::Pin(bucket)}}));
   RETURN_IF_ERROR(ApplyMovePolicy(before, policy, &plan));
   return plan;
 }
@@ -114,9 +113,9 @@ TEST(MovePolicyTest, SecondExplicitMoveWhileOpenIsRefusedNamingTeamAndHandoff) {
   absl::StatusOr<Plan> first = Pin(*before, team, 2, Policy());
   ASSERT_THAT(first, IsOk());
   absl::StatusOr<Plan> again = Pin(*first->after, team, 3, Policy());
-  EXPECT_THAT(again, StatusIs(Code::kFailedPrecondition,
-                              AllOf(HasSubstr(absl::StrCat("team ", team)),
-                                    HasSubstr("handoff 1"))));
+  EXPECT_THAT(again,
+              StatusIs(Code::kFailedPrecondition,
+                       AllOf(HasSubstr(absl::StrCat("team ", team)), HasSubstr("handoff 1"))));
   // Force does not override the open-handoff guard.
   MovePolicy forced = Policy();
   forced.force = true;
@@ -258,8 +257,7 @@ TEST(MovePolicyTest, LagAboveTheBoundRefusesUnlessForced) {
   MovePolicy p = Policy();
   p.max_move_lag = 100;
   p.source_lag = [](int32_t bucket) -> int64_t { return bucket == 1 ? 500 : -1; };
-  EXPECT_THAT(Pin(*before, team, 2, p),
-              StatusIs(Code::kFailedPrecondition, HasSubstr("bucket 1")));
+  EXPECT_THAT(Pin(*before, team, 2, p), StatusIs(Code::kFailedPrecondition, HasSubstr("bucket 1")));
   // Unknown lag (bucket 2) never refuses.
   EXPECT_THAT(Pin(*before, DefaultTeamOn(*before, 2), 1, p), IsOk());
   p.force = true;

@@ -358,7 +358,8 @@ std::string FormatTeam(const v1::TeamRoute& route) {
   if (route.has_handoff()) {
     const v1::Handoff& h = route.handoff();
     absl::StrAppend(&out, "  handoff       ", h.id(), " from bucket ", h.source_bucket_id(),
-                    ", opened at version ", h.opened_version(), ", phase ", v1::HandoffPhase_Name(h.state()), "\n");
+                    ", opened at version ", h.opened_version(), ", phase ",
+                    v1::HandoffPhase_Name(h.state()), "\n");
   }
   return out;
 }
