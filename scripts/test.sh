@@ -1,25 +1,47 @@
 #!/usr/bin/env bash
 # README command (b): installs what is missing, builds everything and runs
-# every test with ctest. Tests that need PostgreSQL start their own
-# throwaway instances on free ports, so nothing else needs to run.
+# every test with ctest, then the hardening stages. Tests that need
+# PostgreSQL start their own throwaway instances on free ports, so nothing
+# else needs to run.
 #
-# Arguments are passed to ctest, e.g. `./scripts/test.sh -R readme`.
+# Stages, in order (wall times measured on the 2-core CI machine are in
+# docs/operations.md, "CI stages"):
+#   tsan    clang-14 ThreadSanitizer over the domain and client tests
+#   clang   clang-14 build of every annotated target with
+#           -Werror=thread-safety, instrumented for libFuzzer+ASan+UBSan,
+#           then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its seed corpus
+#   asan    gcc ASan+UBSan build of everything, then the whole ctest suite
+#   main    the normal build and the whole ctest suite
+#
+# Arguments are passed to the main stage's ctest, e.g.
+# `./scripts/test.sh -R readme`.
 # Environment:
-#   BUCKETMAP_BUILD_DIR  build directory (default: build/ in the repository)
-#   BUCKETMAP_JOBS       parallel compile jobs and tests (default 2)
-#   BUCKETMAP_TSAN       0 skips the ThreadSanitizer stage (default 1)
+#   BUCKETMAP_BUILD_DIR     build directory (default: build/ in the repository);
+#                           the other stages use $BUCKETMAP_BUILD_DIR-<stage>
+#   BUCKETMAP_JOBS          parallel compile jobs and tests (default 2)
+#   BUCKETMAP_TSAN=0        skips the ThreadSanitizer stage
+#   BUCKETMAP_CLANG=0       skips the thread-safety build and the fuzzers
+#   BUCKETMAP_FUZZ=0        builds the clang stage but runs no fuzzer
+#   BUCKETMAP_FUZZ_SECONDS  run time of each fuzzer (default 60)
+#   BUCKETMAP_ASAN=0        skips the ASan+UBSan stage
+#   BUCKETMAP_MAIN=0        skips the normal build and its ctest run
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUCKETMAP_BUILD_DIR:-$ROOT/build}
 JOBS=${BUCKETMAP_JOBS:-2}
+FUZZERS=(client_snapshot_fuzzer client_delta_fuzzer admin_request_fuzzer)
 
 "$ROOT/scripts/install-deps.sh"
+
+stage() { echo "=== $1 ($(date -u +%H:%M:%S))"; STAGE_START=$SECONDS; }
+stage_done() { echo "=== $1 took $((SECONDS - STAGE_START)) s"; }
 
 # ThreadSanitizer (clang-14) over the code that has no gRPC in it: the
 # domain library and the client's lock-free read and publish paths.
 # Debian's gRPC is not TSan-instrumented, so the server is not built here.
 if [[ ${BUCKETMAP_TSAN:-1} != 0 ]]; then
+  stage tsan
   TSAN_DIR=${BUILD_DIR}-tsan
   CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$TSAN_DIR" -G Ninja \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -29,8 +51,68 @@ if [[ ${BUCKETMAP_TSAN:-1} != 0 ]]; then
   TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" "$TSAN_DIR/tests/client/client_tests"
   TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" "$TSAN_DIR/tests/domain/domain_tests" \
     --gtest_brief=1
+  stage_done tsan
 fi
 
-cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
-ninja -C "$BUILD_DIR" -j"$JOBS"
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS" "$@"
+# One clang-14 tree serves two checks. -Werror=thread-safety turns the
+# -Wthread-safety analysis (on for every clang build, see CMakeLists.txt)
+# into errors over every target with ABSL_GUARDED_BY annotations: the
+# server, the client, bucketctl and the tests that share watch_client.h.
+# The same objects are instrumented for libFuzzer (coverage), ASan and
+# UBSan, which the fuzzers link. Annotations need no sanitizer: nothing
+# here runs except the fuzzers.
+if [[ ${BUCKETMAP_CLANG:-1} != 0 ]]; then
+  stage clang
+  CLANG_DIR=${BUILD_DIR}-clang
+  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+  CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$CLANG_DIR" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUCKETMAP_FUZZ=ON \
+    -DCMAKE_C_FLAGS="$SAN" -DCMAKE_CXX_FLAGS="$SAN -Werror=thread-safety" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+  ninja -C "$CLANG_DIR" -j"$JOBS" bucketmap-server bucketmap_client_watch bucketctl \
+    server_tests fault_tests "${FUZZERS[@]}"
+  stage_done clang
+
+  if [[ ${BUCKETMAP_FUZZ:-1} != 0 ]]; then
+    stage fuzz
+    # Each fuzzer starts from the committed seeds and writes what it finds
+    # to a scratch corpus, never to fuzz/corpus. A crash, leak or failed
+    # check stops it with a non-zero exit and leaves the input in
+    # $CLANG_DIR/fuzz-artifacts/ (add it to fuzz/regressions/<fuzzer>/).
+    mkdir -p "$CLANG_DIR/fuzz-artifacts"
+    for fuzzer in "${FUZZERS[@]}"; do
+      corpora=("$CLANG_DIR/fuzz-corpus/$fuzzer" "$ROOT/fuzz/corpus/$fuzzer")
+      mkdir -p "${corpora[0]}"
+      if [[ -d $ROOT/fuzz/regressions/$fuzzer ]]; then
+        corpora+=("$ROOT/fuzz/regressions/$fuzzer")
+      fi
+      "$CLANG_DIR/fuzz/$fuzzer" -max_total_time="${BUCKETMAP_FUZZ_SECONDS:-60}" \
+        -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$CLANG_DIR/fuzz-artifacts/$fuzzer-" "${corpora[@]}" 2>&1 | tail -n 30
+    done
+    stage_done fuzz
+  fi
+fi
+
+# AddressSanitizer + UndefinedBehaviorSanitizer (gcc) over the whole
+# suite, the server binary that the process tests spawn included.
+# -fno-sanitize-recover (CMakeLists.txt) makes any UBSan report abort.
+if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
+  stage asan
+  ASAN_DIR=${BUILD_DIR}-asan
+  cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DBUCKETMAP_SANITIZE=ON
+  ninja -C "$ASAN_DIR" -j"$JOBS"
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1 ${ASAN_OPTIONS:-}" \
+    UBSAN_OPTIONS="print_stacktrace=1 ${UBSAN_OPTIONS:-}" \
+    ctest --test-dir "$ASAN_DIR" --output-on-failure -j"$JOBS"
+  stage_done asan
+fi
+
+if [[ ${BUCKETMAP_MAIN:-1} != 0 ]]; then
+  stage main
+  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  ninja -C "$BUILD_DIR" -j"$JOBS"
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS" "$@"
+  stage_done main
+fi
