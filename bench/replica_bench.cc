@@ -3,8 +3,8 @@
 //
 // Two bucketmap-server processes (A and B) share one throwaway PostgreSQL.
 // W watchers subscribe on B, and as a baseline measured in the same run, W
-// on A; one writer adds an override on A every --pace_ms. For each write and each watcher, the latency is the time from
-// A's reply to AssignTeam (the commit is then visible) to that watcher's
+// on A; one writer adds an override on A every --pace_ms. For each write and each watcher, the
+// latency is the time from A's reply to AssignTeam (the commit is then visible) to that watcher's
 // receipt of the push carrying the version; the time from sending the
 // request is reported too (it adds A's own write path). B's catch-up poll
 // is set to 1 h so that only NOTIFY can explain what arrives in time. The
@@ -244,11 +244,12 @@ int Run(int watchers, int writes, int pace_ms, int64_t preload) {
       watchers, writes, pace_ms, static_cast<long long>(preload));
   for (int k = 0; k < 2; ++k) {
     const char* on = k == 0 ? "B (other replica)" : "A (baseline)     ";
-    std::printf("  watchers on %s  A's reply -> push: p50 %6.2f  p99 %6.2f  max %6.2f ms;"
-                "  request sent -> push: p50 %6.2f  p99 %6.2f ms\n",
-                on, Percentile(from_reply[k], 0.5), Percentile(from_reply[k], 0.99),
-                Percentile(from_reply[k], 1.0), Percentile(from_send[k], 0.5),
-                Percentile(from_send[k], 0.99));
+    std::printf(
+        "  watchers on %s  A's reply -> push: p50 %6.2f  p99 %6.2f  max %6.2f ms;"
+        "  request sent -> push: p50 %6.2f  p99 %6.2f ms\n",
+        on, Percentile(from_reply[k], 0.5), Percentile(from_reply[k], 0.99),
+        Percentile(from_reply[k], 1.0), Percentile(from_send[k], 0.5),
+        Percentile(from_send[k], 0.99));
   }
   std::printf("  %zu receipts, %lld missing\n", from_reply[0].size() + from_reply[1].size(),
               static_cast<long long>(missing));

@@ -128,8 +128,8 @@ void LeaderElection::LoseLeadership(const std::string& why) {
     absl::MutexLock state(&mu_);
     epoch_.store(kNotLeader, std::memory_order_release);
   }
-  spdlog::warn("leader election: {} is no longer the leader (epoch {}): {}", options_.holder,
-               epoch, why);
+  spdlog::warn("leader election: {} is no longer the leader (epoch {}): {}", options_.holder, epoch,
+               why);
   for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it) {
     spdlog::info("leader election: stopping {}", it->name);
     it->stop();
@@ -164,29 +164,28 @@ void LeaderElection::Step() {
     LoseLeadership("lock session dropped (test)");
     return;
   }
-  const int64_t timeout_s =
-      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(options_.session_timeout,
-                                                           absl::Seconds(1))));
+  const int64_t timeout_s = std::max<int64_t>(
+      1, absl::ToInt64Seconds(absl::Ceil(options_.session_timeout, absl::Seconds(1))));
   try {
     if (session_ == nullptr) {
       // Tighter than the pool's defaults: this session's death is how a
       // dead leader is noticed, by both ends.
       const std::string conninfo = WithConnectionDefaults(
-          WithConnectionParams(options_.url,
-                               {{"keepalives_idle", "1"},
-                                {"keepalives_interval", "1"},
-                                {"keepalives_count", absl::StrCat(timeout_s)},
-                                {"tcp_user_timeout", absl::StrCat(timeout_s * 1000)},
-                                {"application_name", "bucketmap-leader"}}),
+          WithConnectionParams(options_.url, {{"keepalives_idle", "1"},
+                                              {"keepalives_interval", "1"},
+                                              {"keepalives_count", absl::StrCat(timeout_s)},
+                                              {"tcp_user_timeout", absl::StrCat(timeout_s * 1000)},
+                                              {"application_name", "bucketmap-leader"}}),
           static_cast<int>(timeout_s));
       auto session = std::make_unique<Session>(conninfo);
       pqxx::nontransaction tx(session->conn);
       // The server side of the same: PostgreSQL drops a vanished leader's
       // session, and with it the lock, within about session_timeout.
-      tx.exec0(absl::StrCat("SET tcp_keepalives_idle = 1; SET tcp_keepalives_interval = 1;"
-                            " SET tcp_keepalives_count = ",
-                            timeout_s, "; SET tcp_user_timeout = ", timeout_s * 1000,
-                            "; SET statement_timeout = ", timeout_s * 1000));
+      tx.exec0(
+          absl::StrCat("SET tcp_keepalives_idle = 1; SET tcp_keepalives_interval = 1;"
+                       " SET tcp_keepalives_count = ",
+                       timeout_s, "; SET tcp_user_timeout = ", timeout_s * 1000,
+                       "; SET statement_timeout = ", timeout_s * 1000));
       tx.commit();
       session_ = std::move(session);
     }
@@ -214,9 +213,10 @@ void LeaderElection::Step() {
       } catch (const pqxx::broken_connection&) {
         throw;
       } catch (const std::exception& e) {
-        spdlog::warn("leader election: took the lock but could not bump the epoch ({}); "
-                     "releasing it",
-                     e.what());
+        spdlog::warn(
+            "leader election: took the lock but could not bump the epoch ({}); "
+            "releasing it",
+            e.what());
         pqxx::nontransaction tx(session_->conn);
         tx.exec_params0("SELECT pg_advisory_unlock($1)", kLeaderLockKey);
         tx.commit();

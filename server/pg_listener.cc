@@ -65,7 +65,9 @@ PgListener::~PgListener() {
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-void PgListener::Start() { thread_ = std::thread([this] { Loop(); }); }
+void PgListener::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void PgListener::Stop() {
   if (stop_.exchange(true)) return;

@@ -60,8 +60,8 @@ class ReplicaProcessTest : public ::testing::Test {
   }
 
   ServerProcess& Launch(const std::string& name, const std::string& kafka_brokers) {
-    auto s = std::make_unique<ServerProcess>(BUCKETMAP_SERVER_BINARY,
-                                             pg_->dir() + "/" + name + ".log");
+    auto s =
+        std::make_unique<ServerProcess>(BUCKETMAP_SERVER_BINARY, pg_->dir() + "/" + name + ".log");
     absl::Status launched = s->Launch(pg_->url(), {
                                                       "--replica_name=" + name,
                                                       "--kafka_brokers=" + kafka_brokers,
@@ -161,9 +161,9 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
   }
   // Kill once the leader has published some of this load.
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < give_up &&
-         (acked.load() < 200 ||
-          Metric(old_leader, "bucketmap_outbox_last_published_version") < 50)) {
+  while (
+      absl::Now() < give_up &&
+      (acked.load() < 200 || Metric(old_leader, "bucketmap_outbox_last_published_version") < 50)) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   const absl::Time killed = absl::Now();
@@ -198,10 +198,11 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
     seen = r.version;
   }
   EXPECT_EQ(seen, last);
-  std::printf("failover in %s; %d acknowledged writes; %zu records: versions 1..%ld, %ld "
-              "duplicates\n",
-              absl::FormatDuration(failover).c_str(), acked.load(), records->size(),
-              static_cast<long>(seen), static_cast<long>(duplicates));
+  std::printf(
+      "failover in %s; %d acknowledged writes; %zu records: versions 1..%ld, %ld "
+      "duplicates\n",
+      absl::FormatDuration(failover).c_str(), acked.load(), records->size(),
+      static_cast<long>(seen), static_cast<long>(duplicates));
   // The new leader marks everything published.
   for (int i = 0; i < 100 && Metric(survivor, "bucketmap_outbox_backlog") != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(100));
@@ -228,8 +229,8 @@ TEST_F(ReplicaProcessTest, SigtermSendsWatchersToTheOtherReplica) {
   ASSERT_EQ(connection.address(), first.address());
 
   const int status = first.Kill(SIGTERM);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status << ":\n" << first.log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << ":\n"
+                                                             << first.log();
   // Writes on the survivor reach the client through it.
   for (int64_t team = 1; team <= 5; ++team) {
     int64_t version = 0;

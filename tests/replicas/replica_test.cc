@@ -4,8 +4,8 @@
 #include <atomic>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -199,8 +199,7 @@ TEST_F(ReplicaTest, WriteOnOneReplicaReachesWatcherOfAnotherAsDeltas) {
     const absl::Time start = absl::Now();
     const int64_t version = Pin(a, 100 + i, bucket);
     ASSERT_GT(version, 0);
-    std::optional<v1::WatchResponse::Push> push =
-        WaitForPush(*watcher, version, absl::Seconds(5));
+    std::optional<v1::WatchResponse::Push> push = WaitForPush(*watcher, version, absl::Seconds(5));
     ASSERT_TRUE(push.has_value()) << "version " << version << " never reached replica b";
     // The poll is off (1 h): this came through NOTIFY, as a delta.
     EXPECT_LT(absl::Now() - start, absl::Seconds(2));
@@ -322,7 +321,8 @@ TEST_F(ReplicaTest, LeaderTasksFollowLeadershipAndALostSessionHandsItOver) {
   x.Start();
   y.Start();
   const absl::Time end = absl::Now() + absl::Seconds(10);
-  while (absl::Now() < end && !x.IsLeader() && !y.IsLeader()) absl::SleepFor(absl::Milliseconds(10));
+  while (absl::Now() < end && !x.IsLeader() && !y.IsLeader())
+    absl::SleepFor(absl::Milliseconds(10));
   ASSERT_TRUE(x.IsLeader() != y.IsLeader());
   LeaderElection& leader = x.IsLeader() ? x : y;
   const int64_t epoch = leader.epoch();
@@ -356,7 +356,8 @@ TEST_F(ReplicaTest, ReplicasReloadWhenTheDatabaseHasAnotherClusterId) {
   ASSERT_GT(Pin(a, 5, bucket), 0);
   const absl::Time end = absl::Now() + absl::Seconds(5);
   auto cluster = [](Replica& r) { return r.server->manager().Current()->snapshot().cluster_id(); };
-  while (absl::Now() < end && (cluster(b) != "restored-cluster" || cluster(c) != "restored-cluster")) {
+  while (absl::Now() < end &&
+         (cluster(b) != "restored-cluster" || cluster(c) != "restored-cluster")) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_NE(old_cluster, "restored-cluster");
@@ -385,14 +386,15 @@ class FencingTest : public ReplicaTest {
     ctx.actor = "fencing-test";
     ctx.reason = "fencing test";
     ctx.leader_epoch = epoch;
-    return store_->Write(ctx, nullptr, [&](const Snapshot& current) -> absl::StatusOr<PlannedWrite> {
-      if (during) during();
-      Bucket bucket;
-      bucket.name = name;
-      bucket.topics["ingestion"] = "events_" + name;
-      ASSIGN_OR_RETURN(Plan plan, PlanCreateBucket(current, bucket));
-      return PlannedWrite{std::move(plan), ""};
-    });
+    return store_->Write(ctx, nullptr,
+                         [&](const Snapshot& current) -> absl::StatusOr<PlannedWrite> {
+                           if (during) during();
+                           Bucket bucket;
+                           bucket.name = name;
+                           bucket.topics["ingestion"] = "events_" + name;
+                           ASSIGN_OR_RETURN(Plan plan, PlanCreateBucket(current, bucket));
+                           return PlannedWrite{std::move(plan), ""};
+                         });
   }
 
   std::unique_ptr<PgStore> store_;
@@ -487,8 +489,10 @@ TEST_F(ReplicaTest, ListenerReconnectsAfterPostgresRestart) {
     req.set_bucket_id(bucket);
     req.set_reason("after restart");
     v1::AssignTeamResponse resp;
-    if (a.admin->AssignTeam(Ctx().get(), req, &resp).ok()) version = resp.version();
-    else absl::SleepFor(absl::Milliseconds(100));
+    if (a.admin->AssignTeam(Ctx().get(), req, &resp).ok())
+      version = resp.version();
+    else
+      absl::SleepFor(absl::Milliseconds(100));
   }
   ASSERT_GT(version, 0);
   // Another, once the listener has surely reconnected (it retries every
