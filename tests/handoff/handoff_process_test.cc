@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/handoff/handoff_test_util.h"
 #include "tests/handoff/kafka_test_util.h"
 #include "tests/support/kafka_harness.h"
 #include "tests/support/pg_harness.h"
@@ -61,25 +62,7 @@ class HandoffProcessTest : public ::testing::Test {
   }
 
   v1::Handoff WaitFor(int64_t id, v1::HandoffPhase phase) {
-    const absl::Time end = absl::Now() + absl::Seconds(30);
-    v1::Handoff last;
-    while (absl::Now() < end) {
-      v1::ListHandoffsRequest req;
-      req.set_include_ended(true);
-      v1::ListHandoffsResponse resp;
-      if (server_->admin()->ListHandoffs(Ctx().get(), req, &resp).ok()) {
-        for (const v1::Handoff& h : resp.handoffs()) {
-          if (h.id() != id) continue;
-          last = h;
-          if (h.state() == phase) return h;
-        }
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "handoff " << id << " never reached " << v1::HandoffPhase_Name(phase)
-                  << "; last: " << last.ShortDebugString() << "\n"
-                  << server_->log();
-    return last;
+    return WaitForHandoff(server_->admin(), id, InState(phase), absl::Seconds(30), server_->log());
   }
 
   // Pins a team that the default pool places on bucket `a` to bucket `b`.

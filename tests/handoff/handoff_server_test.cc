@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "server/embedded_kafka.h"
 #include "server/kafka_offsets.h"
+#include "tests/handoff/handoff_test_util.h"
 #include "tests/handoff/kafka_test_util.h"
 #include "tests/server/server_fixture.h"
 #include "tests/server/watch_client.h"
@@ -108,36 +109,11 @@ class HandoffServerTest : public ServerFixture {
     return admin_->AssignTeam(Ctx().get(), req, resp);
   }
 
-  // The handoff `id` as ListHandoffs shows it (ended ones included).
-  std::optional<v1::Handoff> Find(int64_t id) {
-    v1::ListHandoffsRequest req;
-    req.set_include_ended(true);
-    v1::ListHandoffsResponse resp;
-    grpc::Status s = admin_->ListHandoffs(Ctx().get(), req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    for (const v1::Handoff& h : resp.handoffs()) {
-      if (h.id() == id) return h;
-    }
-    return std::nullopt;
-  }
+  std::optional<v1::Handoff> Find(int64_t id) { return FindHandoff(admin_.get(), id); }
 
-  // Waits until handoff `id` satisfies `pred`; returns its last state.
   template <typename Pred>
   v1::Handoff WaitFor(int64_t id, Pred pred, absl::Duration timeout = absl::Seconds(20)) {
-    const absl::Time end = absl::Now() + timeout;
-    std::optional<v1::Handoff> h;
-    while (absl::Now() < end) {
-      h = Find(id);
-      if (h.has_value() && pred(*h)) return *h;
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "handoff " << id << " never reached the expected state; last: "
-                  << (h.has_value() ? h->ShortDebugString() : "absent");
-    return h.value_or(v1::Handoff());
-  }
-
-  static auto InState(v1::HandoffPhase phase) {
-    return [phase](const v1::Handoff& h) { return h.state() == phase; };
+    return WaitForHandoff(admin_.get(), id, pred, timeout);
   }
 
   // A team placed on bucket a by the default pool.
@@ -579,24 +555,7 @@ TEST_F(HandoffNoKafkaTest, WithoutKafkaADrainWithAGroupEndsForcedAndOneWithoutCo
   v1::AssignTeamResponse third;
   EXPECT_FALSE(Pin(2, b, &third).ok());  // team 2 is in an open handoff
 
-  auto wait_ended = [&](int64_t id) {
-    const absl::Time end = absl::Now() + absl::Seconds(15);
-    while (absl::Now() < end) {
-      v1::ListHandoffsRequest req;
-      req.set_include_ended(true);
-      v1::ListHandoffsResponse resp;
-      EXPECT_TRUE(admin_->ListHandoffs(Ctx().get(), req, &resp).ok());
-      for (const v1::Handoff& h : resp.handoffs()) {
-        if (h.id() == id && h.state() != v1::HANDOFF_SWITCHING &&
-            h.state() != v1::HANDOFF_DRAINING) {
-          return h;
-        }
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "handoff " << id << " did not end";
-    return v1::Handoff();
-  };
+  auto wait_ended = [&](int64_t id) { return WaitForHandoff(admin_.get(), id, Ended); };
   EXPECT_EQ(wait_ended(first.effect().handoffs(0).id()).state(), v1::HANDOFF_COMPLETED);
   // Team 2 moves out of c (which has a group) by a second pin.
   ASSERT_TRUE(wait_ended(second.effect().handoffs(0).id()).state() == v1::HANDOFF_COMPLETED);
