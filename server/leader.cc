@@ -152,6 +152,29 @@ void LeaderElection::Loop() {
   session_.reset();
 }
 
+void LeaderElection::TerminateHungLeader() {
+  // The holder's lock session, and how long it has been idle: a live
+  // leader runs its check every `interval`, which moves state_change.
+  pqxx::nontransaction tx(session_->conn);
+  const pqxx::result holder = tx.exec_params(
+      "SELECT l.pid, (EXTRACT(EPOCH FROM now() - a.state_change) * 1000)::bigint"
+      " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+      " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2"
+      " AND l.objsubid = 1 AND a.state <> 'active'",
+      static_cast<int64_t>(static_cast<uint64_t>(kLeaderLockKey) >> 32),
+      static_cast<int64_t>(static_cast<uint64_t>(kLeaderLockKey) & 0xffffffffu));
+  if (holder.empty() || holder[0][1].is_null()) return;
+  const absl::Duration idle = absl::Milliseconds(holder[0][1].as<int64_t>());
+  if (idle < options_.lease) return;
+  const int pid = holder[0][0].as<int>();
+  spdlog::warn(
+      "leader election: the leader's lock session (backend {}) has been idle for {}, "
+      "longer than the {} lease: the leader is hung; terminating its session",
+      pid, absl::FormatDuration(idle), absl::FormatDuration(options_.lease));
+  tx.exec_params("SELECT pg_terminate_backend($1)", pid);
+  tx.commit();
+}
+
 void LeaderElection::Step() {
   bool drop = false;
   {
@@ -196,7 +219,10 @@ void LeaderElection::Step() {
         acquired = tx.exec_params1("SELECT pg_try_advisory_lock($1)", kLeaderLockKey)[0].as<bool>();
         tx.commit();
       }
-      if (!acquired) return;
+      if (!acquired) {
+        TerminateHungLeader();
+        return;
+      }
       int64_t epoch = 0;
       try {
         pqxx::work tx(session_->conn);

@@ -11,8 +11,10 @@
 // stopped before the next attempt. PostgreSQL releases the lock as soon as
 // the session ends: at once for a killed process (the kernel closes the
 // socket), within `session_timeout` for a vanished host (server-side TCP
-// keepalives and tcp_user_timeout are set on the lock session). So a
-// failover takes about session_timeout + interval, well under 10 s.
+// keepalives and tcp_user_timeout are set on the lock session). A frozen
+// leader (its session alive but no longer checked) is cut off by a follower
+// once the session has been idle for `lease`. So a failover takes at most
+// about lease + interval (7 s by default), under 10 s.
 //
 // Fencing. Two replicas may both believe they lead for a moment (the old
 // one has not noticed yet). Leader-only writes therefore carry the epoch:
@@ -84,6 +86,12 @@ struct LeaderElectionOptions {
   // up (TCP keepalives, tcp_user_timeout, statement_timeout). Whole
   // seconds, at least 1.
   absl::Duration session_timeout = absl::Seconds(3);
+  // A leader whose lock session has been idle this long has stopped
+  // checking it (the process is frozen: SIGSTOP, a stuck thread, swap): its
+  // socket still answers, so PostgreSQL keeps the session and the lock. A
+  // follower then terminates that session (pg_terminate_backend) and takes
+  // over. Must exceed `interval` plus a check's round trip.
+  absl::Duration lease = absl::Seconds(6);
   // The epoch bump waits for in-flight fenced writes of the old leader;
   // this bounds that wait (the attempt is then retried).
   absl::Duration bump_timeout = absl::Seconds(15);
@@ -157,6 +165,9 @@ class LeaderElection {
   void Loop();
   // One attempt or check on the lock session; returns after `interval`.
   void Step();
+  // Follower: terminates the lock session of a leader that stopped
+  // checking it for longer than `lease`. May throw pqxx exceptions.
+  void TerminateHungLeader();
   void BecomeLeader(int64_t epoch) ABSL_LOCKS_EXCLUDED(tasks_mu_);
   void LoseLeadership(const std::string& why) ABSL_LOCKS_EXCLUDED(tasks_mu_);
   void SetMetrics(int64_t epoch);

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,7 +80,9 @@ class ReplicaProcessTest : public ::testing::Test {
     int leader = -1;
     int leaders = 0;
     for (size_t i = 0; i < servers_.size(); ++i) {
-      if (servers_[i]->running() && Metric(*servers_[i], "bucketmap_leader") == 1) {
+      // A stopped process accepts connections but never answers: skip it.
+      if (servers_[i]->running() && frozen_.count(servers_[i]->pid()) == 0 &&
+          Metric(*servers_[i], "bucketmap_leader") == 1) {
         ++leaders;
         leader = static_cast<int>(i);
       }
@@ -128,7 +131,31 @@ class ReplicaProcessTest : public ::testing::Test {
 
   std::unique_ptr<TestPostgres> pg_;
   std::vector<std::unique_ptr<ServerProcess>> servers_;
+  std::set<pid_t> frozen_;  // SIGSTOPped
 };
+
+// The events on `topic` up to version `last`, as a consumer that drops
+// versions it has seen keeps them, must be 1..last in order.
+void ExpectNoGap(const std::string& bootstrap, int64_t last, const char* what) {
+  auto records = ReadAllChangeEvents(bootstrap, kTopic, absl::Seconds(60), last);
+  ASSERT_TRUE(records.ok()) << records.status();
+  int64_t seen = 0;
+  int64_t duplicates = 0;
+  for (const KafkaRecord& r : *records) {
+    v1::ChangeEvent event;
+    ASSERT_TRUE(event.ParseFromString(r.value)) << "offset " << r.offset;
+    ASSERT_EQ(event.version(), r.version);
+    if (r.version <= seen) {
+      ++duplicates;
+      continue;
+    }
+    ASSERT_EQ(r.version, seen + 1) << "gap or reordering at offset " << r.offset;
+    seen = r.version;
+  }
+  EXPECT_EQ(seen, last);
+  std::printf("%s: %zu records: versions 1..%ld, %ld duplicates\n", what, records->size(),
+              static_cast<long>(seen), static_cast<long>(duplicates));
+}
 
 TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasNoGap) {
   auto kafka = KafkaMockProcess::Start({{kTopic, 1}});
@@ -180,34 +207,63 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
   ASSERT_GT(last, 200);
   EXPECT_GE(PsqlInt("SELECT epoch FROM bm_leader"), 2);
 
-  auto records = ReadAllChangeEvents((*kafka)->bootstrap(), kTopic, absl::Seconds(60), last);
-  ASSERT_TRUE(records.ok()) << records.status();
-  // A consumer drops versions <= the last one it saw; what it keeps must be
-  // 1..last in order.
-  int64_t seen = 0;
-  int64_t duplicates = 0;
-  for (const KafkaRecord& r : *records) {
-    v1::ChangeEvent event;
-    ASSERT_TRUE(event.ParseFromString(r.value)) << "offset " << r.offset;
-    ASSERT_EQ(event.version(), r.version);
-    if (r.version <= seen) {
-      ++duplicates;
-      continue;
-    }
-    ASSERT_EQ(r.version, seen + 1) << "gap or reordering at offset " << r.offset;
-    seen = r.version;
-  }
-  EXPECT_EQ(seen, last);
-  std::printf(
-      "failover in %s; %d acknowledged writes; %zu records: versions 1..%ld, %ld "
-      "duplicates\n",
-      absl::FormatDuration(failover).c_str(), acked.load(), records->size(),
-      static_cast<long>(seen), static_cast<long>(duplicates));
+  std::printf("failover in %s; %d acknowledged writes\n", absl::FormatDuration(failover).c_str(),
+              acked.load());
+  ExpectNoGap((*kafka)->bootstrap(), last, "after SIGKILL of the leader");
   // The new leader marks everything published.
   for (int i = 0; i < 100 && Metric(survivor, "bucketmap_outbox_backlog") != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_EQ(PsqlInt("SELECT count(*) FROM change_log WHERE published_at IS NULL"), 0);
+}
+
+// A frozen leader (SIGSTOP) keeps its socket, so PostgreSQL keeps its
+// session and the lock: a follower must cut it off once the session has
+// been idle for the lease, and the leader must step down when it resumes.
+TEST_F(ReplicaProcessTest, FrozenLeaderIsCutOffWithin10sAndStepsDownWhenItResumes) {
+  auto kafka = KafkaMockProcess::Start({{kTopic, 1}});
+  ASSERT_TRUE(kafka.ok()) << kafka.status();
+  Launch("r1", (*kafka)->bootstrap());
+  Launch("r2", (*kafka)->bootstrap());
+  const int leader = WaitForLeader(absl::Seconds(10));
+  ASSERT_GE(leader, 0);
+  ServerProcess& old_leader = *servers_[leader];
+  ServerProcess& survivor = *servers_[1 - leader];
+  ASSERT_TRUE(CreateBucket(survivor, "b1").ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> next_team{1};
+  std::thread writer([&] {
+    while (!stop.load()) {
+      (void)Assign(survivor, next_team.fetch_add(1));
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+
+  ASSERT_EQ(kill(old_leader.pid(), SIGSTOP), 0);
+  frozen_.insert(old_leader.pid());
+  const absl::Time frozen = absl::Now();
+  const int next = WaitForLeader(absl::Seconds(10));
+  const absl::Duration failover = absl::Now() - frozen;
+  EXPECT_EQ(next, 1 - leader) << survivor.log();
+  EXPECT_LT(failover, absl::Seconds(10));
+
+  // It resumes believing it leads, with its relay mid-flight: it must find
+  // its session gone and stop; its MarkPublished are fenced off meanwhile.
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(kill(old_leader.pid(), SIGCONT), 0);
+  frozen_.erase(old_leader.pid());
+  const absl::Time resumed = absl::Now();
+  while (absl::Now() - resumed < absl::Seconds(10) && Metric(old_leader, "bucketmap_leader") != 0) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(Metric(old_leader, "bucketmap_leader"), 0);
+  EXPECT_EQ(WaitForLeader(absl::Seconds(1)), 1 - leader);
+  absl::SleepFor(absl::Milliseconds(500));
+  stop = true;
+  writer.join();
+  const int64_t last = PsqlInt("SELECT max(version) FROM change_log");
+  std::printf("frozen leader cut off after %s\n", absl::FormatDuration(failover).c_str());
+  ExpectNoGap((*kafka)->bootstrap(), last, "after SIGSTOP/SIGCONT of the leader");
 }
 
 TEST_F(ReplicaProcessTest, SigtermSendsWatchersToTheOtherReplica) {
