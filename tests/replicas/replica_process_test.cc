@@ -38,12 +38,6 @@ namespace {
 
 constexpr char kTopic[] = "bucketmap_changes";
 
-std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout = absl::Seconds(5)) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  return ctx;
-}
-
 double Metric(const ServerProcess& s, const std::string& metric) {
   return MetricValue(HttpGet(s.metrics_port(), "/metrics"), metric);
 }
@@ -105,7 +99,7 @@ class ReplicaProcessTest : public ::testing::Test {
     (*req.mutable_bucket()->mutable_topics())["ingestion"] = "events_" + name;
     req.set_reason("replica process test");
     v1::CreateBucketResponse resp;
-    return s.admin()->CreateBucket(Ctx().get(), req, &resp);
+    return s.admin()->CreateBucket(ContextWithTimeout(absl::Seconds(5)).get(), req, &resp);
   }
 
   // A new override that moves no route (so it opens no handoff and is
@@ -116,7 +110,8 @@ class ReplicaProcessTest : public ::testing::Test {
     req.set_pool("default");
     req.set_reason("replica process test");
     v1::AssignTeamResponse resp;
-    grpc::Status status = s.admin()->AssignTeam(Ctx().get(), req, &resp);
+    grpc::Status status =
+        s.admin()->AssignTeam(ContextWithTimeout(absl::Seconds(5)).get(), req, &resp);
     if (version != nullptr) *version = resp.version();
     return status;
   }
