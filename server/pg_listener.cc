@@ -14,6 +14,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "server/pg_util.h"
 #include "spdlog/spdlog.h"
 
@@ -53,11 +56,35 @@ class VersionReceiver final : public pqxx::notification_receiver {
 
 }  // namespace
 
-PgListener::PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected)
+struct PgListener::MetricSet {
+  explicit MetricSet(prometheus::Registry& registry)
+      : connected(prometheus::BuildGauge()
+                      .Name("bucketmap_version_listener_connected")
+                      .Help("1 while this replica LISTENs for versions committed by other "
+                            "replicas; 0 means it relies on the catch-up poll")
+                      .Register(registry)
+                      .Add({})),
+        notifications(prometheus::BuildCounter()
+                          .Name("bucketmap_version_notifications_total")
+                          .Help("Batches of version notifications received (NOTIFY)")
+                          .Register(registry)
+                          .Add({})) {}
+  prometheus::Gauge& connected;
+  prometheus::Counter& notifications;
+};
+
+PgListener::PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected,
+                       prometheus::Registry* registry)
     : options_(std::move(options)),
       on_version_(std::move(on_version)),
       on_connected_(std::move(on_connected)) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (registry != nullptr) metrics_ = std::make_unique<MetricSet>(*registry);
+}
+
+void PgListener::SetConnected(bool connected) {
+  connected_.store(connected, std::memory_order_release);
+  if (metrics_ != nullptr) metrics_->connected.Set(connected ? 1 : 0);
 }
 
 PgListener::~PgListener() {
@@ -102,22 +129,23 @@ bool PgListener::ListenOnce() {
     VersionReceiver receiver(conn, options_.channel);
     // The receiver LISTENs on construction, so nothing committed from here
     // on is missed; the owner catches up with what came before.
-    connected_.store(true, std::memory_order_release);
+    SetConnected(true);
     spdlog::info("listening for new versions on channel {}", options_.channel);
     on_connected_();
     for (;;) {
       conn.get_notifs();  // throws once the connection is broken
       std::string cluster_id;
       if (const int64_t version = receiver.Take(&cluster_id); version >= 0) {
+        if (metrics_ != nullptr) metrics_->notifications.Increment();
         on_version_(version, cluster_id);
       }
       if (!Wait(conn.sock(), absl::InfiniteDuration())) {
-        connected_.store(false, std::memory_order_release);
+        SetConnected(false);
         return false;
       }
     }
   } catch (...) {
-    connected_.store(false, std::memory_order_release);
+    SetConnected(false);
     const absl::Status status = StatusFromCurrentException("version listener");
     if (!stop_.load()) {
       spdlog::warn("{}; reconnecting (the catch-up poll covers the gap)", status.ToString());

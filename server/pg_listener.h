@@ -13,6 +13,9 @@
 // calls on_connected() after each (re)connection: notifications sent
 // meanwhile are lost, so the owner catches up by polling once.
 //
+// Metrics (when a registry is given): bucketmap_version_listener_connected
+// (1 while LISTENing) and bucketmap_version_notifications_total.
+//
 // Callbacks run on the listener thread, one at a time; they may block
 // (a catch-up from the store): notifications wait in the socket meanwhile.
 //
@@ -24,10 +27,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/time/time.h"
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
 
 namespace bucketmap {
 
@@ -43,7 +51,9 @@ class PgListener {
   using VersionFn = std::function<void(int64_t version, const std::string& cluster_id)>;
   using ConnectedFn = std::function<void()>;
 
-  PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected);
+  // `registry` may be null (no metrics); it must outlive the listener.
+  PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected,
+             prometheus::Registry* registry = nullptr);
   // Stop()s.
   ~PgListener();
   PgListener(const PgListener&) = delete;
@@ -62,6 +72,7 @@ class PgListener {
   // Listens on one connection until it breaks or Stop(); returns false on
   // Stop().
   bool ListenOnce();
+  void SetConnected(bool connected);
   // Waits until `fd` is readable, the wake fd fires or `timeout` passes;
   // returns false when stopping.
   bool Wait(int fd, absl::Duration timeout);
@@ -72,6 +83,8 @@ class PgListener {
   int wake_fd_ = -1;  // an eventfd written by Stop()
   std::atomic<bool> stop_{false};
   std::atomic<bool> connected_{false};
+  struct MetricSet;
+  std::unique_ptr<MetricSet> metrics_;
   std::thread thread_;
 };
 

@@ -94,7 +94,8 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
           if (absl::StatusOr<int64_t> v = manager->Refresh(); !v.ok()) {
             spdlog::warn("catch-up after (re)connecting the listener: {}", v.status().ToString());
           }
-        });
+        },
+        &metrics->registry());
     server->listener_->Start();
   }
   LeaderElectionOptions election;

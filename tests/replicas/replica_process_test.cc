@@ -201,6 +201,9 @@ TEST_F(ReplicaProcessTest, KilledLeaderIsReplacedWithin10sAndTheChangesTopicHasN
   const int64_t last = PsqlInt("SELECT max(version) FROM change_log");
   ASSERT_GT(last, 200);
   EXPECT_GE(PsqlInt("SELECT epoch FROM bm_leader"), 2);
+  EXPECT_EQ(Metric(survivor, "bucketmap_version_listener_connected"), 1);
+  EXPECT_GT(Metric(survivor, "bucketmap_version_notifications_total"), 0);
+  EXPECT_EQ(Metric(survivor, "bucketmap_leader_epoch"), PsqlInt("SELECT epoch FROM bm_leader"));
 
   std::printf("failover in %s; %d acknowledged writes\n", absl::FormatDuration(failover).c_str(),
               acked.load());
