@@ -82,6 +82,16 @@ void HandoffCoordinator::Stop() {
   live_.clear();
 }
 
+void HandoffCoordinator::RetryLater(const char* format, int64_t id, const std::string& why) {
+  // Kafka or PostgreSQL being down fails every round; one line per
+  // handoff every 30 s is enough to see it.
+  const absl::Time now = absl::Now();
+  absl::Time& last = last_warning_[id];
+  if (now - last < absl::Seconds(30)) return;
+  last = now;
+  spdlog::warn(fmt::runtime(format), id, why);
+}
+
 bool HandoffCoordinator::Stopping() const {
   absl::MutexLock lock(&mu_);
   return stop_leader_;
@@ -245,7 +255,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
     if (!clients->has_value()) {
       absl::StatusOr<std::vector<ClientState>> listed = store_->ListClients(now);
       if (!listed.ok()) {
-        spdlog::warn("handoff {}: cannot read the producers: {}", h.id, listed.status().ToString());
+        RetryLater("handoff {}: cannot read the producers: {}", h.id, listed.status().ToString());
         return true;
       }
       *clients = *std::move(listed);
@@ -270,7 +280,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
                         : absl::StrCat("grace deadline passed; producers missing the barrier: ",
                                        absl::StrJoin(missing, ", "));
     if (absl::Status s = StartRole(&next, now); !s.ok()) {
-      spdlog::warn("handoff {}: cannot start draining: {}", h.id, s.ToString());
+      RetryLater("handoff {}: cannot start draining: {}", h.id, s.ToString());
       return true;  // retried on the next round
     }
     return Commit(next, HandoffPhase::kSwitching, epoch,
@@ -286,7 +296,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
   RoleDrain& d = next.drains[next.drain_index];
   if (d.end_offsets.empty()) {
     if (absl::Status s = StartRole(&next, now); !s.ok()) {
-      spdlog::warn("handoff {}: cannot read the drain point: {}", h.id, s.ToString());
+      RetryLater("handoff {}: cannot read the drain point: {}", h.id, s.ToString());
       return true;
     }
     return Commit(next, HandoffPhase::kDraining, epoch,
@@ -309,7 +319,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
       d.consumer_group, d.topic, static_cast<int32_t>(d.end_offsets.size()),
       options_.kafka_timeout);
   if (!committed.ok()) {
-    spdlog::warn("handoff {}: {}", h.id, committed.status().ToString());
+    RetryLater("handoff {}: {}", h.id, committed.status().ToString());
     return true;
   }
   const int64_t lag = LagOf(d.end_offsets, *committed);
@@ -327,7 +337,7 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
   const std::string role = d.role;
   ++next.drain_index;
   if (absl::Status s = StartRole(&next, now); !s.ok()) {
-    spdlog::warn("handoff {}: cannot read the next drain point: {}", h.id, s.ToString());
+    RetryLater("handoff {}: cannot read the next drain point: {}", h.id, s.ToString());
     return true;
   }
   return Commit(next, HandoffPhase::kDraining, epoch,
@@ -411,6 +421,7 @@ bool HandoffCoordinator::Commit(const Handoff& next, HandoffPhase expected, int6
   if (result.ok()) {
     spdlog::info("handoff {}: {} at version {} ({})", next.id, HandoffPhaseName(next.state),
                  result->version, reason);
+    if (!next.open()) last_warning_.erase(next.id);
     absl::MutexLock lock(&mu_);
     if (!next.open()) live_.erase(next.id);
     return true;

@@ -144,6 +144,9 @@ class HandoffCoordinator {
   // Returns false when this replica is no longer the leader.
   bool Commit(const Handoff& next, HandoffPhase expected, int64_t epoch, const std::string& reason);
   int32_t CachedPartitions(const std::string& topic) const;
+  // Logs a transient failure of handoff `id` (retried next round), at
+  // most every 30 s per handoff. Coordinator thread only.
+  void RetryLater(const char* format, int64_t id, const std::string& why);
   bool Stopping() const;
 
   MappingManager* const manager_;
@@ -158,6 +161,9 @@ class HandoffCoordinator {
   std::map<int64_t, Live> live_ ABSL_GUARDED_BY(mu_);
   bool stop_monitor_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_leader_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Coordinator thread only: last RetryLater log per handoff.
+  std::map<int64_t, absl::Time> last_warning_;
 
   std::thread monitor_;
   std::thread leader_;  // Start/Stop only
