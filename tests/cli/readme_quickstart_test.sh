@@ -45,7 +45,8 @@ done
 ((created)) || fail "quick start creates no bucket"
 [[ -n "$TEAM" ]] || fail "quick start pins no team (no 'bucketctl assign TEAM ...')"
 
-fixture_start "$1" "$2" "$ROOT"
+# The server's defaults (handoffs on), as ./scripts/run.sh runs it.
+FIXTURE_SERVER_FLAGS="" fixture_start "$1" "$2" "$ROOT"
 
 # `bucketctl` in the commands is the function of the fixture, which adds
 # --server; eval keeps the README's quoting.

@@ -66,12 +66,15 @@ _fixture_start_server() {
   metrics_port=$(bm_free_port "")
   ADDR=127.0.0.1:$grpc_port
   METRICS_ADDR=127.0.0.1:$metrics_port
-  # --handoffs=false: the CLI tests move teams back and forth and assert
-  # exact versions; handoffs (tests/handoff) would refuse the second move
-  # and add phase-change versions.
+  # FIXTURE_SERVER_FLAGS defaults to --handoffs=false: the CLI tests move
+  # teams back and forth and assert exact versions; handoffs (tests/handoff)
+  # would refuse the second move and add phase-change versions. Set it to
+  # "" for the server's defaults.
+  local -a extra=()
+  read -r -a extra <<<"${FIXTURE_SERVER_FLAGS---handoffs=false}"
   "$server_bin" --postgres_url="$BM_PG_URL" --grpc_listen="$ADDR" \
     --metrics_listen="$METRICS_ADDR" --migrations_dir="$root/migrations" \
-    --handoffs=false 2>"$WORK/server.log" &
+    "${extra[@]}" 2>"$WORK/server.log" &
   SERVER_PID=$!
 
   for ((i = 0; i < 150; i++)); do
