@@ -103,7 +103,9 @@ if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
   cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DBUCKETMAP_SANITIZE=ON
   ninja -C "$ASAN_DIR" -j"$JOBS"
+  # scripts/lsan.supp: leaks inside uninstrumented Debian libraries.
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1 ${ASAN_OPTIONS:-}" \
+    LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp ${LSAN_OPTIONS:-}" \
     UBSAN_OPTIONS="print_stacktrace=1 ${UBSAN_OPTIONS:-}" \
     ctest --test-dir "$ASAN_DIR" --output-on-failure -j"$JOBS"
   stage_done asan
