@@ -261,7 +261,10 @@ TEST_F(FaultTest, SigkillDuringTenThousandConcurrentWritesLosesNoAcknowledgedWri
       "%d writes: %d acknowledged (%d BulkAssign), %d failed at the kill (%d of them "
       "committed); final version %s\n",
       kWrites, ok, bulk_ok, failed, failed_applied, meta[0][0].c_str());
-  EXPECT_GE(ok, kWrites - 2 * kThreads);
+  // Only the writes in flight around the kill and the restart may fail;
+  // how many depends on the machine's speed (ASan restarts slowly), so
+  // this only checks that the run exercised what it claims.
+  EXPECT_GE(ok, kWrites * 9 / 10);
 }
 
 // A watch stream that acknowledges every push on its own thread and
