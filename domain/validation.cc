@@ -27,23 +27,135 @@ bool MatchesName(std::string_view s, size_t max_len, std::string_view extra) {
   return true;
 }
 
-// The value quoted for a message: C-escaped, and cut short when long so a
-// hostile value cannot flood logs.
-std::string Quote(std::string_view v) {
-  constexpr size_t kMaxShown = 80;
-  const bool cut = v.size() > kMaxShown;
-  const std::string shown =
-      absl::CHexEscape(absl::string_view(v.data(), cut ? kMaxShown : v.size()));
-  return absl::StrCat("\"", shown, cut ? "\"..." : "\"");
-}
-
 std::string F(std::string_view field) { return std::string(field); }
 
 absl::Status Invalid(std::string_view field, std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(F(field), ": ", F(what)));
 }
 
-bool ValidUtf8(std::string_view s) {
+// Printable ASCII; `allow_space` admits ' '.
+bool PrintableAscii(std::string_view s, bool allow_space) {
+  for (char c : s) {
+    if (c == ' ' ? !allow_space : (c < 0x21 || c > 0x7E)) return false;
+  }
+  return true;
+}
+
+const std::set<std::string_view>& KnownPaths() {
+  static const auto* const kPaths = new std::set<std::string_view>{
+      "state", "weight", "pool", "topics", "consumer_groups", "drain_order", "labels"};
+  return *kPaths;
+}
+
+bool ImmutablePath(std::string_view p) {
+  return p == "id" || p == "name" || p == "created_version" || p == "updated_version";
+}
+
+absl::Status ValidateTopics(const std::map<std::string, std::string>& topics) {
+  if (topics.size() > kMaxTopics) {
+    return Invalid("bucket.topics",
+                   absl::StrCat("at most ", kMaxTopics, " entries, got ", topics.size()));
+  }
+  for (const auto& [role, topic] : topics) {
+    const std::string field = KeyPath("bucket.topics", role);
+    RETURN_IF_ERROR(ValidateRole(role, field));
+    RETURN_IF_ERROR(ValidateTopicName(topic, field));
+  }
+  return absl::OkStatus();
+}
+
+// `topics` is null when the roles cannot be cross-checked here (an update
+// that does not mask topics); the planner checks them against the result.
+absl::Status ValidateConsumerGroups(const std::map<std::string, std::string>& groups,
+                                    const std::map<std::string, std::string>* topics) {
+  if (groups.size() > kMaxTopics) {
+    return Invalid("bucket.consumer_groups",
+                   absl::StrCat("at most ", kMaxTopics, " entries, got ", groups.size()));
+  }
+  for (const auto& [role, group] : groups) {
+    const std::string field = KeyPath("bucket.consumer_groups", role);
+    RETURN_IF_ERROR(ValidateRole(role, field));
+    if (group.empty() || group.size() > kMaxConsumerGroupBytes ||
+        !PrintableAscii(group, /*allow_space=*/false)) {
+      return Invalid(field, absl::StrCat("group id ", QuoteUntrusted(group), " must be 1..",
+                                         kMaxConsumerGroupBytes,
+                                         " printable ASCII characters without spaces"));
+    }
+    if (topics != nullptr && topics->count(role) == 0) {
+      return Invalid(field,
+                     absl::StrCat("role ", QuoteUntrusted(role), " has no topic in bucket.topics"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDrainOrder(const std::vector<std::string>& order,
+                                const std::map<std::string, std::string>* topics) {
+  if (order.size() > kMaxTopics) {
+    return Invalid("bucket.drain_order",
+                   absl::StrCat("at most ", kMaxTopics, " entries, got ", order.size()));
+  }
+  std::set<std::string_view> seen;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const std::string field = absl::StrCat("bucket.drain_order[", i, "]");
+    RETURN_IF_ERROR(ValidateRole(order[i], field));
+    if (!seen.insert(order[i]).second) {
+      return Invalid(field, absl::StrCat("duplicate role ", QuoteUntrusted(order[i])));
+    }
+    if (topics != nullptr && topics->count(order[i]) == 0) {
+      return Invalid(
+          field, absl::StrCat("role ", QuoteUntrusted(order[i]), " has no topic in bucket.topics"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
+  if (labels.size() > kMaxLabels) {
+    return Invalid("bucket.labels",
+                   absl::StrCat("at most ", kMaxLabels, " entries, got ", labels.size()));
+  }
+  for (const auto& [key, value] : labels) {
+    const std::string field = KeyPath("bucket.labels", key);
+    if (!MatchesName(key, kMaxLabelKeyBytes, "._/-")) {
+      return Invalid(field, absl::StrCat("key ", QuoteUntrusted(key),
+                                         " must match [a-z0-9][a-z0-9._/-]{0,62}"));
+    }
+    if (value.size() > kMaxLabelValueBytes) {
+      return Invalid(
+          field, absl::StrCat("value is ", value.size(), " bytes; at most ", kMaxLabelValueBytes));
+    }
+    if (!IsValidUtf8(value)) return Invalid(field, "value must be valid UTF-8");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string QuoteUntrusted(std::string_view v) {
+  const bool cut = v.size() > kMaxQuotedBytes;
+  const std::string shown =
+      absl::CHexEscape(absl::string_view(v.data(), cut ? kMaxQuotedBytes : v.size()));
+  return absl::StrCat("\"", shown, cut ? "\"..." : "\"");
+}
+
+std::string KeyPath(std::string_view field, std::string_view key) {
+  const bool cut = key.size() > kMaxQuotedBytes;
+  return absl::StrCat(
+      absl::string_view(field.data(), field.size()), "[",
+      absl::CHexEscape(absl::string_view(key.data(), cut ? kMaxQuotedBytes : key.size())),
+      cut ? "...]" : "]");
+}
+
+std::string_view TruncateUtf8(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t end = max_bytes;
+  // Back up over continuation bytes (10xxxxxx) to the start of a character.
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
+bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
@@ -80,109 +192,11 @@ bool ValidUtf8(std::string_view s) {
   return true;
 }
 
-// Printable ASCII; `allow_space` admits ' '.
-bool PrintableAscii(std::string_view s, bool allow_space) {
-  for (char c : s) {
-    if (c == ' ' ? !allow_space : (c < 0x21 || c > 0x7E)) return false;
-  }
-  return true;
-}
-
-const std::set<std::string_view>& KnownPaths() {
-  static const auto* const kPaths = new std::set<std::string_view>{
-      "state", "weight", "pool", "topics", "consumer_groups", "drain_order", "labels"};
-  return *kPaths;
-}
-
-bool ImmutablePath(std::string_view p) {
-  return p == "id" || p == "name" || p == "created_version" || p == "updated_version";
-}
-
-absl::Status ValidateTopics(const std::map<std::string, std::string>& topics) {
-  if (topics.size() > kMaxTopics) {
-    return Invalid("bucket.topics",
-                   absl::StrCat("at most ", kMaxTopics, " entries, got ", topics.size()));
-  }
-  for (const auto& [role, topic] : topics) {
-    const std::string field = absl::StrCat("bucket.topics[", role, "]");
-    RETURN_IF_ERROR(ValidateRole(role, field));
-    RETURN_IF_ERROR(ValidateTopicName(topic, field));
-  }
-  return absl::OkStatus();
-}
-
-// `topics` is null when the roles cannot be cross-checked here (an update
-// that does not mask topics); the planner checks them against the result.
-absl::Status ValidateConsumerGroups(const std::map<std::string, std::string>& groups,
-                                    const std::map<std::string, std::string>* topics) {
-  if (groups.size() > kMaxTopics) {
-    return Invalid("bucket.consumer_groups",
-                   absl::StrCat("at most ", kMaxTopics, " entries, got ", groups.size()));
-  }
-  for (const auto& [role, group] : groups) {
-    const std::string field = absl::StrCat("bucket.consumer_groups[", role, "]");
-    RETURN_IF_ERROR(ValidateRole(role, field));
-    if (group.empty() || group.size() > kMaxConsumerGroupBytes ||
-        !PrintableAscii(group, /*allow_space=*/false)) {
-      return Invalid(field,
-                     absl::StrCat("group id ", Quote(group), " must be 1..", kMaxConsumerGroupBytes,
-                                  " printable ASCII characters without spaces"));
-    }
-    if (topics != nullptr && topics->count(role) == 0) {
-      return Invalid(field, absl::StrCat("role ", Quote(role), " has no topic in bucket.topics"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateDrainOrder(const std::vector<std::string>& order,
-                                const std::map<std::string, std::string>* topics) {
-  if (order.size() > kMaxTopics) {
-    return Invalid("bucket.drain_order",
-                   absl::StrCat("at most ", kMaxTopics, " entries, got ", order.size()));
-  }
-  std::set<std::string_view> seen;
-  for (size_t i = 0; i < order.size(); ++i) {
-    const std::string field = absl::StrCat("bucket.drain_order[", i, "]");
-    RETURN_IF_ERROR(ValidateRole(order[i], field));
-    if (!seen.insert(order[i]).second) {
-      return Invalid(field, absl::StrCat("duplicate role ", Quote(order[i])));
-    }
-    if (topics != nullptr && topics->count(order[i]) == 0) {
-      return Invalid(field,
-                     absl::StrCat("role ", Quote(order[i]), " has no topic in bucket.topics"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateLabels(const std::map<std::string, std::string>& labels) {
-  if (labels.size() > kMaxLabels) {
-    return Invalid("bucket.labels",
-                   absl::StrCat("at most ", kMaxLabels, " entries, got ", labels.size()));
-  }
-  for (const auto& [key, value] : labels) {
-    const std::string field = absl::StrCat("bucket.labels[", key, "]");
-    if (!MatchesName(key, kMaxLabelKeyBytes, "._/-")) {
-      return Invalid(field,
-                     absl::StrCat("key ", Quote(key), " must match [a-z0-9][a-z0-9._/-]{0,62}"));
-    }
-    if (value.size() > kMaxLabelValueBytes) {
-      return Invalid(
-          field, absl::StrCat("value is ", value.size(), " bytes; at most ", kMaxLabelValueBytes));
-    }
-    if (!ValidUtf8(value)) return Invalid(field, "value must be valid UTF-8");
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status ValidateBucketName(std::string_view name, std::string_view field) {
   if (name.empty()) return Invalid(field, "required; must match [a-z0-9][a-z0-9-]{0,62}");
   if (!MatchesName(name, 63, "-")) {
-    return Invalid(
-        field, absl::StrCat("bucket name ", Quote(name), " must match [a-z0-9][a-z0-9-]{0,62}"));
+    return Invalid(field, absl::StrCat("bucket name ", QuoteUntrusted(name),
+                                       " must match [a-z0-9][a-z0-9-]{0,62}"));
   }
   return absl::OkStatus();
 }
@@ -190,31 +204,31 @@ absl::Status ValidateBucketName(std::string_view name, std::string_view field) {
 absl::Status ValidatePoolName(std::string_view pool, std::string_view field) {
   if (pool.empty()) return Invalid(field, "required; must match [a-z0-9][a-z0-9-]{0,62}");
   if (!MatchesName(pool, 63, "-")) {
-    return Invalid(field,
-                   absl::StrCat("pool name ", Quote(pool), " must match [a-z0-9][a-z0-9-]{0,62}"));
+    return Invalid(field, absl::StrCat("pool name ", QuoteUntrusted(pool),
+                                       " must match [a-z0-9][a-z0-9-]{0,62}"));
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateTopicName(std::string_view topic, std::string_view field) {
   if (topic == "." || topic == "..") {
-    return Invalid(field, absl::StrCat("topic ", Quote(topic),
+    return Invalid(field, absl::StrCat("topic ", QuoteUntrusted(topic),
                                        " is not allowed (Kafka reserves "
                                        "\".\" and \"..\")"));
   }
   bool ok = !topic.empty() && topic.size() <= 249;
   for (char c : topic) ok = ok && (IsAlnum(c) || c == '.' || c == '_' || c == '-');
   if (!ok) {
-    return Invalid(field,
-                   absl::StrCat("topic ", Quote(topic), " must match [a-zA-Z0-9._-]{1,249}"));
+    return Invalid(
+        field, absl::StrCat("topic ", QuoteUntrusted(topic), " must match [a-zA-Z0-9._-]{1,249}"));
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateRole(std::string_view role, std::string_view field) {
   if (!MatchesName(role, 63, "_-")) {
-    return Invalid(field,
-                   absl::StrCat("role ", Quote(role), " must match [a-z0-9][a-z0-9_-]{0,62}"));
+    return Invalid(
+        field, absl::StrCat("role ", QuoteUntrusted(role), " must match [a-z0-9][a-z0-9_-]{0,62}"));
   }
   return absl::OkStatus();
 }
@@ -240,7 +254,7 @@ absl::Status ValidateReason(std::string_view reason) {
     return Invalid("reason",
                    absl::StrCat("at most ", kMaxReasonBytes, " bytes, got ", reason.size()));
   }
-  if (!ValidUtf8(reason)) return Invalid("reason", "must be valid UTF-8");
+  if (!IsValidUtf8(reason)) return Invalid("reason", "must be valid UTF-8");
   return absl::OkStatus();
 }
 
@@ -310,15 +324,15 @@ absl::Status ValidateBucketUpdate(const Bucket& values, int state_raw,
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string field = absl::StrCat("update_mask.paths[", i, "]");
     if (ImmutablePath(paths[i])) {
-      return Invalid(field, absl::StrCat(Quote(paths[i]), " is immutable"));
+      return Invalid(field, absl::StrCat(QuoteUntrusted(paths[i]), " is immutable"));
     }
     if (KnownPaths().count(paths[i]) == 0) {
       return Invalid(
-          field, absl::StrCat("unknown field ", Quote(paths[i]), "; known: ",
+          field, absl::StrCat("unknown field ", QuoteUntrusted(paths[i]), "; known: ",
                               "state, weight, pool, topics, consumer_groups, drain_order, labels"));
     }
     if (!masked.insert(paths[i]).second) {
-      return Invalid(field, absl::StrCat("duplicate path ", Quote(paths[i])));
+      return Invalid(field, absl::StrCat("duplicate path ", QuoteUntrusted(paths[i])));
     }
   }
   if (masked.count("state") && (state_raw < static_cast<int>(BucketState::kActive) ||

@@ -8,6 +8,7 @@
 #define BUCKETMAP_DOMAIN_VALIDATION_H_
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -25,6 +26,36 @@ inline constexpr size_t kMaxLabelValueBytes = 256;
 inline constexpr size_t kMaxConsumerGroupBytes = 255;
 inline constexpr int32_t kMinWeight = 1;
 inline constexpr int32_t kMaxWeight = 1000;
+// Client text echoed in an error message or a log line is cut to this.
+inline constexpr size_t kMaxQuotedBytes = 80;
+
+// QuoteUntrusted()
+//
+// Returns `v` for an error message or a log line: in double quotes,
+// C-escaped (so control characters, NUL and invalid UTF-8 show as escapes
+// and cannot forge a line), and cut to kMaxQuotedBytes with "..." after.
+// Every text a client controls goes through it before it is echoed.
+std::string QuoteUntrusted(std::string_view v);
+
+// KeyPath()
+//
+// The path of map entry `key` of `field`, for an error message:
+// `field[key]`, the key C-escaped and cut as by QuoteUntrusted (then
+// `field[key...]`), so a 100 KB key cannot make the message too large to
+// travel in a gRPC status.
+std::string KeyPath(std::string_view field, std::string_view key);
+
+// TruncateUtf8()
+//
+// The longest prefix of `s` of at most `max_bytes` that does not end inside
+// a UTF-8 sequence (a prefix of valid UTF-8 stays valid).
+std::string_view TruncateUtf8(std::string_view s, size_t max_bytes);
+
+// IsValidUtf8()
+//
+// Whether `s` is well-formed UTF-8: no overlong forms, surrogates or
+// values beyond U+10FFFF.
+bool IsValidUtf8(std::string_view s);
 
 // [a-z0-9][a-z0-9-]{0,62}
 absl::Status ValidateBucketName(std::string_view name, std::string_view field);

@@ -28,7 +28,10 @@ constexpr int32_t kDefaultHandoffsPage = 100;
 constexpr int32_t kMaxHandoffsPage = 1000;
 
 // Digest of the request without its request_id and dry_run, so that a
-// replay with the same body matches and a reuse with another does not.
+// replay with the same body matches and a reuse with another does not. A
+// field set to what its absence means fingerprints as absent: `ordered`
+// (optional, absent means true) is the one field with presence whose
+// default is not the zero value.
 std::string Fingerprint(const std::string& kind, const google::protobuf::Message& request) {
   std::unique_ptr<google::protobuf::Message> copy(request.New());
   copy->CopyFrom(request);
@@ -37,6 +40,11 @@ std::string Fingerprint(const std::string& kind, const google::protobuf::Message
     if (const auto* field = copy->GetDescriptor()->FindFieldByName(name)) {
       reflection->ClearField(copy.get(), field);
     }
+  }
+  if (const auto* ordered = copy->GetDescriptor()->FindFieldByName("ordered");
+      ordered != nullptr && reflection->HasField(*copy, ordered) &&
+      reflection->GetBool(*copy, ordered)) {
+    reflection->ClearField(copy.get(), ordered);
   }
   std::string bytes = kind;
   bytes.push_back('\0');
@@ -54,12 +62,6 @@ std::string Fingerprint(const std::string& kind, const google::protobuf::Message
 absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx, absl::Duration cap) {
   const absl::Time call = absl::FromChrono(ctx.deadline());
   return std::min(call, absl::Now() + cap);
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
 }
 
 // Fills the route fields shared by AssignTeam and UnassignTeam responses.
@@ -121,28 +123,46 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
       workers_(workers),
       options_(options),
       authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_),
-      rate_limiter_(options.write_rate_limit) {}
-
-grpc::ServerUnaryReactor* AdminServiceImpl::Refuse(grpc::CallbackServerContext* ctx) {
-  absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kAdmin);
-  return caller.ok() ? nullptr : FinishNow(ctx, caller.status());
+      rate_limiter_(options.write_rate_limit) {
+  constexpr char kService[] = "bucketmap.v1.AdminService";
+#define BUCKETMAP_BIND(Method, Request, Response) \
+  BindUnary<v1::Request, v1::Response>(kService, #Method, [this](auto* call) { Method(call); })
+  BUCKETMAP_BIND(CreateBucket, CreateBucketRequest, CreateBucketResponse);
+  BUCKETMAP_BIND(UpdateBucket, UpdateBucketRequest, UpdateBucketResponse);
+  BUCKETMAP_BIND(ListBuckets, ListBucketsRequest, ListBucketsResponse);
+  BUCKETMAP_BIND(AssignTeam, AssignTeamRequest, AssignTeamResponse);
+  BUCKETMAP_BIND(UnassignTeam, UnassignTeamRequest, UnassignTeamResponse);
+  BUCKETMAP_BIND(BulkAssign, BulkAssignRequest, BulkAssignResponse);
+  BUCKETMAP_BIND(ListAssignments, ListAssignmentsRequest, ListAssignmentsResponse);
+  BUCKETMAP_BIND(GetHistory, GetHistoryRequest, GetHistoryResponse);
+  BUCKETMAP_BIND(ListClients, ListClientsRequest, ListClientsResponse);
+  BUCKETMAP_BIND(ListHandoffs, ListHandoffsRequest, ListHandoffsResponse);
+  BUCKETMAP_BIND(CancelHandoff, CancelHandoffRequest, CancelHandoffResponse);
+#undef BUCKETMAP_BIND
 }
 
-template <typename Response>
-grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext* ctx,
-                                                     WriteSpec<Response> spec, Response* response) {
-  if (absl::Status s = ValidateReason(spec.reason); !s.ok()) return FinishNow(ctx, s);
-  if (absl::Status s = ValidateRequestId(spec.request_id); !s.ok()) return FinishNow(ctx, s);
+template <typename Request, typename Response>
+bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call) {
+  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kAdmin);
+  if (caller.ok()) return false;
+  call->Reply(caller.status());
+  return true;
+}
+
+template <typename Request, typename Response>
+void AdminServiceImpl::RunWrite(UnaryCall<Request, Response>* call, WriteSpec<Response> spec) {
+  Response* response = call->response();
+  if (absl::Status s = ValidateReason(spec.reason); !s.ok()) return call->Reply(s);
+  if (absl::Status s = ValidateRequestId(spec.request_id); !s.ok()) return call->Reply(s);
   if (absl::Status s = ValidateExpectedVersion(spec.expected_version); !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   // The actor is the token's name (or, without auth, the declared one).
-  absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kAdmin);
-  if (!caller.ok()) return FinishNow(ctx, caller.status());
+  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kAdmin);
+  if (!caller.ok()) return call->Reply(caller.status());
   if (!spec.dry_run) {
-    if (absl::Status s = rate_limiter_.Acquire(caller->name); !s.ok()) return FinishNow(ctx, s);
+    if (absl::Status s = rate_limiter_.Acquire(caller->name); !s.ok()) return call->Reply(s);
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   WriteContext write;
   // A forced move is recorded as such in the change log (SPEC §5.7).
   write.kind = spec.force ? absl::StrCat(spec.kind, "+force") : spec.kind;
@@ -151,9 +171,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
   write.request_id = spec.request_id;
   if (!spec.request_id.empty()) write.fingerprint = Fingerprint(spec.kind, *spec.request);
   write.expected_version = spec.expected_version;
-  write.deadline = DeadlineOf(*ctx, options_.write_timeout);
+  write.deadline = DeadlineOf(*call->ctx(), options_.write_timeout);
 
-  workers_->Schedule([this, reactor, response, spec = std::move(spec), write = std::move(write)]() {
+  workers_->Schedule([this, call, response, spec = std::move(spec), write = std::move(write)]() {
     // The move policy: which handoffs the write opens, and its guards.
     MovePolicy policy;
     policy.open_handoffs = false;
@@ -162,7 +182,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
     if (policy.open_handoffs && policy.cooldown > absl::ZeroDuration()) {
       absl::StatusOr<MoveTimes> times = store_->LoadMoveTimes(spec.teams);
       if (!times.ok()) {
-        reactor->Finish(ToGrpcStatus(times.status()));
+        call->Reply(times.status());
         return;
       }
       policy.team_moved_at = std::move(times->teams);
@@ -179,18 +199,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
       std::shared_ptr<const ServedSnapshot> current = manager_->Current();
       const Snapshot& before = current->snapshot();
       if (spec.expected_version != 0 && spec.expected_version != before.version()) {
-        reactor->Finish(ToGrpcStatus(absl::AbortedError(
-            absl::StrCat("expected_version ", spec.expected_version,
-                         " does not match current version ", before.version()))));
+        call->Reply(
+            absl::AbortedError(absl::StrCat("expected_version ", spec.expected_version,
+                                            " does not match current version ", before.version())));
         return;
       }
       absl::StatusOr<Plan> plan = plan_moves(before);
       if (!plan.ok()) {
-        reactor->Finish(ToGrpcStatus(plan.status()));
+        call->Reply(plan.status());
         return;
       }
       spec.fill(before, *plan, before.version(), /*dry_run=*/true, response);
-      reactor->Finish(grpc::Status::OK);
+      call->Reply(grpc::Status::OK);
       return;
     }
     PlanFn plan_fn = [&spec, &plan_moves](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
@@ -203,24 +223,24 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunWrite(grpc::CallbackServerContext
     };
     absl::StatusOr<WriteResult> result = manager_->Write(write, plan_fn);
     if (!result.ok()) {
-      reactor->Finish(ToGrpcStatus(result.status()));
+      call->Reply(result.status());
       return;
     }
     if (!response->ParseFromString(result->response)) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
+      call->Reply(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
       return;
     }
     MarkReplayed(result->replayed, response);
-    reactor->Finish(grpc::Status::OK);
+    call->Reply(grpc::Status::OK);
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerContext* ctx,
-                                                         const v1::CreateBucketRequest* request,
-                                                         v1::CreateBucketResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
-  if (absl::Status s = ValidateCreateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
+void AdminServiceImpl::CreateBucket(
+    UnaryCall<v1::CreateBucketRequest, v1::CreateBucketResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
+  if (absl::Status s = ValidateCreateBucketRequest(*request); !s.ok()) return call->Reply(s);
   WriteSpec<v1::CreateBucketResponse> spec;
   spec.kind = "CreateBucket";
   spec.request = request;
@@ -241,14 +261,15 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateBucket(grpc::CallbackServerCon
     const int32_t id = plan.change.buckets.empty() ? 0 : plan.change.buckets.front().id;
     FillBucket(before, plan, id, version, dry_run, out);
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerContext* ctx,
-                                                         const v1::UpdateBucketRequest* request,
-                                                         v1::UpdateBucketResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
-  if (absl::Status s = ValidateUpdateBucketRequest(*request); !s.ok()) return FinishNow(ctx, s);
+void AdminServiceImpl::UpdateBucket(
+    UnaryCall<v1::UpdateBucketRequest, v1::UpdateBucketResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
+  if (absl::Status s = ValidateUpdateBucketRequest(*request); !s.ok()) return call->Reply(s);
   WriteSpec<v1::UpdateBucketResponse> spec;
   spec.kind = "UpdateBucket";
   spec.request = request;
@@ -271,16 +292,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UpdateBucket(grpc::CallbackServerCon
     }
     FillBucket(before, plan, id, version, dry_run, out);
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerContext* ctx,
-                                                        const v1::ListBucketsRequest* request,
-                                                        v1::ListBucketsResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::ListBuckets(
+    UnaryCall<v1::ListBucketsRequest, v1::ListBucketsResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (!request->pool().empty()) {
     if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
-      return FinishNow(ctx, s);
+      return call->Reply(s);
     }
   }
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
@@ -291,14 +313,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListBuckets(grpc::CallbackServerCont
     ToProto(bucket, response->add_buckets());
     response->add_pinned_teams(snapshot.PinnedCount(bucket.id));
   }
-  return FinishNow(ctx, absl::OkStatus());
+  return call->Reply(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerContext* ctx,
-                                                       const v1::AssignTeamRequest* request,
-                                                       v1::AssignTeamResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
-  if (absl::Status s = ValidateAssignTeamRequest(*request); !s.ok()) return FinishNow(ctx, s);
+void AdminServiceImpl::AssignTeam(UnaryCall<v1::AssignTeamRequest, v1::AssignTeamResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
+  if (absl::Status s = ValidateAssignTeamRequest(*request); !s.ok()) return call->Reply(s);
   WriteSpec<v1::AssignTeamResponse> spec;
   spec.kind = "AssignTeam";
   spec.request = request;
@@ -309,22 +331,21 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AssignTeam(grpc::CallbackServerConte
   spec.force = request->force();
   spec.ordered = !request->has_ordered() || request->ordered();
   spec.teams = {request->team_id()};
-  spec.plan = [request](const Snapshot& before) {
-    return PlanAssignTeamRequest(before, *request);
-  };
+  spec.plan = [request](const Snapshot& before) { return PlanAssignTeamRequest(before, *request); };
   spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
                         v1::AssignTeamResponse* out) {
     FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerContext* ctx,
-                                                         const v1::UnassignTeamRequest* request,
-                                                         v1::UnassignTeamResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::UnassignTeam(
+    UnaryCall<v1::UnassignTeamRequest, v1::UnassignTeamResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   WriteSpec<v1::UnassignTeamResponse> spec;
   spec.kind = "UnassignTeam";
@@ -345,22 +366,21 @@ grpc::ServerUnaryReactor* AdminServiceImpl::UnassignTeam(grpc::CallbackServerCon
                         v1::UnassignTeamResponse* out) {
     FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerContext* ctx,
-                                                       const v1::BulkAssignRequest* request,
-                                                       v1::BulkAssignResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::BulkAssign(UnaryCall<v1::BulkAssignRequest, v1::BulkAssignResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   // A limit, not a malformed request (SPEC §3): RESOURCE_EXHAUSTED.
   if (request->assignments_size() > options_.max_bulk_assign) {
-    return FinishNow(ctx, absl::ResourceExhaustedError(absl::StrCat(
-                              "assignments: ", request->assignments_size(),
-                              " entries exceed --max_bulk_assign (", options_.max_bulk_assign,
-                              " per call); split the load into batches")));
+    return call->Reply(absl::ResourceExhaustedError(absl::StrCat(
+        "assignments: ", request->assignments_size(), " entries exceed --max_bulk_assign (",
+        options_.max_bulk_assign, " per call); split the load into batches")));
   }
   if (absl::Status s = ValidateBulkAssignRequest(*request, options_.max_bulk_assign); !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   WriteSpec<v1::BulkAssignResponse> spec;
   spec.kind = "BulkAssign";
@@ -373,47 +393,45 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkAssign(grpc::CallbackServerConte
   spec.ordered = !request->has_ordered() || request->ordered();
   spec.teams.reserve(request->assignments_size());
   for (const v1::BulkAssignment& a : request->assignments()) spec.teams.push_back(a.team_id());
-  spec.plan = [request](const Snapshot& before) {
-    return PlanBulkAssignRequest(before, *request);
-  };
+  spec.plan = [request](const Snapshot& before) { return PlanBulkAssignRequest(before, *request); };
   spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
                  v1::BulkAssignResponse* out) {
     out->set_version(version);
     ToProto(plan.effect, dry_run, out->mutable_effect());
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
-    grpc::CallbackServerContext* ctx, const v1::ListAssignmentsRequest* request,
-    v1::ListAssignmentsResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::ListAssignments(
+    UnaryCall<v1::ListAssignmentsRequest, v1::ListAssignmentsResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (request->bucket_id() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("bucket_id: must be positive"));
+    return call->Reply(absl::InvalidArgumentError("bucket_id: must be positive"));
   }
   if (request->bucket_id() != 0 && !request->pool().empty()) {
-    return FinishNow(ctx,
-                     absl::InvalidArgumentError("pool: set at most one of bucket_id and pool"));
+    return call->Reply(absl::InvalidArgumentError("pool: set at most one of bucket_id and pool"));
   }
   if (!request->pool().empty()) {
     if (absl::Status s = ValidatePoolName(request->pool(), "pool"); !s.ok()) {
-      return FinishNow(ctx, s);
+      return call->Reply(s);
     }
   }
   if (absl::Status s = ValidatePageSize(request->page_size(), kMaxAssignmentsPage, "page_size");
       !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   int64_t after_team = 0;
   if (!request->page_token().empty() &&
       (!absl::SimpleAtoi(request->page_token(), &after_team) || after_team < 1)) {
-    return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
+    return call->Reply(absl::InvalidArgumentError("page_token: not a token from this API"));
   }
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
   const Snapshot& snapshot = current->snapshot();
   if (request->bucket_id() != 0 && snapshot.FindBucket(request->bucket_id()) == nullptr) {
-    return FinishNow(ctx, absl::NotFoundError(absl::StrCat(
-                              "bucket_id: bucket ", request->bucket_id(), " does not exist")));
+    return call->Reply(absl::NotFoundError(
+        absl::StrCat("bucket_id: bucket ", request->bucket_id(), " does not exist")));
   }
   // Match targets in their packed form: a pin is the bucket id, a pool is
   // -(index + 1) in the snapshot's pool table.
@@ -423,7 +441,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
     auto it = std::lower_bound(pools.begin(), pools.end(), request->pool());
     if (it == pools.end() || *it != request->pool()) {
       response->set_version(snapshot.version());
-      return FinishNow(ctx, absl::OkStatus());
+      return call->Reply(absl::OkStatus());
     }
     wanted = -static_cast<int32_t>(it - pools.begin()) - 1;
   }
@@ -451,28 +469,28 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAssignments(
     }
   }
   response->set_version(snapshot.version());
-  return FinishNow(ctx, absl::OkStatus());
+  return call->Reply(absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerContext* ctx,
-                                                       const v1::GetHistoryRequest* request,
-                                                       v1::GetHistoryResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::GetHistory(UnaryCall<v1::GetHistoryRequest, v1::GetHistoryResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (request->team_id() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
+    return call->Reply(absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
   }
   if (request->from_version() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("from_version: must not be negative"));
+    return call->Reply(absl::InvalidArgumentError("from_version: must not be negative"));
   }
   if (request->to_version() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("to_version: must not be negative"));
+    return call->Reply(absl::InvalidArgumentError("to_version: must not be negative"));
   }
   if (request->to_version() != 0 && request->from_version() > request->to_version()) {
-    return FinishNow(ctx, absl::InvalidArgumentError("from_version: greater than to_version"));
+    return call->Reply(absl::InvalidArgumentError("from_version: greater than to_version"));
   }
   if (absl::Status s = ValidatePageSize(request->page_size(), kMaxHistoryPage, "page_size");
       !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   HistoryQuery query;
   query.team_id = request->team_id();
@@ -483,15 +501,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerConte
   if (!request->page_token().empty()) {
     int64_t from = 0;
     if (!absl::SimpleAtoi(request->page_token(), &from) || from < 1) {
-      return FinishNow(ctx, absl::InvalidArgumentError("page_token: not a token from this API"));
+      return call->Reply(absl::InvalidArgumentError("page_token: not a token from this API"));
     }
     query.from_version = std::max(query.from_version, from);
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  workers_->Schedule([this, reactor, response, query] {
+  workers_->Schedule([this, call, response, query] {
     absl::StatusOr<HistoryPage> page = store_->GetHistory(query);
     if (!page.ok()) {
-      reactor->Finish(ToGrpcStatus(page.status()));
+      call->Reply(ToGrpcStatus(page.status()));
       return;
     }
     for (v1::ChangeRecord& record : page->records) {
@@ -504,20 +521,19 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetHistory(grpc::CallbackServerConte
     if (page->next_from_version != 0) {
       response->set_next_page_token(absl::StrCat(page->next_from_version));
     }
-    reactor->Finish(grpc::Status::OK);
+    call->Reply(grpc::Status::OK);
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerContext* ctx,
-                                                        const v1::ListClientsRequest*,
-                                                        v1::ListClientsResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  workers_->Schedule([this, reactor, response] {
+void AdminServiceImpl::ListClients(
+    UnaryCall<v1::ListClientsRequest, v1::ListClientsResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
+  workers_->Schedule([this, call, response] {
     absl::StatusOr<std::vector<ClientState>> clients = store_->ListClients(absl::Now());
     if (!clients.ok()) {
-      reactor->Finish(ToGrpcStatus(clients.status()));
+      call->Reply(ToGrpcStatus(clients.status()));
       return;
     }
     auto set_time = [](absl::Time t, google::protobuf::Timestamp* out) {
@@ -542,21 +558,21 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListClients(grpc::CallbackServerCont
       set_time(c.last_nack, info->mutable_last_nack_time());
       set_time(c.lease_expires, info->mutable_lease_expire_time());
     }
-    reactor->Finish(grpc::Status::OK);
+    call->Reply(grpc::Status::OK);
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerContext* ctx,
-                                                         const v1::ListHandoffsRequest* request,
-                                                         v1::ListHandoffsResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::ListHandoffs(
+    UnaryCall<v1::ListHandoffsRequest, v1::ListHandoffsResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (request->team_id() < 0) {
-    return FinishNow(ctx, absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
+    return call->Reply(absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
   }
   if (absl::Status s = ValidatePageSize(request->page_size(), kMaxHandoffsPage, "page_size");
       !s.ok()) {
-    return FinishNow(ctx, s);
+    return call->Reply(s);
   }
   const int32_t page_size = request->page_size() == 0 ? kDefaultHandoffsPage : request->page_size();
   if (!request->include_ended()) {
@@ -576,18 +592,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerCon
       ToProto(*h, out);
       if (handoffs_ != nullptr) handoffs_->Decorate(out);
     }
-    return FinishNow(ctx, absl::OkStatus());
+    return call->Reply(absl::OkStatus());
   }
   HandoffQuery query;
   query.include_ended = true;
   query.team_id = request->team_id();
   query.page_size = page_size;
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  workers_->Schedule([this, reactor, response, query] {
+  workers_->Schedule([this, call, response, query] {
     const int64_t version = manager_->Current()->version();
     absl::StatusOr<std::vector<v1::Handoff>> listed = store_->ListHandoffs(query);
     if (!listed.ok()) {
-      reactor->Finish(ToGrpcStatus(listed.status()));
+      call->Reply(ToGrpcStatus(listed.status()));
       return;
     }
     response->set_version(version);
@@ -595,18 +610,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListHandoffs(grpc::CallbackServerCon
       if (handoffs_ != nullptr) handoffs_->Decorate(&h);
       *response->add_handoffs() = std::move(h);
     }
-    reactor->Finish(grpc::Status::OK);
+    call->Reply(grpc::Status::OK);
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerContext* ctx,
-                                                          const v1::CancelHandoffRequest* request,
-                                                          v1::CancelHandoffResponse* response) {
-  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
+void AdminServiceImpl::CancelHandoff(
+    UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call) {
+  const auto* request = &call->request();
+  auto* response = call->response();
+  if (Refuse(call)) return;
   if (request->handoff_id() < 1) {
-    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat("handoff_id: must be >= 1, got ",
-                                                                  request->handoff_id())));
+    return call->Reply(absl::InvalidArgumentError(
+        absl::StrCat("handoff_id: must be >= 1, got ", request->handoff_id())));
   }
   WriteSpec<v1::CancelHandoffResponse> spec;
   spec.kind = "CancelHandoff";
@@ -626,7 +641,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CancelHandoff(grpc::CallbackServerCo
       ToProto(plan.change.handoffs.front(), out->mutable_handoff());
     }
   };
-  return RunWrite(ctx, std::move(spec), response);
+  RunWrite(call, std::move(spec));
 }
 
 }  // namespace bucketmap

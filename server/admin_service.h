@@ -19,6 +19,7 @@
 #include "server/mapping_manager.h"
 #include "server/rate_limit.h"
 #include "server/store.h"
+#include "server/unary_call.h"
 #include "server/worker_pool.h"
 
 namespace bucketmap {
@@ -31,7 +32,7 @@ struct AdminServiceOptions {
   RateLimit write_rate_limit;
 };
 
-class AdminServiceImpl final : public v1::AdminService::CallbackService {
+class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
  public:
   // All dependencies must outlive the service. Every call needs an admin
   // token (see auth.h); a null `authorizer` allows every call (development
@@ -39,39 +40,19 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
                    AdminServiceOptions options, const Authorizer* authorizer = nullptr);
 
-  grpc::ServerUnaryReactor* CreateBucket(grpc::CallbackServerContext* ctx,
-                                         const v1::CreateBucketRequest* request,
-                                         v1::CreateBucketResponse* response) override;
-  grpc::ServerUnaryReactor* UpdateBucket(grpc::CallbackServerContext* ctx,
-                                         const v1::UpdateBucketRequest* request,
-                                         v1::UpdateBucketResponse* response) override;
-  grpc::ServerUnaryReactor* ListBuckets(grpc::CallbackServerContext* ctx,
-                                        const v1::ListBucketsRequest* request,
-                                        v1::ListBucketsResponse* response) override;
-  grpc::ServerUnaryReactor* AssignTeam(grpc::CallbackServerContext* ctx,
-                                       const v1::AssignTeamRequest* request,
-                                       v1::AssignTeamResponse* response) override;
-  grpc::ServerUnaryReactor* UnassignTeam(grpc::CallbackServerContext* ctx,
-                                         const v1::UnassignTeamRequest* request,
-                                         v1::UnassignTeamResponse* response) override;
-  grpc::ServerUnaryReactor* BulkAssign(grpc::CallbackServerContext* ctx,
-                                       const v1::BulkAssignRequest* request,
-                                       v1::BulkAssignResponse* response) override;
-  grpc::ServerUnaryReactor* ListAssignments(grpc::CallbackServerContext* ctx,
-                                            const v1::ListAssignmentsRequest* request,
-                                            v1::ListAssignmentsResponse* response) override;
-  grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* ctx,
-                                       const v1::GetHistoryRequest* request,
-                                       v1::GetHistoryResponse* response) override;
-  grpc::ServerUnaryReactor* ListClients(grpc::CallbackServerContext* ctx,
-                                        const v1::ListClientsRequest* request,
-                                        v1::ListClientsResponse* response) override;
-  grpc::ServerUnaryReactor* ListHandoffs(grpc::CallbackServerContext* ctx,
-                                         const v1::ListHandoffsRequest* request,
-                                         v1::ListHandoffsResponse* response) override;
-  grpc::ServerUnaryReactor* CancelHandoff(grpc::CallbackServerContext* ctx,
-                                          const v1::CancelHandoffRequest* request,
-                                          v1::CancelHandoffResponse* response) override;
+  // The RPCs, bound to the raw methods by the constructor (see
+  // unary_call.h: requests are parsed and their strings checked first).
+  void CreateBucket(UnaryCall<v1::CreateBucketRequest, v1::CreateBucketResponse>* call);
+  void UpdateBucket(UnaryCall<v1::UpdateBucketRequest, v1::UpdateBucketResponse>* call);
+  void ListBuckets(UnaryCall<v1::ListBucketsRequest, v1::ListBucketsResponse>* call);
+  void AssignTeam(UnaryCall<v1::AssignTeamRequest, v1::AssignTeamResponse>* call);
+  void UnassignTeam(UnaryCall<v1::UnassignTeamRequest, v1::UnassignTeamResponse>* call);
+  void BulkAssign(UnaryCall<v1::BulkAssignRequest, v1::BulkAssignResponse>* call);
+  void ListAssignments(UnaryCall<v1::ListAssignmentsRequest, v1::ListAssignmentsResponse>* call);
+  void GetHistory(UnaryCall<v1::GetHistoryRequest, v1::GetHistoryResponse>* call);
+  void ListClients(UnaryCall<v1::ListClientsRequest, v1::ListClientsResponse>* call);
+  void ListHandoffs(UnaryCall<v1::ListHandoffsRequest, v1::ListHandoffsResponse>* call);
+  void CancelHandoff(UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call);
 
   // Moves open handoffs and are guarded by `handoffs` (SPEC §5); without
   // one (the default) no handoff is opened. Set before serving; it must
@@ -107,13 +88,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 
   // Validates the shared fields, then plans and commits (or dry-runs) the
   // write on a worker thread, and finishes the call.
-  template <typename Response>
-  grpc::ServerUnaryReactor* RunWrite(grpc::CallbackServerContext* ctx, WriteSpec<Response> spec,
-                                     Response* response);
+  template <typename Request, typename Response>
+  void RunWrite(UnaryCall<Request, Response>* call, WriteSpec<Response> spec);
 
-  // Finishes and returns the call when its caller is not an admin; null
-  // when the call may go on.
-  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx);
+  // Finishes the call and returns true when its caller is not an admin.
+  template <typename Request, typename Response>
+  bool Refuse(UnaryCall<Request, Response>* call);
 
   MappingManager* const manager_;
   Store* const store_;

@@ -22,14 +22,6 @@ grpc::ByteBuffer SnapshotBuffer(std::shared_ptr<const ServedSnapshot> served) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
-bool ParseRequest(const grpc::ByteBuffer& buffer, v1::GetMappingRequest* request) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return false;
-  std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return request->ParseFromString(bytes);
-}
-
 // A WatchMapping call refused before it starts (auth).
 class RefusedStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -44,7 +36,10 @@ MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* work
     : manager_(manager),
       workers_(workers),
       watch_hub_(watch_hub),
-      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_) {}
+      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_) {
+  BindUnary<v1::GetTeamRequest, v1::TeamRoute>("bucketmap.v1.MappingService", "GetTeam",
+                                               [this](auto* call) { GetTeam(call); });
+}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* MappingServiceImpl::WatchMapping(
     grpc::CallbackServerContext* ctx) {
@@ -63,13 +58,13 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetMapping(grpc::CallbackServerCon
     return reactor;
   }
   v1::GetMappingRequest parsed;
-  if (!ParseRequest(*request, &parsed)) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: cannot parse"));
+  if (!ParseRequestBody(*request, &parsed)) {
+    reactor->Finish(UnparseableRequest());
     return reactor;
   }
   if (parsed.min_version() < 0) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "min_version: must not be negative"));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "min_version: must not be negative"));
     return reactor;
   }
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
@@ -92,27 +87,23 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetMapping(grpc::CallbackServerCon
   return reactor;
 }
 
-grpc::ServerUnaryReactor* MappingServiceImpl::GetTeam(grpc::CallbackServerContext* ctx,
-                                                      const v1::GetTeamRequest* request,
-                                                      v1::TeamRoute* response) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (absl::StatusOr<Identity> caller = authorizer_->Check(*ctx, Access::kRead); !caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
+void MappingServiceImpl::GetTeam(UnaryCall<v1::GetTeamRequest, v1::TeamRoute>* call) {
+  const v1::GetTeamRequest* request = &call->request();
+  v1::TeamRoute* response = call->response();
+  if (absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kRead);
+      !caller.ok()) {
+    return call->Reply(caller.status());
   }
   if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
+    return call->Reply(s);
   }
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
   const Snapshot& snapshot = current->snapshot();
   const Route route = snapshot.RouteOf(request->team_id());
   if (!route.routable()) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::FAILED_PRECONDITION,
+    return call->Reply(absl::FailedPreconditionError(
         absl::StrCat("team ", request->team_id(), " is unroutable at version ", snapshot.version(),
                      ": pool \"", std::string(route.pool), "\" has no ACTIVE or PAUSED bucket")));
-    return reactor;
   }
   response->set_team_id(request->team_id());
   response->set_bucket_id(route.bucket_id);
@@ -130,8 +121,7 @@ grpc::ServerUnaryReactor* MappingServiceImpl::GetTeam(grpc::CallbackServerContex
     ToProto(*handoffs.back(), response->mutable_handoff());
     if (handoffs_ != nullptr) handoffs_->Decorate(response->mutable_handoff());
   }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  call->Reply(grpc::Status::OK);
 }
 
 }  // namespace bucketmap

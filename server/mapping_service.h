@@ -13,16 +13,15 @@
 #include "server/auth.h"
 #include "server/handoff_coordinator.h"
 #include "server/mapping_manager.h"
+#include "server/unary_call.h"
 #include "server/watch_hub.h"
 #include "server/worker_pool.h"
 
 namespace bucketmap {
 
 class MappingServiceImpl final
-    : public v1::MappingService::WithCallbackMethod_GetTeam<
-          v1::MappingService::WithRawCallbackMethod_GetMapping<
-              v1::MappingService::WithRawCallbackMethod_WatchMapping<
-                  v1::MappingService::Service>>> {
+    : public UnaryService<v1::MappingService::WithRawCallbackMethod_GetMapping<
+          v1::MappingService::WithRawCallbackMethod_WatchMapping<v1::MappingService::Service>>> {
  public:
   // All dependencies must outlive the service. Every call needs a reader
   // or admin token, or none with anonymous reads (see auth.h); a null
@@ -33,9 +32,8 @@ class MappingServiceImpl final
   grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* GetTeam(grpc::CallbackServerContext* ctx,
-                                    const v1::GetTeamRequest* request,
-                                    v1::TeamRoute* response) override;
+  // Bound by the constructor (unary_call.h: parsed and checked first).
+  void GetTeam(UnaryCall<v1::GetTeamRequest, v1::TeamRoute>* call);
   // Streams are raw too: pushes are assembled from shared, pre-encoded
   // frames (see WatchHub).
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchMapping(

@@ -13,6 +13,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/kafka_publisher.h"
+#include "server/log_limit.h"
 #include "server/pg_store.h"
 #include "spdlog/spdlog.h"
 
@@ -59,6 +60,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
 
 absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
     std::unique_ptr<Store> store, ServerOptions options) {
+  // Before the first call can arrive: libprotobuf logs an ERROR for each
+  // request body with invalid UTF-8, which a client could use to flood.
+  InstallProtobufLogHandler();
   std::unique_ptr<BucketmapServer> server(new BucketmapServer());
   server->options_ = options;
   server->store_ = std::move(store);
@@ -68,10 +72,8 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   }
   server->manager_ = std::make_unique<MappingManager>(server->store_.get());
   Metrics* metrics = server->metrics_.get();
-  server->manager_->AddListener(
-      [metrics](const std::shared_ptr<const ServedSnapshot>& s, const Change*) {
-        metrics->OnSnapshot(s->snapshot());
-      });
+  server->manager_->AddListener([metrics](const std::shared_ptr<const ServedSnapshot>& s,
+                                          const Change*) { metrics->OnSnapshot(s->snapshot()); });
   // The relay runs only while this replica leads (StartRelay/StopRelay).
   server->manager_->AddListener(
       [s = server.get()](const std::shared_ptr<const ServedSnapshot>&, const Change*) {
@@ -109,9 +111,8 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
-  server->watch_hub_ =
-      std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
-                                 server->workers_.get(), metrics, options.watch);
+  server->watch_hub_ = std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
+                                                  server->workers_.get(), metrics, options.watch);
   server->watch_hub_->Start();
   RETURN_IF_ERROR(server->StartAuth());
   server->mapping_service_ =
@@ -157,8 +158,9 @@ absl::Status BucketmapServer::StartAuth() {
     ASSIGN_OR_RETURN(tokens_, TokenStore::Load(o.tokens_file));
   }
   if (tokens_ == nullptr) {
-    spdlog::warn("no --auth_tokens_file: AUTHENTICATION IS OFF (development mode): anyone who "
-                 "reaches the gRPC port may read and change the mapping");
+    spdlog::warn(
+        "no --auth_tokens_file: AUTHENTICATION IS OFF (development mode): anyone who "
+        "reaches the gRPC port may read and change the mapping");
   } else {
     spdlog::info("authentication on: {} tokens{}", tokens_->size(),
                  o.allow_anonymous_reads ? "; MappingService is open to anonymous readers" : "");
@@ -244,15 +246,16 @@ absl::Status BucketmapServer::StartHandoffs() {
   std::shared_ptr<OffsetReader> offsets = options_.handoff_offsets;
   if (offsets == nullptr && o.enabled) {
     if (kafka_bootstrap_.empty()) {
-      spdlog::warn("handoffs: no Kafka cluster (--kafka_brokers is empty): drains cannot be "
-                   "verified; handoffs whose source has consumer groups end FORCED \"no kafka\"");
+      spdlog::warn(
+          "handoffs: no Kafka cluster (--kafka_brokers is empty): drains cannot be "
+          "verified; handoffs whose source has consumer groups end FORCED \"no kafka\"");
     } else {
       ASSIGN_OR_RETURN(offsets, RdKafkaOffsetReader::Create(kafka_bootstrap_));
     }
   }
   if (!o.enabled) spdlog::info("handoffs are off (--handoffs=false): moves open no handoff");
-  handoffs_ = std::make_unique<HandoffCoordinator>(manager_.get(), store_.get(),
-                                                   std::move(offsets), o, metrics_.get());
+  handoffs_ = std::make_unique<HandoffCoordinator>(manager_.get(), store_.get(), std::move(offsets),
+                                                   o, metrics_.get());
   handoffs_->StartMonitor();
   HandoffCoordinator* coordinator = handoffs_.get();
   leader_->AddLeaderTask(
@@ -266,9 +269,10 @@ absl::Status BucketmapServer::StartOutbox() {
   if (o.publisher != nullptr) {
     publisher_ = o.publisher;
   } else if (o.kafka_brokers.empty()) {
-    spdlog::warn("--kafka_brokers is empty: change events are not published to Kafka "
-                 "(they wait in the outbox until a server runs with brokers, and the change "
-                 "log is not pruned meanwhile)");
+    spdlog::warn(
+        "--kafka_brokers is empty: change events are not published to Kafka "
+        "(they wait in the outbox until a server runs with brokers, and the change "
+        "log is not pruned meanwhile)");
     return absl::OkStatus();
   } else {
     if (o.kafka_brokers == "embedded") {
@@ -277,9 +281,10 @@ absl::Status BucketmapServer::StartOutbox() {
       RETURN_IF_ERROR(embedded_kafka_->CreateTopic(o.topic, 1));
       metrics_->SetEmbeddedKafka(kafka_bootstrap_);
       metrics_->SetChangesTopicPartitions(1);
-      spdlog::info("embedded Kafka (in-process mock cluster, development only) at {}; changes "
-                   "topic {}",
-                   kafka_bootstrap_, o.topic);
+      spdlog::info(
+          "embedded Kafka (in-process mock cluster, development only) at {}; changes "
+          "topic {}",
+          kafka_bootstrap_, o.topic);
     } else {
       kafka_bootstrap_ = o.kafka_brokers;
       absl::StatusOr<int> partitions =
