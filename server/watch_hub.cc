@@ -4,11 +4,16 @@
 #include <atomic>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bucketmap/v1/mapping.pb.h"
+#include "domain/validation.h"
 #include "server/convert.h"
+#include "server/grpc_status.h"
+#include "server/request_checks.h"
 #include "server/shared_slice.h"
+#include "server/unary_call.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
@@ -24,6 +29,19 @@ constexpr uint8_t kPushNonceTag = (3 << 3) | 0;
 constexpr uint8_t kPushSnapshotTag = (4 << 3) | 2;
 constexpr uint8_t kPushDeltasTag = (5 << 3) | 2;
 constexpr uint8_t kPushResetTag = (6 << 3) | 0;
+
+// What a stream's write path holds (see WatchStream::MaybePushLocked).
+enum class WriteKind { kPush, kSync, kHeartbeat };
+
+// NACK errors are kept up to this many bytes.
+constexpr size_t kMaxNackErrorBytes = 1024;
+
+// A push nonce's random start: below 2^53, so that clients that read
+// uint64 as a double (JavaScript) echo it exactly.
+uint64_t RandomNonce() {
+  absl::BitGen gen;
+  return absl::Uniform<uint64_t>(gen, 1, uint64_t{1} << 52);
+}
 
 void AppendVarint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -55,8 +73,7 @@ std::string DeltaField(const v1::MappingDelta& delta) {
 // A packed target is kept by a filtered stream: pool rows always (their
 // placement may land in a filtered bucket), pins only to filtered buckets.
 bool KeepPacked(int32_t target, const std::vector<int32_t>& filter) {
-  return target < 0 ||
-         (target > 0 && std::binary_search(filter.begin(), filter.end(), target));
+  return target < 0 || (target > 0 && std::binary_search(filter.begin(), filter.end(), target));
 }
 
 }  // namespace
@@ -132,7 +149,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       absl::MutexLock lock(&mu_);
       push = MaybePushLocked();
     }
-    if (push.has_value()) Send(*std::move(push), /*heartbeat=*/false);
+    if (push.has_value()) Send(*std::move(push), WriteKind::kPush);
   }
 
   // Heartbeats and the ACK timeout.
@@ -151,14 +168,14 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     }
     if (timed_out) {
       hub_->metrics().RecordWatchEvent("ack_timeout");
-      Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                         absl::StrCat("push not ACKed within ",
-                                      absl::FormatDuration(hub_->options().ack_timeout),
-                                      "; reconnect and resume")));
+      Close(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("push not ACKed within ", absl::FormatDuration(hub_->options().ack_timeout),
+                       "; reconnect and resume")));
     } else if (heartbeat) {
       v1::WatchResponse response;
       response.mutable_heartbeat()->set_version(hub_->version());
-      Send(Buffer(response.SerializeAsString()), /*heartbeat=*/true);
+      Send(Buffer(response.SerializeAsString()), WriteKind::kHeartbeat);
     }
   }
 
@@ -181,18 +198,12 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       return;
     }
     v1::WatchRequest request;
-    std::vector<grpc::Slice> slices;
-    std::string bytes;
-    if (read_buffer_.Dump(&slices).ok()) {
-      for (const grpc::Slice& s : slices) {
-        bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-    if (!request.ParseFromString(bytes)) {
-      Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request: cannot parse"));
+    if (!ParseRequestBody(read_buffer_, &request)) {
+      Close(UnparseableRequest());
       return;
     }
-    grpc::Status status = Handle(request);
+    grpc::Status status = ToGrpcStatus(CheckRequestStrings(request));
+    if (status.ok()) status = Handle(request);
     if (!status.ok()) {
       Close(status);
       return;
@@ -207,26 +218,33 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   }
 
   void OnWriteDone(bool ok) override {
-    std::optional<grpc::ByteBuffer> next;
+    bool next = false;
+    bool push_done = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       hub_->CountPendingWrites(-1);
+      if (writing_kind_ == WriteKind::kPush) {
+        push_in_path_ = false;
+        push_done = true;
+      }
       if (!ok || finished_) {
         hub_->CountPendingWrites(-static_cast<int64_t>(queue_.size()));
         queue_.clear();
         return;
       }
       if (!queue_.empty()) {
-        next = std::move(queue_.front());
+        write_buffer_ = std::move(queue_.front().first);
+        writing_kind_ = queue_.front().second;
         queue_.erase(queue_.begin());
         writing_ = true;
+        next = true;
       }
     }
-    if (next.has_value()) {
-      write_buffer_ = *std::move(next);
-      StartWrite(&write_buffer_);
-    }
+    if (next) StartWrite(&write_buffer_);
+    // A push held back while the last one was still being written (see
+    // MaybePushLocked) may be due now.
+    if (push_done) Poke();
   }
 
   void OnCancel() override { Close(grpc::Status::CANCELLED); }
@@ -259,8 +277,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       case v1::WatchRequest::kNack:
         return Nack(request.nack());
       default:
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "kind: set subscribe, ack or nack");
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: set subscribe, ack or nack");
     }
   }
 
@@ -340,7 +357,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     Poke();
     v1::WatchResponse sync;
     sync.mutable_sync()->set_version(current->version());
-    Send(Buffer(sync.SerializeAsString()), /*heartbeat=*/false);
+    Send(Buffer(sync.SerializeAsString()), WriteKind::kSync);
     return grpc::Status::OK;
   }
 
@@ -351,22 +368,35 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     {
       absl::MutexLock lock(&mu_);
       if (ack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      // What a client claims is checked against what it was sent: it
+      // cannot have applied, nor drained, a version past the last push.
       if (!push_unacked_) {
         // A producer ACKs its last push again when only its drained_version
         // advanced (its old events got their delivery reports), so the
         // switch barrier need not wait for the next push.
-        const int64_t drained = std::min(ack.drained_version(), acked_);
-        if (drained > client_.drained_version) {
-          client_.drained_version = drained;
+        if (ack.drained_version() > acked_) {
+          return grpc::Status(
+              grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("ack.drained_version: ", ack.drained_version(), " is past version ",
+                           acked_, ", the last this stream applied"));
+        }
+        if (ack.drained_version() > client_.drained_version) {
+          client_.drained_version = ack.drained_version();
           client_.last_ack = absl::Now();
           state_dirty_ = true;
         }
         return grpc::Status::OK;
       }
-      if (ack.applied_version() < 0 || ack.applied_version() > pushed_to_) {
+      if (ack.applied_version() < acked_ || ack.applied_version() > pushed_to_) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             absl::StrCat("ack.applied_version: ", ack.applied_version(),
-                                         " is not a version this stream was sent"));
+                                         " is not a version this stream was sent (it was at ",
+                                         acked_, ", and the push took it to ", pushed_to_, ")"));
+      }
+      if (ack.drained_version() > ack.applied_version()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("ack.drained_version: ", ack.drained_version(),
+                                         " is past applied_version ", ack.applied_version()));
       }
       push_unacked_ = false;
       acked_ = ack.applied_version();
@@ -391,29 +421,45 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       need_snapshot_ = true;
       client_.nacks++;
       client_.last_nack = absl::Now();
-      client_.last_nack_error = nack.error().substr(0, 1024);
+      // Cut at a character boundary: the error is valid UTF-8 (checked on
+      // arrival) and must stay so, or PostgreSQL refuses the whole batch
+      // of client states it is saved with.
+      client_.last_nack_error = std::string(TruncateUtf8(nack.error(), kMaxNackErrorBytes));
       state_dirty_ = true;
       client_id = client_.client_id;
     }
-    spdlog::warn("watch client {} NACKed push {}: {}", client_id, nack.nonce(),
-                 nack.error().substr(0, 200));
     hub_->metrics().RecordWatchEvent("nack");
+    int64_t suppressed = 0;
+    if (hub_->client_log_limiter().Allow(client_id, absl::Now(), &suppressed)) {
+      spdlog::warn("watch client {} NACKed push {}: {}{}", QuoteUntrusted(client_id), nack.nonce(),
+                   QuoteUntrusted(nack.error()),
+                   suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : "");
+    }
     Poke();
     return grpc::Status::OK;
   }
 
   // Returns the next push, if one is due. A NACK or a first subscription
   // forces the snapshot even when the stream is at the current version.
+  //
+  // A push is built only once the previous one has left the write path
+  // (written, not merely ACKed): a client that ACKs pushes it has not read
+  // would otherwise queue one snapshot per ACK. So a stream holds at most
+  // one push and the SYNC marker in its write path, whatever it sends.
   std::optional<grpc::ByteBuffer> MaybePushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!subscribed_ || finished_ || push_unacked_) return std::nullopt;
+    if (!subscribed_ || finished_ || push_unacked_ || push_in_path_) return std::nullopt;
     const int64_t current = hub_->version();
     if (!need_snapshot_ && acked_ >= current) return std::nullopt;
     int64_t to_version = 0;
+    // Nonces start at a random value per stream, so a client must read a
+    // push to ACK it.
+    const uint64_t nonce = nonce_ == 0 ? first_nonce_ : nonce_ + 1;
     grpc::ByteBuffer push =
-        hub_->BuildPush(acked_, filter_, nonce_ + 1, need_snapshot_, reset_, &to_version);
-    ++nonce_;
+        hub_->BuildPush(acked_, filter_, nonce, need_snapshot_, reset_, &to_version);
+    nonce_ = nonce;
     pushed_to_ = to_version;
     push_unacked_ = true;
+    push_in_path_ = true;
     need_snapshot_ = false;
     reset_ = false;
     push_sent_ = absl::Now();
@@ -422,17 +468,18 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   // Writes `buffer`, or queues it behind the write in flight. A heartbeat
   // is dropped rather than queued behind a write the client has not taken.
-  void Send(grpc::ByteBuffer buffer, bool heartbeat) {
+  void Send(grpc::ByteBuffer buffer, WriteKind kind) {
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
       if (writing_) {
-        if (heartbeat) return;
-        queue_.push_back(std::move(buffer));
+        if (kind == WriteKind::kHeartbeat) return;
+        queue_.emplace_back(std::move(buffer), kind);
         hub_->CountPendingWrites(1);
         return;
       }
       writing_ = true;
+      writing_kind_ = kind;
       write_buffer_ = std::move(buffer);
       hub_->CountPendingWrites(1);
     }
@@ -468,15 +515,21 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  WriteKind writing_kind_ ABSL_GUARDED_BY(mu_) = WriteKind::kSync;
+  // A push is being written or waits in queue_ (see MaybePushLocked).
+  bool push_in_path_ ABSL_GUARDED_BY(mu_) = false;
   // At most: the SYNC marker and one push (heartbeats are never queued).
   // A vector, not a deque: an idle stream should allocate nothing here.
-  std::vector<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<grpc::ByteBuffer, WriteKind>> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<int32_t> filter_ ABSL_GUARDED_BY(mu_);
   ClientState client_ ABSL_GUARDED_BY(mu_);
   bool state_dirty_ ABSL_GUARDED_BY(mu_) = false;
   int64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pushed_to_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last push's nonce; 0 before the first push (an ACK of "push 0"
+  // reports drained_version after a resume that needed no push).
   uint64_t nonce_ ABSL_GUARDED_BY(mu_) = 0;
+  const uint64_t first_nonce_ = RandomNonce();
   bool push_unacked_ ABSL_GUARDED_BY(mu_) = false;
   bool need_snapshot_ ABSL_GUARDED_BY(mu_) = false;
   bool reset_ ABSL_GUARDED_BY(mu_) = false;
@@ -533,8 +586,7 @@ void WatchHub::Preload() {
   AddFrames(std::move(added), deltas.ok());
 }
 
-void WatchHub::AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added,
-                         bool contiguous) {
+void WatchHub::AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added, bool contiguous) {
   if (added.empty() || !contiguous) {
     frames_.clear();  // a gap: streams behind it take the snapshot
     frame_bytes_ = 0;
@@ -544,9 +596,8 @@ void WatchHub::AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added,
     frames_.push_back(std::move(frame));
   }
   const absl::Time oldest = absl::Now() - options_.resume_max_age;
-  while (!frames_.empty() &&
-         (frames_.size() > RingCapacity() || frames_.front()->time() < oldest ||
-          frame_bytes_ > options_.resume_max_bytes)) {
+  while (!frames_.empty() && (frames_.size() > RingCapacity() || frames_.front()->time() < oldest ||
+                              frame_bytes_ > options_.resume_max_bytes)) {
     frame_bytes_ -= frames_.front()->bytes();
     frames_.pop_front();
   }
@@ -589,8 +640,8 @@ void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
         store_->LoadDeltas(previous->version(), version);
     if (deltas.ok()) {
       for (const v1::MappingDelta& delta : *deltas) {
-        added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(),
-                                                             delta, std::nullopt));
+        added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(), delta,
+                                                             std::nullopt));
       }
     }
   }
@@ -611,9 +662,9 @@ std::shared_ptr<const WatchHub::PushBody> WatchHub::MakeBody(int64_t acked,
   const int64_t current = last_->version();
   body->to_version = current;
   if (!snapshot) {
-    snapshot = !(acked > 0 && acked < current &&
-                 current - acked <= options_.max_deltas_per_push && !frames_.empty() &&
-                 frames_.front()->version() <= acked + 1 && frames_.back()->version() == current);
+    snapshot = !(acked > 0 && acked < current && current - acked <= options_.max_deltas_per_push &&
+                 !frames_.empty() && frames_.front()->version() <= acked + 1 &&
+                 frames_.back()->version() == current);
   }
   if (!snapshot) {
     body->from_version = acked;
@@ -711,10 +762,10 @@ grpc::Status WatchHub::Register(WatchStream* stream, int role, const std::string
   }
   int& of_client = streams_of_client_[client_id];
   if (options_.max_streams_per_client > 0 && of_client >= options_.max_streams_per_client) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("--max_watch_streams_per_client: client_id \"", client_id,
-                                     "\" already has ", of_client,
-                                     " watch streams on this replica"));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("--max_watch_streams_per_client: client_id ", QuoteUntrusted(client_id),
+                     " already has ", of_client, " watch streams on this replica"));
   }
   ++of_client;
   client_of_[stream] = client_id;
@@ -808,15 +859,53 @@ void WatchHub::Flush(bool all) {
     departed_.clear();
   }
   if (batch.empty()) return;
-  absl::Status s = store_->SaveClients(batch, absl::Now() + options_.client_lease);
-  if (!s.ok()) {
+  const absl::Time lease_until = absl::Now() + options_.client_lease;
+  absl::Status s = store_->SaveClients(batch, lease_until);
+  if (s.ok()) return;
+  std::vector<ClientState> retry;
+  if (s.code() == absl::StatusCode::kUnavailable) {
     spdlog::warn("watch: cannot record {} client states: {}", batch.size(), s.ToString());
-    // Departed clients are kept for the next attempt; connected ones are
-    // taken again at the next renewal.
-    absl::MutexLock lock(&departed_mu_);
+    retry = std::move(batch);
+  } else {
+    // Not the database being away: some state in the batch is refused.
+    // One client's state must never keep every other client unrecorded
+    // (the handoff barrier reads producers from the same table), so save
+    // them one by one and drop the ones refused.
     for (ClientState& state : batch) {
-      if (!state.connected) departed_.push_back(std::move(state));
+      absl::Status one = store_->SaveClients({state}, lease_until);
+      if (one.ok()) continue;
+      if (one.code() == absl::StatusCode::kUnavailable) {
+        retry.push_back(std::move(state));
+        continue;
+      }
+      metrics_->RecordWatchEvent("client_state_refused");
+      int64_t suppressed = 0;
+      if (client_log_limiter_.Allow(state.client_id, absl::Now(), &suppressed)) {
+        spdlog::warn(
+            "watch: the state of client {} is refused by the store and dropped: {}{}",
+            QuoteUntrusted(state.client_id), QuoteUntrusted(std::string(one.message())),
+            suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : "");
+      }
     }
+  }
+  // Departed clients are kept for the next attempt (connected ones are
+  // taken again at the next renewal), once each: the newest state of a
+  // client_id replaces older ones, so the retry list cannot grow without
+  // bound while the database is away.
+  std::vector<ClientState> merged;
+  for (ClientState& state : retry) {
+    if (!state.connected) merged.push_back(std::move(state));
+  }
+  absl::MutexLock lock(&departed_mu_);
+  // States that departed during the save are newer: they go last.
+  for (ClientState& state : departed_) merged.push_back(std::move(state));
+  std::stable_sort(merged.begin(), merged.end(), [](const ClientState& a, const ClientState& b) {
+    return a.client_id < b.client_id;
+  });
+  departed_.clear();
+  for (size_t i = 0; i < merged.size(); ++i) {
+    if (i + 1 < merged.size() && merged[i + 1].client_id == merged[i].client_id) continue;
+    departed_.push_back(std::move(merged[i]));
   }
 }
 

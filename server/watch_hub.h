@@ -29,8 +29,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -42,9 +42,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/log_limit.h"
 #include "server/mapping_manager.h"
 #include "server/metrics.h"
 #include "server/store.h"
@@ -165,6 +166,10 @@ class WatchHub {
   // Number of open streams (for tests and metrics).
   size_t stream_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Bounds the warnings that clients cause (NACKs, refused states): one
+  // line per client_id and 20 in all per 10 s.
+  LogLimiter& client_log_limiter() { return client_log_limiter_; }
+
  private:
   void OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot, const Change* change);
   void Preload();
@@ -216,6 +221,8 @@ class WatchHub {
   // the final states of streams that ended since the last flush.
   absl::Mutex departed_mu_;
   std::vector<ClientState> departed_ ABSL_GUARDED_BY(departed_mu_);
+
+  LogLimiter client_log_limiter_{1, 20, absl::Seconds(10)};
 
   absl::Notification stopping_;
   absl::Mutex wake_mu_;
