@@ -343,13 +343,9 @@ absl::StatusOr<Plan> PlanAssignments(const Snapshot& before, std::vector<Assignm
     }
     const std::optional<Target> current = before.FindAssignment(op.team_id);
     if (!op.target.has_value()) {
-      if (!current.has_value()) {
-        if (single) {
-          return absl::NotFoundError(
-              absl::StrCat("team_id: team ", op.team_id, " has no override"));
-        }
-        continue;
-      }
+      // Removing an override the team does not have is a no-op, alone or
+      // in a batch: an unassign is idempotent, so a retried one succeeds.
+      if (!current.has_value()) continue;
       change.unset.push_back(op.team_id);
       continue;
     }

@@ -416,8 +416,10 @@ TEST(PlanAssignmentsTest, IdenticalAndMissingAreSkipped) {
   EXPECT_EQ(same->after, nullptr);
   EXPECT_TRUE(same->change.empty());
 
-  EXPECT_THAT(PlanAssignments(*s, {{6, std::nullopt}}),
-              StatusIs(Code::kNotFound, "team_id: team 6 has no override"));
+  // Unassigning a team without an override is a no-op, alone as in a batch.
+  auto unset_missing = PlanAssignments(*s, {{6, std::nullopt}});
+  ASSERT_THAT(unset_missing, IsOk());
+  EXPECT_FALSE(unset_missing->effect.changed);
   auto bulk = PlanAssignments(*s, {{6, std::nullopt}, {5, Target::Pin(3)}, {7, std::nullopt}});
   ASSERT_THAT(bulk, IsOk());
   EXPECT_THAT(bulk->change.unset, ElementsAre(7));
