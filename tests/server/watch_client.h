@@ -56,6 +56,9 @@ class WatchClient {
     stream_->Write(req);
   }
 
+  // Sends any request, as a hostile client would.
+  void Send(const v1::WatchRequest& request) { stream_->Write(request); }
+
   void Nack(const v1::WatchResponse::Push& push, const std::string& error) {
     v1::WatchRequest req;
     req.mutable_nack()->set_nonce(push.nonce());
