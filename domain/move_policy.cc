@@ -72,6 +72,83 @@ std::vector<RoleDrain> DrainsOf(const Bucket& source, const MovePolicy& policy) 
   return drains;
 }
 
+constexpr char kWaitOrCancel[] = "wait for the handoff to end, or cancel it (CancelHandoff) first";
+
+// The open-handoff guard for a known team whose route changes to `to`
+// (0: unroutable), whatever it was before (unroutable included).
+//   * explicit moves: any route change is refused;
+//   * pool-wide changes may chain (A->B open, B->C new), but must not make
+//     the team unroutable, nor send it back to the source of a handoff it
+//     is in: that reverse move makes a cycle of holds and drains that ends
+//     only FORCED at --max_hold.
+absl::Status CheckOpenHandoffs(const Snapshot& before, MoveScope scope, int64_t team, int32_t to) {
+  const std::vector<const Handoff*> open = before.HandoffsOf(team);
+  if (open.empty()) return absl::OkStatus();
+  if (scope == MoveScope::kExplicit) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "team %d is in open %s; it cannot move again, to a bucket, a pool or unroutable, while "
+        "the handoff is open; %s",
+        team, DescribeHandoff(*open.back()), kWaitOrCancel));
+  }
+  for (const Handoff* h : open) {
+    if (to == 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "team %d is in open %s; this change would make it unroutable, leaving the handoff "
+          "nothing to hand off to; %s",
+          team, DescribeHandoff(*h), kWaitOrCancel));
+    }
+    if (to == h->source_bucket_id) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "team %d is in open %s; this change would move it back to bucket %d, the handoff's "
+          "source: a reverse move makes a cycle that ends only FORCED at --max_hold, without "
+          "ordering; %s",
+          team, DescribeHandoff(*h), h->source_bucket_id, kWaitOrCancel));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The same rule for the default-placed teams of open handoffs of the
+// default pool, which are known only by their slots: a slot that
+// pool_before placed on the source and that is now on another bucket must
+// not go back to the source, nor to unroutable. Teams with an override
+// (including those assigned to a pool) are checked by id instead, so other
+// pools need no slot check. One pass over kSlotCount slots per open
+// handoff of the default pool, when the write changes its placement.
+absl::Status CheckDefaultSlots(const Snapshot& before, const Snapshot& after) {
+  const PlacementTable& now = before.PoolTable(kDefaultPool);
+  const PlacementTable& next = after.PoolTable(kDefaultPool);
+  if (&now == &next) return absl::OkStatus();  // placement unchanged
+  for (const Handoff& h : before.handoffs()) {
+    if (h.pool_before.empty() || h.source_pool != kDefaultPool) continue;
+    const PlacementTable* placed = before.HandoffPlacement(h.id);
+    if (placed == nullptr || placed->empty()) continue;
+    int64_t back = 0;
+    int64_t unroutable = 0;
+    for (uint32_t slot = 0; slot < static_cast<uint32_t>(kSlotCount); ++slot) {
+      if (placed->BucketForSlot(slot) != h.source_bucket_id) continue;
+      if (now.BucketForSlot(slot) == h.source_bucket_id) continue;  // not in the handoff
+      const int32_t to = next.BucketForSlot(slot);
+      if (to == h.source_bucket_id) ++back;
+      if (to == 0) ++unroutable;
+    }
+    if (unroutable > 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "pool \"%s\": this change would make the default-placed teams of %d slots in open %s "
+          "unroutable, leaving the handoff nothing to hand off to; %s",
+          h.source_pool, unroutable, DescribeHandoff(h), kWaitOrCancel));
+    }
+    if (back > 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "pool \"%s\": this change would move the default-placed teams of %d slots in open %s "
+          "back to bucket %d, the handoff's source: a reverse move makes a cycle that ends only "
+          "FORCED at --max_hold, without ordering; %s",
+          h.source_pool, back, DescribeHandoff(h), h.source_bucket_id, kWaitOrCancel));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckCooldown(const MovePolicy& policy, absl::Time last, const std::string& who) {
   if (policy.force || policy.cooldown <= absl::ZeroDuration()) return absl::OkStatus();
   if (last + policy.cooldown <= policy.now) return absl::OkStatus();
@@ -109,15 +186,12 @@ absl::Status ApplyMovePolicy(const Snapshot& before, const MovePolicy& policy, P
   for (int64_t team : KnownCandidates(*plan, shifted)) {
     const int32_t from = before.RouteOf(team).bucket_id;
     const int32_t to = after.RouteOf(team).bucket_id;
-    if (from == to || from == 0 || to == 0) continue;
+    if (from == to) continue;
+    // Before the unroutable check: a move to or from unroutable opens no
+    // handoff, but it must not escape the guard (D9, issue 17).
+    RETURN_IF_ERROR(CheckOpenHandoffs(before, policy.scope, team, to));
+    if (from == 0 || to == 0) continue;
     if (policy.scope == MoveScope::kExplicit) {
-      std::vector<const Handoff*> open = before.HandoffsOf(team);
-      if (!open.empty()) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "team %d is in open %s; it cannot move again until that handoff ends (or is "
-            "cancelled)",
-            team, DescribeHandoff(*open.back())));
-      }
       if (auto it = policy.team_moved_at.find(team); it != policy.team_moved_at.end()) {
         RETURN_IF_ERROR(CheckCooldown(policy, it->second, absl::StrCat("team ", team)));
       }
@@ -126,6 +200,8 @@ absl::Status ApplyMovePolicy(const Snapshot& before, const MovePolicy& policy, P
     p.teams.emplace_back(team, to);
     p.targets.insert(to);
   }
+
+  if (shifted.count(kDefaultPool) > 0) RETURN_IF_ERROR(CheckDefaultSlots(before, after));
 
   // Default placement: the slots of each shifted pool that change bucket.
   for (const std::string& pool : shifted) {

@@ -15,16 +15,28 @@
 //     the slots of each pool whose bucket changes, and the teams assigned
 //     to that pool by override that move with them.
 // A team that was or becomes unroutable (bucket 0) opens no handoff: there
-// is no source to drain, or no target to hold.
+// is no source to drain, or no target to hold. It still counts as a move
+// for the open-handoff guard.
 //
 // Guards (FailedPrecondition, naming the team, pool or bucket):
-//   * an explicit move of a team involved in an open handoff (listed by id,
-//     or default-placed by its pool_before: Snapshot::HandoffsOf) is
-//     refused, whatever `force` says. Pool-wide changes are not refused for
-//     open handoffs: a default-placed team may then be in two handoffs
-//     (A->B still open, B->C new). They chain safely, because B's consumers
-//     hold the team's events, and so do not commit past them, until A->B
-//     completes, so B->C's drain cannot complete before A->B's does;
+//   * open handoff, explicit moves: any change of the route of a team
+//     involved in an open handoff (listed by id, or default-placed by its
+//     pool_before: Snapshot::HandoffsOf) is refused, to or from unroutable
+//     included;
+//   * open handoff, pool-wide changes: they may move such a team on, so a
+//     default-placed team may be in two handoffs (A->B still open, B->C
+//     new). They chain safely, because B's consumers hold the team's
+//     events, and so do not commit past them, until A->B completes, so
+//     B->C's drain cannot complete before A->B's does. But a pool-wide
+//     change that would make such a team unroutable, or move it back to
+//     the source of an open handoff it is in (B->A while A->B is open: a
+//     cycle of holds and drains that ends only FORCED at --max_hold), is
+//     refused. Teams with an override are checked by id; default-placed
+//     teams by slot, over the pool_before of each open handoff of the
+//     default pool (kSlotCount slots per such handoff). The undo
+//     (DRAINING -> ACTIVE) of a bucket whose handoff is open is such a
+//     reverse move: cancel the handoff first, then undo. Neither
+//     open-handoff guard yields to `force` or `ordered=false`;
 //   * cooldown: an explicit move of a team that moved less than `cooldown`
 //     ago, or a pool-wide change of a pool whose placement changed less
 //     than `cooldown` ago, unless `force`;
@@ -82,7 +94,9 @@ struct MovePolicy {
 // Checks the guards for `plan` (made against `before`) and adds its
 // handoffs. Requires plan->after to be non-null when plan->effect.changed.
 // Returns FailedPrecondition when a guard refuses the move; `plan` is then
-// unchanged.
+// unchanged. Cost of the open-handoff guards: a HandoffsOf() per known team
+// whose route changes, plus one pass over kSlotCount slots per open handoff
+// of the default pool when the plan changes that pool's placement.
 absl::Status ApplyMovePolicy(const Snapshot& before, const MovePolicy& policy, Plan* plan);
 
 // PlanHandoffUpdate()

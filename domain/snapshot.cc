@@ -394,6 +394,11 @@ std::vector<const Handoff*> Snapshot::HandoffsOf(int64_t team_id) const {
   return out;
 }
 
+const PlacementTable* Snapshot::HandoffPlacement(int64_t id) const {
+  auto it = handoff_tables_.find(id);
+  return it == handoff_tables_.end() ? nullptr : it->second.get();
+}
+
 void Snapshot::BuildDerived(const Snapshot* previous, const Change* /*change*/) {
   // Pools whose placeable members (ids and weights) are unchanged keep their
   // table: building one costs 65,536 x members score evaluations.

@@ -91,6 +91,10 @@ class Snapshot {
   // that list it, and those whose pool_before placed it (unpinned, in the
   // source pool) on the source while it now routes elsewhere.
   std::vector<const Handoff*> HandoffsOf(int64_t team_id) const;
+  // Returns the placement over open handoff `id`'s pool_before (where its
+  // default-placed teams were before it opened), or nullptr when the
+  // handoff is not open or has no pool_before.
+  const PlacementTable* HandoffPlacement(int64_t id) const;
 
   // WithHandoffs()
   //
