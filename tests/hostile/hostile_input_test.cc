@@ -335,8 +335,9 @@ TEST_F(HostileTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
   ASSERT_TRUE(admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), bulk, &bulked).ok());
 
   // A raw stream that reads its first push (so it knows the nonce), then
-  // never reads again, but ACKs the pushes it guesses were sent: nonces
-  // counting up from the first, each at the version the last write made.
+  // never reads again, but ACKs the pushes it guesses were sent, nonces
+  // counting up from the first, each with applied_version 0 (once enough
+  // to have the server queue the full snapshot again, per ACK).
   grpc::ClientContext ctx;
   auto stream = mapping_->WatchMapping(&ctx);
   v1::WatchRequest sub;
@@ -346,22 +347,14 @@ TEST_F(HostileTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
   v1::WatchResponse first;
   ASSERT_TRUE(stream->Read(&first));
   ASSERT_TRUE(first.has_push());
-  v1::WatchRequest ack;
-  ack.mutable_ack()->set_nonce(first.push().nonce());
-  ack.mutable_ack()->set_applied_version(first.push().to_version());
-  ASSERT_TRUE(stream->Write(ack));
 
   int64_t max_pending = 0;
-  int64_t version = bulked.version();
-  for (int k = 1; k <= 2000; ++k) {
-    if (k % 7 == 0) {
-      v1::AssignTeamResponse moved;
-      ASSERT_TRUE(Pin(200000 + k, b1, &moved).ok());
-      version = moved.version();
-    }
-    ack.mutable_ack()->set_nonce(first.push().nonce() + k / 7);
-    ack.mutable_ack()->set_applied_version(k % 2 == 0 ? 0 : version);
+  for (int k = 0; k < 2000; ++k) {
+    v1::WatchRequest ack;
+    ack.mutable_ack()->set_nonce(first.push().nonce() + k);
+    ack.mutable_ack()->set_applied_version(0);
     if (!stream->Write(ack)) break;  // refused: the stream ended
+    if (k % 7 == 0) ASSERT_TRUE(Pin(200000 + k, b1).ok());
     max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
   }
   absl::SleepFor(absl::Milliseconds(300));
@@ -523,10 +516,24 @@ TEST_F(HostileBarrierTest, LyingProducerDoesNotPassTheBarrier) {
       if (r.has_value() && r->has_push()) honest.Ack(r->push(), r->push().to_version());
     }
   });
-  // The liar applies the current version, then stops answering pushes and
-  // claims, in a repeated ACK, to have drained the handoff's version.
+  // The liar's first ACK claims to have drained everything there will
+  // ever be. Refused, it resumes from the version it applied (as the
+  // client library would) and then answers nothing: it stays leased, and
+  // has not drained the handoff's version.
   WatchClient liar(mapping_.get());
-  const v1::WatchResponse::Push p = SubscribeAndAck(&liar, "liar", v1::PRODUCER);
+  liar.Subscribe("liar", v1::PRODUCER);
+  std::optional<v1::WatchResponse> first = liar.NextNonHeartbeat();
+  ASSERT_TRUE(first.has_value() && first->has_push());
+  v1::WatchRequest lie;
+  lie.mutable_ack()->set_nonce(first->push().nonce());
+  lie.mutable_ack()->set_applied_version(first->push().to_version());
+  lie.mutable_ack()->set_drained_version(std::numeric_limits<int64_t>::max());
+  liar.Send(lie);
+  std::unique_ptr<WatchClient> resumed;
+  if (liar.WaitDone(absl::Seconds(2))) {
+    resumed = std::make_unique<WatchClient>(mapping_.get());
+    resumed->Subscribe("liar", v1::PRODUCER, first->push().to_version());
+  }
   absl::SleepFor(absl::Milliseconds(500));
   int64_t team = 1;
   for (;; ++team) {
@@ -538,14 +545,6 @@ TEST_F(HostileBarrierTest, LyingProducerDoesNotPassTheBarrier) {
   v1::AssignTeamResponse moved;
   ASSERT_TRUE(Pin(team, b, &moved).ok());
   ASSERT_EQ(moved.effect().handoffs_size(), 1);
-  v1::WatchRequest lie;
-  lie.mutable_ack()->set_nonce(p.nonce());
-  lie.mutable_ack()->set_applied_version(p.to_version());
-  lie.mutable_ack()->set_drained_version(moved.version());
-  liar.Send(lie);  // the ACK of an older push: ignored
-  // The same claim made in a fresh ACK of the push the liar holds would
-  // end its stream (ProducerCannotClaimVersionsItWasNotSent); here it stays
-  // connected and leased, and has not drained the handoff's version.
 
   v1::Handoff ended =
       WaitForHandoff(admin_.get(), moved.effect().handoffs(0).id(), Ended, absl::Seconds(20));

@@ -32,7 +32,7 @@ class WatchClient {
 
   ~WatchClient() {
     ctx_.TryCancel();
-    reader_.join();
+    if (reader_.joinable()) reader_.join();
     if (!finished_) stream_->Finish();
   }
 
@@ -86,15 +86,21 @@ class WatchClient {
     }
   }
 
-  // Waits for the stream to end and returns its status.
+  // Waits for the stream to end and returns its status; a stream still
+  // open after 10 s is cancelled (CANCELLED), so a test never hangs here.
   grpc::Status Finish() {
-    {
-      absl::MutexLock lock(&mu_);
-      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; };
-      mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(10));
-    }
+    if (!WaitDone(absl::Seconds(10))) ctx_.TryCancel();
+    reader_.join();
     finished_ = true;
     return stream_->Finish();
+  }
+
+  // Whether the server ended the stream (all responses read) within
+  // `timeout`.
+  bool WaitDone(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
   }
 
   bool done() {
