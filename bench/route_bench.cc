@@ -30,7 +30,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "bucketmap/client.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/snapshot.h"
 
 // ---- Allocation counting: every operator new on the calling thread. ----
@@ -122,7 +122,7 @@ Mapping MakeMapping(size_t n, uint64_t seed) {
 std::unique_ptr<Client> LoadedClient(const Snapshot& snapshot) {
   auto client = std::make_unique<Client>(ClientOptions{});
   v1::MappingSnapshot proto;
-  client_internal::SnapshotToProto(snapshot, &proto);
+  ToProto(snapshot, &proto);
   Die(client->ApplySnapshot(proto), "ApplySnapshot");
   return client;
 }
@@ -285,7 +285,7 @@ double RunMapReaders(int readers, double seconds, const Mapping& m,
 void PublishCost(size_t n) {
   const Mapping m = MakeMapping(n, 31);
   v1::MappingSnapshot proto;
-  client_internal::SnapshotToProto(*m.snapshot, &proto);
+  ToProto(*m.snapshot, &proto);
   Client client({});
   auto t0 = Clock::now();
   Die(client.ApplySnapshot(proto), "ApplySnapshot");
@@ -300,7 +300,7 @@ void PublishCost(size_t n) {
     if (bucket_change) {
       Bucket b = *m.snapshot->FindBucket(3);
       b.weight = 100 + static_cast<int32_t>(client.version() % 50);
-      client_internal::BucketToProto(b, d.add_buckets());
+      ToProto(b, d.add_buckets());
     }
     const auto s = Clock::now();
     Die(client.ApplyDeltas({d}), "ApplyDeltas");

@@ -12,9 +12,9 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "server/kafka_publisher.h"
-#include "server/log_limit.h"
-#include "server/pg_store.h"
+#include "server/outbox/kafka_publisher.h"
+#include "server/base/log_limit.h"
+#include "server/store/pg_store.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {

@@ -10,7 +10,7 @@
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 #include "server/server.h"
 #include "tests/support/pg_harness.h"
 
