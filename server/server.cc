@@ -117,14 +117,13 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   RETURN_IF_ERROR(server->StartAuth());
   server->mapping_service_ =
       std::make_unique<MappingServiceImpl>(server->manager_.get(), server->workers_.get(),
-                                           server->watch_hub_.get(), server->authorizer_.get());
+                                           server->watch_hub_.get(), server->authorizer_.get(),
+                                           server->handoffs_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
-      server->authorizer_.get());
+      server->authorizer_.get(), server->handoffs_.get());
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    ServerCredentialsFor(options.tls));
-  server->admin_service_->SetHandoffCoordinator(server->handoffs_.get());
-  server->mapping_service_->SetHandoffCoordinator(server->handoffs_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

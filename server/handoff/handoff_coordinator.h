@@ -53,6 +53,7 @@
 #include "bucketmap/v1/types.pb.h"
 #include "domain/move_policy.h"
 #include "server/handoff/kafka_offsets.h"
+#include "server/state/handoff_view.h"
 #include "server/state/mapping_manager.h"
 #include "server/store/store.h"
 
@@ -81,7 +82,7 @@ struct HandoffOptions {
   absl::Duration kafka_timeout = absl::Seconds(5);
 };
 
-class HandoffCoordinator {
+class HandoffCoordinator final : public HandoffView {
  public:
   // `manager` and `store` must outlive the coordinator; `offsets` is null
   // without a Kafka cluster; `metrics` may be null.
@@ -101,19 +102,10 @@ class HandoffCoordinator {
   void Start(int64_t epoch);
   void Stop();
 
-  // Policy()
-  //
-  // The move policy of a write made now, without move times (the caller
-  // reads those from the store when policy.cooldown > 0).
-  MovePolicy Policy(MoveScope scope, bool ordered, bool force) const;
-
-  // Decorate()
-  //
-  // Adds this replica's live view of an open handoff (committed offsets
-  // and lag of the draining role, producers still missing the barrier) to
-  // `handoff`. A no-op for ended handoffs or when this replica does not
-  // coordinate it.
-  void Decorate(v1::Handoff* handoff) const;
+  // HandoffView: the move policy of a write made now, from the flags and
+  // the monitor's caches; the leader's live view of an open handoff.
+  MovePolicy Policy(MoveScope scope, bool ordered, bool force) const override;
+  void Decorate(v1::Handoff* handoff) const override;
 
   const HandoffOptions& options() const { return options_; }
 

@@ -2,19 +2,21 @@
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "codec/codec.h"
 #include "domain/move_policy.h"
 #include "domain/status_macros.h"
 #include "domain/validation.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "server/rpc/admin_requests.h"
-#include "codec/codec.h"
 #include "server/base/grpc_status.h"
+#include "server/rpc/admin_requests.h"
 #include "xxhash.h"
 
 namespace bucketmap {
@@ -114,15 +116,43 @@ void TrimDeltaToTeam(int64_t team_id, v1::MappingDelta* delta) {
   if (unset) delta->add_unset_team_ids(team_id);
 }
 
+// The fields every write request shares (reason, request_id,
+// expected_version, dry_run) and, where the request has them, force and
+// ordered (absent means true), into a MoveWrite of `kind`.
+template <typename Request, typename = void>
+struct HasMoveOptions : std::false_type {};
+template <typename Request>
+struct HasMoveOptions<Request, std::void_t<decltype(std::declval<Request>().force()),
+                                           decltype(std::declval<Request>().has_ordered())>>
+    : std::true_type {};
+
+template <typename Request>
+MoveWrite WriteOf(const char* kind, const Request& request) {
+  MoveWrite write;
+  write.context.kind = kind;
+  write.context.reason = request.reason();
+  write.context.request_id = request.request_id();
+  write.context.expected_version = request.expected_version();
+  write.dry_run = request.dry_run();
+  if constexpr (HasMoveOptions<Request>::value) {
+    write.force = request.force();
+    write.ordered = !request.has_ordered() || request.ordered();
+  }
+  return write;
+}
+
 }  // namespace
 
 AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
-                                   AdminServiceOptions options, const Authorizer* authorizer)
+                                   AdminServiceOptions options, const Authorizer* authorizer,
+                                   const HandoffView* handoffs)
     : manager_(manager),
       store_(store),
       workers_(workers),
       options_(options),
       authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_),
+      handoffs_(handoffs),
+      write_path_(manager, store, handoffs),
       rate_limiter_(options.write_rate_limit) {
   constexpr char kService[] = "bucketmap.v1.AdminService";
 #define BUCKETMAP_BIND(Method, Request, Response) \
@@ -150,149 +180,83 @@ bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call) {
 }
 
 template <typename Request, typename Response>
-void AdminServiceImpl::RunWrite(UnaryCall<Request, Response>* call, WriteSpec<Response> spec) {
-  Response* response = call->response();
-  if (absl::Status s = ValidateReason(spec.reason); !s.ok()) return call->Reply(s);
-  if (absl::Status s = ValidateRequestId(spec.request_id); !s.ok()) return call->Reply(s);
-  if (absl::Status s = ValidateExpectedVersion(spec.expected_version); !s.ok()) {
+void AdminServiceImpl::RunWrite(UnaryCall<Request, Response>* call, MoveWrite write,
+                                std::common_type_t<Fill<Response>> fill) {
+  const WriteContext& context = write.context;
+  if (absl::Status s = ValidateReason(context.reason); !s.ok()) return call->Reply(s);
+  if (absl::Status s = ValidateRequestId(context.request_id); !s.ok()) return call->Reply(s);
+  if (absl::Status s = ValidateExpectedVersion(context.expected_version); !s.ok()) {
     return call->Reply(s);
   }
   // The actor is the token's name (or, without auth, the declared one).
   absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kAdmin);
   if (!caller.ok()) return call->Reply(caller.status());
-  if (!spec.dry_run) {
+  if (!write.dry_run) {
     if (absl::Status s = rate_limiter_.Acquire(caller->name); !s.ok()) return call->Reply(s);
   }
-  WriteContext write;
-  // A forced move is recorded as such in the change log (SPEC §5.7).
-  write.kind = spec.force ? absl::StrCat(spec.kind, "+force") : spec.kind;
-  write.actor = caller->name;
-  write.reason = spec.reason;
-  write.request_id = spec.request_id;
-  if (!spec.request_id.empty()) write.fingerprint = Fingerprint(spec.kind, *spec.request);
-  write.expected_version = spec.expected_version;
-  write.deadline = DeadlineOf(*call->ctx(), options_.write_timeout);
-
-  workers_->Schedule([this, call, response, spec = std::move(spec), write = std::move(write)]() {
-    // The move policy: which handoffs the write opens, and its guards.
-    MovePolicy policy;
-    policy.open_handoffs = false;
-    if (handoffs_ != nullptr) policy = handoffs_->Policy(spec.scope, spec.ordered, spec.force);
-    if (spec.exempt_cooldown) policy.cooldown = absl::ZeroDuration();
-    if (policy.open_handoffs && policy.cooldown > absl::ZeroDuration()) {
-      absl::StatusOr<MoveTimes> times = store_->LoadMoveTimes(spec.teams);
-      if (!times.ok()) {
-        call->Reply(times.status());
-        return;
-      }
-      policy.team_moved_at = std::move(times->teams);
-      policy.pool_moved_at = std::move(times->pools);
+  write.context.actor = caller->name;
+  if (!context.request_id.empty()) {
+    write.context.fingerprint = Fingerprint(context.kind, call->request());
+  }
+  write.context.deadline = DeadlineOf(*call->ctx(), options_.write_timeout);
+  write.respond = [fill = std::move(fill)](const Snapshot& before, const Plan& plan,
+                                           int64_t version, bool dry_run) {
+    Response response;
+    fill(before, plan, version, dry_run, &response);
+    return response.SerializeAsString();
+  };
+  workers_->Schedule([this, call, write = std::move(write)] {
+    absl::StatusOr<WriteOutcome> outcome = write_path_.Run(write);
+    if (!outcome.ok()) return call->Reply(outcome.status());
+    if (!call->response()->ParseFromString(outcome->response)) {
+      return call->Reply(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
     }
-    auto plan_moves = [&spec, &policy](const Snapshot& before) -> absl::StatusOr<Plan> {
-      ASSIGN_OR_RETURN(Plan plan, spec.plan(before));
-      RETURN_IF_ERROR(ApplyMovePolicy(before, policy, &plan));
-      return plan;
-    };
-    if (spec.dry_run) {
-      // A dry run is planned against this replica's snapshot; it commits
-      // nothing and is not remembered under its request_id.
-      std::shared_ptr<const ServedSnapshot> current = manager_->Current();
-      const Snapshot& before = current->snapshot();
-      if (spec.expected_version != 0 && spec.expected_version != before.version()) {
-        call->Reply(
-            absl::AbortedError(absl::StrCat("expected_version ", spec.expected_version,
-                                            " does not match current version ", before.version())));
-        return;
-      }
-      absl::StatusOr<Plan> plan = plan_moves(before);
-      if (!plan.ok()) {
-        call->Reply(plan.status());
-        return;
-      }
-      spec.fill(before, *plan, before.version(), /*dry_run=*/true, response);
-      call->Reply(grpc::Status::OK);
-      return;
-    }
-    PlanFn plan_fn = [&spec, &plan_moves](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
-      ASSIGN_OR_RETURN(Plan plan, plan_moves(before));
-      const int64_t version = before.version() + (plan.effect.changed ? 1 : 0);
-      Response planned;
-      spec.fill(before, plan, version, /*dry_run=*/false, &planned);
-      PlannedWrite out{std::move(plan), planned.SerializeAsString()};
-      return out;
-    };
-    absl::StatusOr<WriteResult> result = manager_->Write(write, plan_fn);
-    if (!result.ok()) {
-      call->Reply(result.status());
-      return;
-    }
-    if (!response->ParseFromString(result->response)) {
-      call->Reply(grpc::Status(grpc::StatusCode::INTERNAL, "stored response is corrupt"));
-      return;
-    }
-    MarkReplayed(result->replayed, response);
+    MarkReplayed(outcome->replayed, call->response());
     call->Reply(grpc::Status::OK);
   });
 }
 
 void AdminServiceImpl::CreateBucket(
     UnaryCall<v1::CreateBucketRequest, v1::CreateBucketResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
-  if (absl::Status s = ValidateCreateBucketRequest(*request); !s.ok()) return call->Reply(s);
-  WriteSpec<v1::CreateBucketResponse> spec;
-  spec.kind = "CreateBucket";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
+  const v1::CreateBucketRequest& request = call->request();
+  if (absl::Status s = ValidateCreateBucketRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("CreateBucket", request);
   // Adding capacity moves slots to the new bucket (handoffs open), but it
-  // is not subject to the pool cooldown: it is not flapping, and
-  // CreateBucket has no `force` to override one.
-  spec.scope = MoveScope::kPoolWide;
-  spec.exempt_cooldown = true;
-  spec.plan = [request](const Snapshot& before) {
-    return PlanCreateBucketRequest(before, *request);
+  // is not subject to the pool cooldown.
+  write.scope = MoveScope::kPoolWide;
+  write.exempt_cooldown = true;
+  write.plan = [&request](const Snapshot& before) {
+    return PlanCreateBucketRequest(before, request);
   };
-  spec.fill = [](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
-                 v1::CreateBucketResponse* out) {
-    const int32_t id = plan.change.buckets.empty() ? 0 : plan.change.buckets.front().id;
-    FillBucket(before, plan, id, version, dry_run, out);
-  };
-  RunWrite(call, std::move(spec));
+  RunWrite(call, std::move(write),
+           [](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+              v1::CreateBucketResponse* out) {
+             const int32_t id = plan.change.buckets.empty() ? 0 : plan.change.buckets.front().id;
+             FillBucket(before, plan, id, version, dry_run, out);
+           });
 }
 
 void AdminServiceImpl::UpdateBucket(
     UnaryCall<v1::UpdateBucketRequest, v1::UpdateBucketResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
-  if (absl::Status s = ValidateUpdateBucketRequest(*request); !s.ok()) return call->Reply(s);
-  WriteSpec<v1::UpdateBucketResponse> spec;
-  spec.kind = "UpdateBucket";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
-  spec.scope = MoveScope::kPoolWide;
-  spec.force = request->force();
-  spec.ordered = !request->has_ordered() || request->ordered();
-  spec.plan = [request](const Snapshot& before) {
-    return PlanUpdateBucketRequest(before, *request);
+  const v1::UpdateBucketRequest& request = call->request();
+  if (absl::Status s = ValidateUpdateBucketRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("UpdateBucket", request);
+  write.scope = MoveScope::kPoolWide;
+  write.plan = [&request](const Snapshot& before) {
+    return PlanUpdateBucketRequest(before, request);
   };
-  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
-                        v1::UpdateBucketResponse* out) {
-    int32_t id = request->bucket().id();
-    if (id == 0) {
-      const Bucket* found = before.FindBucketByName(request->bucket().name());
-      id = found != nullptr ? found->id : 0;
-    }
-    FillBucket(before, plan, id, version, dry_run, out);
-  };
-  RunWrite(call, std::move(spec));
+  RunWrite(call, std::move(write),
+           [&request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                      v1::UpdateBucketResponse* out) {
+             int32_t id = request.bucket().id();
+             if (id == 0) {
+               const Bucket* found = before.FindBucketByName(request.bucket().name());
+               id = found != nullptr ? found->id : 0;
+             }
+             FillBucket(before, plan, id, version, dry_run, out);
+           });
 }
 
 void AdminServiceImpl::ListBuckets(
@@ -317,89 +281,66 @@ void AdminServiceImpl::ListBuckets(
 }
 
 void AdminServiceImpl::AssignTeam(UnaryCall<v1::AssignTeamRequest, v1::AssignTeamResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
-  if (absl::Status s = ValidateAssignTeamRequest(*request); !s.ok()) return call->Reply(s);
-  WriteSpec<v1::AssignTeamResponse> spec;
-  spec.kind = "AssignTeam";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
-  spec.force = request->force();
-  spec.ordered = !request->has_ordered() || request->ordered();
-  spec.teams = {request->team_id()};
-  spec.plan = [request](const Snapshot& before) { return PlanAssignTeamRequest(before, *request); };
-  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
-                        v1::AssignTeamResponse* out) {
-    FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
+  const v1::AssignTeamRequest& request = call->request();
+  if (absl::Status s = ValidateAssignTeamRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("AssignTeam", request);
+  write.teams = {request.team_id()};
+  write.plan = [&request](const Snapshot& before) {
+    return PlanAssignTeamRequest(before, request);
   };
-  RunWrite(call, std::move(spec));
+  RunWrite(call, std::move(write),
+           [&request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                      v1::AssignTeamResponse* out) {
+             FillTeamMove(before, plan, request.team_id(), version, dry_run, out);
+           });
 }
 
 void AdminServiceImpl::UnassignTeam(
     UnaryCall<v1::UnassignTeamRequest, v1::UnassignTeamResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
-  if (absl::Status s = ValidateTeamId(request->team_id(), "team_id"); !s.ok()) {
+  const v1::UnassignTeamRequest& request = call->request();
+  if (absl::Status s = ValidateTeamId(request.team_id(), "team_id"); !s.ok()) {
     return call->Reply(s);
   }
-  WriteSpec<v1::UnassignTeamResponse> spec;
-  spec.kind = "UnassignTeam";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
-  spec.force = request->force();
-  spec.ordered = !request->has_ordered() || request->ordered();
-  spec.teams = {request->team_id()};
-  spec.plan = [request](const Snapshot& before) {
+  MoveWrite write = WriteOf("UnassignTeam", request);
+  write.teams = {request.team_id()};
+  write.plan = [&request](const Snapshot& before) {
     std::vector<AssignmentOp> ops;
-    ops.push_back(AssignmentOp{request->team_id(), std::nullopt});
+    ops.push_back(AssignmentOp{request.team_id(), std::nullopt});
     return PlanAssignments(before, std::move(ops));
   };
-  spec.fill = [request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
-                        v1::UnassignTeamResponse* out) {
-    FillTeamMove(before, plan, request->team_id(), version, dry_run, out);
-  };
-  RunWrite(call, std::move(spec));
+  RunWrite(call, std::move(write),
+           [&request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                      v1::UnassignTeamResponse* out) {
+             FillTeamMove(before, plan, request.team_id(), version, dry_run, out);
+           });
 }
 
 void AdminServiceImpl::BulkAssign(UnaryCall<v1::BulkAssignRequest, v1::BulkAssignResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
+  const v1::BulkAssignRequest& request = call->request();
   // A limit, not a malformed request (SPEC §3): RESOURCE_EXHAUSTED.
-  if (request->assignments_size() > options_.max_bulk_assign) {
+  if (request.assignments_size() > options_.max_bulk_assign) {
     return call->Reply(absl::ResourceExhaustedError(absl::StrCat(
-        "assignments: ", request->assignments_size(), " entries exceed --max_bulk_assign (",
+        "assignments: ", request.assignments_size(), " entries exceed --max_bulk_assign (",
         options_.max_bulk_assign, " per call); split the load into batches")));
   }
-  if (absl::Status s = ValidateBulkAssignRequest(*request, options_.max_bulk_assign); !s.ok()) {
+  if (absl::Status s = ValidateBulkAssignRequest(request, options_.max_bulk_assign); !s.ok()) {
     return call->Reply(s);
   }
-  WriteSpec<v1::BulkAssignResponse> spec;
-  spec.kind = "BulkAssign";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
-  spec.force = request->force();
-  spec.ordered = !request->has_ordered() || request->ordered();
-  spec.teams.reserve(request->assignments_size());
-  for (const v1::BulkAssignment& a : request->assignments()) spec.teams.push_back(a.team_id());
-  spec.plan = [request](const Snapshot& before) { return PlanBulkAssignRequest(before, *request); };
-  spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
-                 v1::BulkAssignResponse* out) {
-    out->set_version(version);
-    ToProto(plan.effect, dry_run, out->mutable_effect());
+  MoveWrite write = WriteOf("BulkAssign", request);
+  write.teams.reserve(request.assignments_size());
+  for (const v1::BulkAssignment& a : request.assignments()) write.teams.push_back(a.team_id());
+  write.plan = [&request](const Snapshot& before) {
+    return PlanBulkAssignRequest(before, request);
   };
-  RunWrite(call, std::move(spec));
+  RunWrite(call, std::move(write),
+           [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
+              v1::BulkAssignResponse* out) {
+             out->set_version(version);
+             ToProto(plan.effect, dry_run, out->mutable_effect());
+           });
 }
 
 void AdminServiceImpl::ListAssignments(
@@ -616,32 +557,25 @@ void AdminServiceImpl::ListHandoffs(
 
 void AdminServiceImpl::CancelHandoff(
     UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call) {
-  const auto* request = &call->request();
-  auto* response = call->response();
   if (Refuse(call)) return;
-  if (request->handoff_id() < 1) {
+  const v1::CancelHandoffRequest& request = call->request();
+  if (request.handoff_id() < 1) {
     return call->Reply(absl::InvalidArgumentError(
-        absl::StrCat("handoff_id: must be >= 1, got ", request->handoff_id())));
+        absl::StrCat("handoff_id: must be >= 1, got ", request.handoff_id())));
   }
-  WriteSpec<v1::CancelHandoffResponse> spec;
-  spec.kind = "CancelHandoff";
-  spec.request = request;
-  spec.reason = request->reason();
-  spec.request_id = request->request_id();
-  spec.expected_version = request->expected_version();
-  spec.dry_run = request->dry_run();
-  spec.plan = [request](const Snapshot& before) {
-    return PlanCancelHandoff(before, request->handoff_id(),
-                             absl::StrCat("cancelled: ", request->reason()), absl::Now());
+  MoveWrite write = WriteOf("CancelHandoff", request);
+  write.plan = [&request](const Snapshot& before) {
+    return PlanCancelHandoff(before, request.handoff_id(),
+                             absl::StrCat("cancelled: ", request.reason()), absl::Now());
   };
-  spec.fill = [](const Snapshot&, const Plan& plan, int64_t version, bool,
-                 v1::CancelHandoffResponse* out) {
-    out->set_version(version);
-    if (!plan.change.handoffs.empty()) {
-      ToProto(plan.change.handoffs.front(), out->mutable_handoff());
-    }
-  };
-  RunWrite(call, std::move(spec));
+  RunWrite(
+      call, std::move(write),
+      [](const Snapshot&, const Plan& plan, int64_t version, bool, v1::CancelHandoffResponse* out) {
+        out->set_version(version);
+        if (!plan.change.handoffs.empty()) {
+          ToProto(plan.change.handoffs.front(), out->mutable_handoff());
+        }
+      });
 }
 
 }  // namespace bucketmap

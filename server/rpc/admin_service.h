@@ -10,17 +10,19 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 
 #include "absl/time/time.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
 #include "domain/planner.h"
-#include "server/rpc/auth.h"
-#include "server/handoff/handoff_coordinator.h"
-#include "server/state/mapping_manager.h"
-#include "server/rpc/rate_limit.h"
-#include "server/store/store.h"
-#include "server/rpc/unary_call.h"
 #include "server/base/worker_pool.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/rate_limit.h"
+#include "server/rpc/unary_call.h"
+#include "server/state/handoff_view.h"
+#include "server/state/mapping_manager.h"
+#include "server/state/write_path.h"
+#include "server/store/store.h"
 
 namespace bucketmap {
 
@@ -37,8 +39,11 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   // All dependencies must outlive the service. Every call needs an admin
   // token (see auth.h); a null `authorizer` allows every call (development
   // mode) and takes the actor from `x-bucketmap-actor`.
+  // Writes open handoffs and are guarded through `handoffs` (SPEC §5);
+  // without one no handoff is opened.
   AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
-                   AdminServiceOptions options, const Authorizer* authorizer = nullptr);
+                   AdminServiceOptions options, const Authorizer* authorizer = nullptr,
+                   const HandoffView* handoffs = nullptr);
 
   // The RPCs, bound to the raw methods by the constructor (see
   // unary_call.h: requests are parsed and their strings checked first).
@@ -54,42 +59,18 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void ListHandoffs(UnaryCall<v1::ListHandoffsRequest, v1::ListHandoffsResponse>* call);
   void CancelHandoff(UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call);
 
-  // Moves open handoffs and are guarded by `handoffs` (SPEC §5); without
-  // one (the default) no handoff is opened. Set before serving; it must
-  // outlive the service.
-  void SetHandoffCoordinator(const HandoffCoordinator* handoffs) { handoffs_ = handoffs; }
-
  private:
-  // The parts of a write request shared by every write RPC.
+  // Fills the typed response of a planned write at `version`.
   template <typename Response>
-  struct WriteSpec {
-    std::string kind;
-    const google::protobuf::Message* request;  // for the request_id fingerprint
-    std::string reason;
-    std::string request_id;
-    int64_t expected_version = 0;
-    bool dry_run = false;
-    // The move policy (SPEC §5): how the write's route changes count.
-    MoveScope scope = MoveScope::kExplicit;
-    bool ordered = true;
-    bool force = false;
-    // Teams of an explicit move, whose last move times the cooldown needs.
-    std::vector<int64_t> teams;
-    // Not subject to the move cooldown (CreateBucket).
-    bool exempt_cooldown = false;
-    // Plans the write against `before`.
-    std::function<absl::StatusOr<Plan>(const Snapshot& before)> plan;
-    // Fills the response of a planned write at `version` (the new version,
-    // or the current one for dry runs and no-ops), including its effect.
-    std::function<void(const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
-                       Response* response)>
-        fill;
-  };
+  using Fill = std::function<void(const Snapshot& before, const Plan& plan, int64_t version,
+                                  bool dry_run, Response* response)>;
 
-  // Validates the shared fields, then plans and commits (or dry-runs) the
-  // write on a worker thread, and finishes the call.
+  // Validates the shared fields, authorizes and rate-limits the caller, then
+  // runs `write` through the WritePath on a worker thread, answering with
+  // `fill`, and finishes the call.
   template <typename Request, typename Response>
-  void RunWrite(UnaryCall<Request, Response>* call, WriteSpec<Response> spec);
+  void RunWrite(UnaryCall<Request, Response>* call, MoveWrite write,
+                std::common_type_t<Fill<Response>> fill);
 
   // Finishes the call and returns true when its caller is not an admin.
   template <typename Request, typename Response>
@@ -101,8 +82,9 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   const AdminServiceOptions options_;
   const Authorizer dev_authorizer_{nullptr, false};
   const Authorizer* const authorizer_;
+  const HandoffView* const handoffs_;
+  const WritePath write_path_;
   WriteRateLimiter rate_limiter_;
-  const HandoffCoordinator* handoffs_ = nullptr;
 };
 
 }  // namespace bucketmap

@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "codec/codec.h"
 #include "domain/validation.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "codec/codec.h"
 #include "server/base/grpc_status.h"
 #include "server/watch/shared_slice.h"
 
@@ -32,11 +32,13 @@ class RefusedStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 }  // namespace
 
 MappingServiceImpl::MappingServiceImpl(MappingManager* manager, WorkerPool* workers,
-                                       WatchHub* watch_hub, const Authorizer* authorizer)
+                                       WatchHub* watch_hub, const Authorizer* authorizer,
+                                       const HandoffView* handoffs)
     : manager_(manager),
       workers_(workers),
       watch_hub_(watch_hub),
-      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_) {
+      authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_),
+      handoffs_(handoffs) {
   BindUnary<v1::GetTeamRequest, v1::TeamRoute>("bucketmap.v1.MappingService", "GetTeam",
                                                [this](auto* call) { GetTeam(call); });
 }

@@ -10,12 +10,12 @@
 #define BUCKETMAP_SERVER_RPC_MAPPING_SERVICE_H_
 
 #include "bucketmap/v1/mapping.grpc.pb.h"
-#include "server/rpc/auth.h"
-#include "server/handoff/handoff_coordinator.h"
-#include "server/state/mapping_manager.h"
-#include "server/rpc/unary_call.h"
-#include "server/watch/watch_hub.h"
 #include "server/base/worker_pool.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/unary_call.h"
+#include "server/state/handoff_view.h"
+#include "server/state/mapping_manager.h"
+#include "server/watch/watch_hub.h"
 
 namespace bucketmap {
 
@@ -26,8 +26,10 @@ class MappingServiceImpl final
   // All dependencies must outlive the service. Every call needs a reader
   // or admin token, or none with anonymous reads (see auth.h); a null
   // `authorizer` allows every call (development mode).
+  // `handoffs`, when set, adds the coordinator's live view to GetTeam's
+  // handoff; null: the persisted state only.
   MappingServiceImpl(MappingManager* manager, WorkerPool* workers, WatchHub* watch_hub,
-                     const Authorizer* authorizer = nullptr);
+                     const Authorizer* authorizer = nullptr, const HandoffView* handoffs = nullptr);
 
   grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request,
@@ -39,17 +41,13 @@ class MappingServiceImpl final
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchMapping(
       grpc::CallbackServerContext* ctx) override;
 
-  // Adds the coordinator's live view to GetTeam's handoff. Set before
-  // serving; it must outlive the service. Null: the persisted state only.
-  void SetHandoffCoordinator(const HandoffCoordinator* handoffs) { handoffs_ = handoffs; }
-
  private:
   MappingManager* const manager_;
   WorkerPool* const workers_;
   WatchHub* const watch_hub_;
   const Authorizer dev_authorizer_{nullptr, false};
   const Authorizer* const authorizer_;
-  const HandoffCoordinator* handoffs_ = nullptr;
+  const HandoffView* const handoffs_;
 };
 
 }  // namespace bucketmap
