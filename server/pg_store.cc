@@ -421,6 +421,24 @@ absl::Status PersistAssignments(pqxx::transaction_base& tx, const Snapshot& befo
   return absl::OkStatus();
 }
 
+// Commits `tx` unless `deadline` has passed. The caller of a write whose
+// deadline passed has its error (or is about to get it), so the write must
+// not take effect after all: it is rolled back (when `tx` is destroyed)
+// and Unavailable returned, with nothing written. This is the last check
+// that can be made: a deadline that passes during the COMMIT round trip
+// itself still commits (the caller's request_id tells it so on a replay).
+absl::Status CommitBeforeDeadline(pqxx::transaction_base& tx, const PgStoreOptions& options,
+                                  const WriteContext& ctx, absl::Time deadline) {
+  if (options.TEST_before_commit) options.TEST_before_commit(ctx, deadline);
+  if (absl::Now() >= deadline) {
+    return absl::UnavailableError(
+        absl::StrCat(ctx.kind.empty() ? "write" : ctx.kind,
+                     ": deadline passed before COMMIT; rolled back, nothing was written"));
+  }
+  tx.commit();
+  return absl::OkStatus();
+}
+
 // Fails unless `epoch` is the current leader epoch; the shared row lock
 // it takes holds until the transaction ends (see 0004_leader.sql).
 absl::Status CheckLeaderEpoch(pqxx::transaction_base& tx, int64_t epoch) {
@@ -708,8 +726,10 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     if (!ctx.request_id.empty()) {
       tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                         pqxx::binarystring(planned.response), current);
+      RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
+    } else {
+      tx.commit();  // it wrote nothing; ends the transaction and the lock
     }
-    tx.commit();
     result.version = current;
     result.snapshot = before;
     return result;
@@ -743,7 +763,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                       pqxx::binarystring(planned.response), version);
   }
-  tx.commit();
+  RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
 
   result.version = version;
   result.snapshot = planned.plan.after;

@@ -19,6 +19,7 @@
 #define BUCKETMAP_SERVER_PG_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,14 @@ struct PgStoreOptions {
   // with more states, go through COPY into a temporary table; smaller ones
   // use prepared statements.
   int copy_threshold = 64;
+
+  // Test only: called inside every write transaction that is about to
+  // commit (a change, or a no-op that remembers its request_id), after its
+  // last statement and just before the final deadline check and COMMIT,
+  // with the write's effective deadline. The transaction holds the version
+  // row meanwhile. Tests sleep in it past the deadline, or to freeze a
+  // write while it holds the lock. Called from the writing thread.
+  std::function<void(const WriteContext& ctx, absl::Time deadline)> TEST_before_commit;
 };
 
 class PgStore final : public Store {

@@ -341,6 +341,80 @@ TEST_F(PgStoreTest, WriteBlockedOnVersionLockTimesOutAsUnavailable) {
   EXPECT_EQ(MustWrite(Ctx("AssignTeam"), PinPlan(1, 1)).version, 2);
 }
 
+// A store whose TEST_before_commit hook sleeps past the write's deadline
+// while `late` is set: the write has done all its statements and holds the
+// version row, and only the deadline check and COMMIT remain.
+class LateCommitTest : public PgStoreFixture {
+ protected:
+  void SetUp() override {
+    PgStoreFixture::SetUp();
+    if (HasFatalFailure()) return;
+    PgStoreOptions options = Options();
+    options.TEST_before_commit = [this](const WriteContext&, absl::Time deadline) {
+      if (!late_.load()) return;
+      hook_calls_.fetch_add(1);
+      absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+    };
+    auto store = PgStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    late_store_ = *std::move(store);
+  }
+
+  // Nothing of a rolled-back write: no version, change-log row, assignment
+  // or request id.
+  void ExpectNothingWritten(int64_t version, int64_t log_rows) {
+    EXPECT_EQ(*store_->CurrentVersion(), version);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM change_log"), log_rows);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
+  }
+
+  std::atomic<bool> late_{true};
+  std::atomic<int> hook_calls_{0};
+  std::unique_ptr<PgStore> late_store_;
+};
+
+TEST_F(LateCommitTest, WriteWhoseDeadlinePassesBeforeCommitIsRolledBack) {
+  late_ = false;
+  ASSERT_EQ(late_store_->Write(Ctx("CreateBucket"), nullptr, CreateBucketPlan("alpha"))->version,
+            1);
+  late_ = true;
+  WriteContext ctx = Ctx("AssignTeam", "req-late", "fp-late");
+  ctx.deadline = absl::Now() + absl::Milliseconds(300);
+  auto result = late_store_->Write(ctx, nullptr, PinPlan(5, 1));
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kUnavailable,
+                               HasSubstr("deadline passed before COMMIT; rolled back")));
+  EXPECT_EQ(hook_calls_.load(), 1);
+  ExpectNothingWritten(1, 1);
+
+  // The caller's retry with the same request_id performs the write, once.
+  late_ = false;
+  auto retried =
+      late_store_->Write(Ctx("AssignTeam", "req-late", "fp-late"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(retried, IsOk());
+  EXPECT_FALSE(retried->replayed);
+  EXPECT_EQ(retried->version, 2);
+  auto replayed =
+      late_store_->Write(Ctx("AssignTeam", "req-late", "fp-late"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(replayed, IsOk());
+  EXPECT_TRUE(replayed->replayed);
+  EXPECT_EQ(replayed->version, 2);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM change_log WHERE request_id = 'req-late'"), 1);
+}
+
+TEST_F(LateCommitTest, NoOpWhoseDeadlinePassesBeforeCommitDoesNotRememberItsRequestId) {
+  late_ = false;
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  MustWrite(Ctx("AssignTeam"), PinPlan(11, 1));
+  late_ = true;
+  WriteContext ctx = Ctx("AssignTeam", "req-noop-late", "fp");
+  ctx.deadline = absl::Now() + absl::Milliseconds(300);
+  EXPECT_THAT(late_store_->Write(ctx, nullptr, PinPlan(11, 1)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("deadline passed before COMMIT")));
+  EXPECT_EQ(hook_calls_.load(), 1);
+  ExpectNothingWritten(2, 2);
+}
+
 TEST_F(PgStoreTest, BulkAssignOfHundredThousandTeamsIsOneVersion) {
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("beta", "paid"));
