@@ -113,6 +113,11 @@ ABSL_FLAG(int64_t, max_move_lag, 0,
 ABSL_FLAG(absl::Duration, handoff_poll_interval, absl::Seconds(1),
           "How often the handoff coordinator checks producers and consumer offsets.");
 
+// Test only (tests/hostile/frozen_replica_test.cc).
+ABSL_FLAG(std::string, TEST_pause_before_commit, "",
+          "Test only: a write with this request_id pauses inside its transaction, holding the "
+          "version row, just before COMMIT, until its deadline has passed. Empty: off.");
+
 namespace bucketmap {
 namespace {
 
@@ -185,6 +190,18 @@ int Run() {
   PgStoreOptions store_options;
   store_options.url = url;
   store_options.migrations_dir = absl::GetFlag(FLAGS_migrations_dir);
+  if (const std::string pause = absl::GetFlag(FLAGS_TEST_pause_before_commit); !pause.empty()) {
+    spdlog::warn(
+        "--TEST_pause_before_commit is set (tests only): writes with request_id {} "
+        "pause before COMMIT until their deadline",
+        pause);
+    store_options.TEST_before_commit = [pause](const WriteContext& ctx, absl::Time deadline) {
+      if (ctx.request_id != pause) return;
+      spdlog::warn("TEST: write {} pauses before COMMIT, holding the version row, until {}", pause,
+                   absl::FormatTime(deadline));
+      absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+    };
+  }
   const absl::Time give_up = absl::Now() + absl::GetFlag(FLAGS_startup_timeout);
   std::unique_ptr<PgStore> store;
   for (;;) {
