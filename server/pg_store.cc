@@ -498,6 +498,12 @@ PgStore::~PgStore() {
 absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& options) {
   if (options.url.empty()) return absl::InvalidArgumentError("postgres_url: must not be empty");
   if (options.pool_size < 1) return absl::InvalidArgumentError("pool_size: must be at least 1");
+  // PostgreSQL takes at most INT_MAX milliseconds (24.8 days).
+  if (options.idle_in_transaction_timeout < absl::ZeroDuration() ||
+      options.idle_in_transaction_timeout > absl::Milliseconds(INT32_MAX)) {
+    return absl::InvalidArgumentError(
+        "idle_in_transaction_timeout: must be between 0 (off) and 24 days");
+  }
   const int connect_seconds = std::max<int64_t>(
       1, absl::ToInt64Seconds(absl::Ceil(options.connect_timeout, absl::Seconds(1))));
   std::string conninfo = WithConnectionDefaults(options.url, connect_seconds);
@@ -543,6 +549,13 @@ absl::StatusOr<PgStore::Lease> PgStore::Acquire(absl::Time deadline) {
   try {
     conn = std::make_unique<Connection>(conninfo_);
     for (const Statement& s : kStatements) conn->conn.prepare(s.name, s.sql);
+    if (options_.idle_in_transaction_timeout > absl::ZeroDuration()) {
+      // set_variable, not a bare SET: libpqxx restores it if it ever
+      // reconnects this connection by itself.
+      const int64_t ms = absl::ToInt64Milliseconds(
+          absl::Ceil(options_.idle_in_transaction_timeout, absl::Milliseconds(1)));
+      conn->conn.set_variable("idle_in_transaction_session_timeout", absl::StrCat(ms));
+    }
     return Lease(this, std::move(conn), /*reused=*/false);
   } catch (...) {
     absl::Status status = StatusFromCurrentException("connect to PostgreSQL");

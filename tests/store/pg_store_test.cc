@@ -415,6 +415,60 @@ TEST_F(LateCommitTest, NoOpWhoseDeadlinePassesBeforeCommitDoesNotRememberItsRequ
   ExpectNothingWritten(2, 2);
 }
 
+// A write that stops between statements while it holds the version row (a
+// frozen process: its socket stays open) is ended by PostgreSQL after
+// idle_in_transaction_timeout, so other writers wait that long, not for as
+// long as it is stopped.
+TEST_F(PgStoreTest, WriteIdleInItsTransactionIsEndedAndReleasesTheVersionRow) {
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  PgStoreOptions options = Options();
+  options.idle_in_transaction_timeout = absl::Milliseconds(300);
+  std::atomic<bool> stall{true};
+  options.TEST_before_commit = [&](const WriteContext&, absl::Time) {
+    if (stall.load()) absl::SleepFor(absl::Seconds(3));
+  };
+  auto stalling = PgStore::Open(options);
+  ASSERT_THAT(stalling, IsOk());
+  absl::StatusOr<WriteResult> stalled = absl::UnknownError("not run");
+  std::thread writer([&] {
+    stalled = (*stalling)->Write(Ctx("AssignTeam", "req-stall", "fp"), nullptr, PinPlan(5, 1));
+  });
+  const std::string holding =
+      "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+      " AND query LIKE 'INSERT INTO request_ids%'";
+  const absl::Time wait_end = absl::Now() + absl::Seconds(10);
+  while (QueryInt(holding) != 1 && absl::Now() < wait_end) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(QueryInt(holding), 1);
+
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(MustWrite(Ctx("AssignTeam"), PinPlan(6, 1)).version, 2);
+  const absl::Duration waited = absl::Now() - start;
+  std::printf("a write waited %s behind one idle in its transaction\n",
+              absl::FormatDuration(waited).c_str());
+  EXPECT_LT(waited, absl::Milliseconds(2000));
+  writer.join();
+  EXPECT_THAT(stalled, StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
+
+  // The broken connection is replaced: the retry writes, once.
+  stall = false;
+  auto retried = (*stalling)->Write(Ctx("AssignTeam", "req-stall", "fp"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(retried, IsOk());
+  EXPECT_FALSE(retried->replayed);
+  EXPECT_EQ(retried->version, 3);
+}
+
+TEST_F(PgStoreTest, BadIdleInTransactionTimeoutIsInvalidArgument) {
+  PgStoreOptions options = Options();
+  options.idle_in_transaction_timeout = absl::Seconds(-1);
+  EXPECT_THAT(PgStore::Open(options), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("idle_in_transaction_timeout")));
+  options.idle_in_transaction_timeout = absl::Hours(24 * 25);
+  EXPECT_THAT(PgStore::Open(options), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("idle_in_transaction_timeout")));
+}
+
 TEST_F(PgStoreTest, BulkAssignOfHundredThousandTeamsIsOneVersion) {
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("beta", "paid"));
