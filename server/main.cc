@@ -48,6 +48,11 @@ ABSL_FLAG(absl::Duration, outbox_poll_interval, absl::Seconds(1),
 ABSL_FLAG(int32_t, max_bulk_assign, 100000, "Most entries in one BulkAssign call.");
 ABSL_FLAG(absl::Duration, write_timeout, absl::Seconds(10),
           "Longest time a write may spend in PostgreSQL before it fails with UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, idle_in_transaction_timeout, absl::Seconds(2),
+          "PostgreSQL ends a transaction of this server that runs no statement for this long, so "
+          "a replica frozen mid-write releases the version row (every replica's writes wait on "
+          "it). Keep it well above a healthy write's pauses between statements (up to ~0.3 s "
+          "measured for a 100k-team BulkAssign over 1M assignments). 0: PostgreSQL's setting.");
 ABSL_FLAG(absl::Duration, history_retention, absl::Hours(24 * 90),
           "How long change-log (audit) rows are kept.");
 ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(48),
@@ -113,6 +118,11 @@ ABSL_FLAG(int64_t, max_move_lag, 0,
 ABSL_FLAG(absl::Duration, handoff_poll_interval, absl::Seconds(1),
           "How often the handoff coordinator checks producers and consumer offsets.");
 
+// Test only (tests/hostile/frozen_replica_test.cc).
+ABSL_FLAG(std::string, TEST_pause_before_commit, "",
+          "Test only: a write with this request_id pauses inside its transaction, holding the "
+          "version row, just before COMMIT, until its deadline has passed. Empty: off.");
+
 namespace bucketmap {
 namespace {
 
@@ -124,6 +134,11 @@ int Run() {
   }
   if (absl::GetFlag(FLAGS_request_id_retention) < absl::Hours(24)) {
     spdlog::error("--request_id_retention must be at least 24h");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_idle_in_transaction_timeout) < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_idle_in_transaction_timeout) > absl::Hours(24 * 24)) {
+    spdlog::error("--idle_in_transaction_timeout must be between 0 (off) and 24 days");
     return 2;
   }
   if (absl::GetFlag(FLAGS_max_bulk_assign) < 1) {
@@ -185,6 +200,19 @@ int Run() {
   PgStoreOptions store_options;
   store_options.url = url;
   store_options.migrations_dir = absl::GetFlag(FLAGS_migrations_dir);
+  store_options.idle_in_transaction_timeout = absl::GetFlag(FLAGS_idle_in_transaction_timeout);
+  if (const std::string pause = absl::GetFlag(FLAGS_TEST_pause_before_commit); !pause.empty()) {
+    spdlog::warn(
+        "--TEST_pause_before_commit is set (tests only): writes with request_id {} "
+        "pause before COMMIT until their deadline",
+        pause);
+    store_options.TEST_before_commit = [pause](const WriteContext& ctx, absl::Time deadline) {
+      if (ctx.request_id != pause) return;
+      spdlog::warn("TEST: write {} pauses before COMMIT, holding the version row, until {}", pause,
+                   absl::FormatTime(deadline));
+      absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+    };
+  }
   const absl::Time give_up = absl::Now() + absl::GetFlag(FLAGS_startup_timeout);
   std::unique_ptr<PgStore> store;
   for (;;) {

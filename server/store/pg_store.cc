@@ -422,6 +422,24 @@ absl::Status PersistAssignments(pqxx::transaction_base& tx, const Snapshot& befo
   return absl::OkStatus();
 }
 
+// Commits `tx` unless `deadline` has passed. The caller of a write whose
+// deadline passed has its error (or is about to get it), so the write must
+// not take effect after all: it is rolled back (when `tx` is destroyed)
+// and Unavailable returned, with nothing written. This is the last check
+// that can be made: a deadline that passes during the COMMIT round trip
+// itself still commits (the caller's request_id tells it so on a replay).
+absl::Status CommitBeforeDeadline(pqxx::transaction_base& tx, const PgStoreOptions& options,
+                                  const WriteContext& ctx, absl::Time deadline) {
+  if (options.TEST_before_commit) options.TEST_before_commit(ctx, deadline);
+  if (absl::Now() >= deadline) {
+    return absl::UnavailableError(
+        absl::StrCat(ctx.kind.empty() ? "write" : ctx.kind,
+                     ": deadline passed before COMMIT; rolled back, nothing was written"));
+  }
+  tx.commit();
+  return absl::OkStatus();
+}
+
 // Fails unless `epoch` is the current leader epoch; the shared row lock
 // it takes holds until the transaction ends (see 0004_leader.sql).
 absl::Status CheckLeaderEpoch(pqxx::transaction_base& tx, int64_t epoch) {
@@ -481,6 +499,12 @@ PgStore::~PgStore() {
 absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& options) {
   if (options.url.empty()) return absl::InvalidArgumentError("postgres_url: must not be empty");
   if (options.pool_size < 1) return absl::InvalidArgumentError("pool_size: must be at least 1");
+  // PostgreSQL takes at most INT_MAX milliseconds (24.8 days).
+  if (options.idle_in_transaction_timeout < absl::ZeroDuration() ||
+      options.idle_in_transaction_timeout > absl::Milliseconds(INT32_MAX)) {
+    return absl::InvalidArgumentError(
+        "idle_in_transaction_timeout: must be between 0 (off) and 24 days");
+  }
   const int connect_seconds = std::max<int64_t>(
       1, absl::ToInt64Seconds(absl::Ceil(options.connect_timeout, absl::Seconds(1))));
   std::string conninfo = WithConnectionDefaults(options.url, connect_seconds);
@@ -526,6 +550,13 @@ absl::StatusOr<PgStore::Lease> PgStore::Acquire(absl::Time deadline) {
   try {
     conn = std::make_unique<Connection>(conninfo_);
     for (const Statement& s : kStatements) conn->conn.prepare(s.name, s.sql);
+    if (options_.idle_in_transaction_timeout > absl::ZeroDuration()) {
+      // set_variable, not a bare SET: libpqxx restores it if it ever
+      // reconnects this connection by itself.
+      const int64_t ms = absl::ToInt64Milliseconds(
+          absl::Ceil(options_.idle_in_transaction_timeout, absl::Milliseconds(1)));
+      conn->conn.set_variable("idle_in_transaction_session_timeout", absl::StrCat(ms));
+    }
     return Lease(this, std::move(conn), /*reused=*/false);
   } catch (...) {
     absl::Status status = StatusFromCurrentException("connect to PostgreSQL");
@@ -709,8 +740,10 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     if (!ctx.request_id.empty()) {
       tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                         pqxx::binarystring(planned.response), current);
+      RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
+    } else {
+      tx.commit();  // it wrote nothing; ends the transaction and the lock
     }
-    tx.commit();
     result.version = current;
     result.snapshot = before;
     return result;
@@ -744,7 +777,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
     tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
                       pqxx::binarystring(planned.response), version);
   }
-  tx.commit();
+  RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
 
   result.version = version;
   result.snapshot = planned.plan.after;

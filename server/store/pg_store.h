@@ -10,8 +10,12 @@
 //
 // Connections: a small pool, created lazily. A connection that breaks is
 // dropped and a new one is made on next use, so the store recovers by
-// itself when PostgreSQL comes back. No libpqxx exception leaves this class:
-// every failure is an absl::Status (see server/pg_util.h for the mapping).
+// itself when PostgreSQL comes back. Every transaction is bounded: its
+// statements by the deadline (statement_timeout, lock_timeout), the time
+// between them by idle_in_transaction_timeout, so the write of a frozen
+// process cannot hold the version row for long. No libpqxx exception
+// leaves this class: every failure is an absl::Status (see
+// server/pg_util.h for the mapping).
 //
 // Thread safety: all methods may be called concurrently; each call uses
 // its own pooled connection. Every method blocks on I/O.
@@ -19,6 +23,7 @@
 #define BUCKETMAP_SERVER_STORE_PG_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,10 +61,29 @@ struct PgStoreOptions {
   // Deadline of the reads, which take none, and the longest any write
   // may run whatever its WriteContext::deadline.
   absl::Duration read_timeout = absl::Seconds(30);
+  // PostgreSQL's idle_in_transaction_session_timeout on every pooled
+  // connection: a transaction that runs no statement for this long is
+  // ended by the server, its session closed and its locks released. A
+  // write holds the version row from its first statement to COMMIT, so a
+  // replica frozen mid-write (SIGSTOP, swap, a stuck thread; its socket
+  // stays open) would otherwise stop every replica's writes for as long as
+  // it is frozen. A healthy write is idle too while it plans in C++ under
+  // the lock (about 0.2 s for a 100k-team BulkAssign over 1M assignments,
+  // see bench/write_idle_bench.cc): keep this well above that. Zero leaves
+  // the server's setting (off by default). At most 24 days.
+  absl::Duration idle_in_transaction_timeout = absl::Seconds(2);
   // Writes changing more assignment rows than this, and SaveClients calls
   // with more states, go through COPY into a temporary table; smaller ones
   // use prepared statements.
   int copy_threshold = 64;
+
+  // Test only: called inside every write transaction that is about to
+  // commit (a change, or a no-op that remembers its request_id), after its
+  // last statement and just before the final deadline check and COMMIT,
+  // with the write's effective deadline. The transaction holds the version
+  // row meanwhile. Tests sleep in it past the deadline, or to freeze a
+  // write while it holds the lock. Called from the writing thread.
+  std::function<void(const WriteContext& ctx, absl::Time deadline)> TEST_before_commit;
 };
 
 class PgStore final : public Store {
@@ -67,7 +91,9 @@ class PgStore final : public Store {
   // Connects, applies pending migrations (options.migrations_dir) and
   // checks that the schema is usable.
   // Unavailable when PostgreSQL cannot be reached; FailedPrecondition when a
-  // migration was edited or failed; InvalidArgument for a bad option.
+  // migration was edited or failed; InvalidArgument for a bad option (an
+  // empty url, pool_size below 1, idle_in_transaction_timeout negative or
+  // over 24 days).
   static absl::StatusOr<std::unique_ptr<PgStore>> Open(const PgStoreOptions& options);
 
   ~PgStore() override;

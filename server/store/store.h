@@ -169,11 +169,16 @@ class Store {
   //      appends the change-log row (kind, actor, reason, request_id,
   //      time, delta); remembers request_id with the response;
   //   6. notifies the other replicas (LISTEN/NOTIFY, delivered at commit);
-  //   7. commits.
+  //   7. checks ctx.deadline once more, then commits.
   // Errors from plan() are returned unchanged and nothing is written.
-  // Unavailable when the database is unreachable or the deadline passes;
-  // the write then may or may not have committed only if the connection
-  // broke during COMMIT (a replay with the same request_id tells).
+  // Unavailable when the database is unreachable or the deadline passes.
+  // A write whose deadline has passed when COMMIT is about to be sent is
+  // rolled back: nothing is written and request_id is not remembered. An
+  // error leaves the outcome unknown only if the connection broke during
+  // COMMIT; and a deadline that passes during the COMMIT round trip itself
+  // does not stop the commit, so a caller may see its deadline expire for
+  // a write that committed. In both cases a replay with the same request_id
+  // tells.
   virtual absl::StatusOr<WriteResult> Write(const WriteContext& ctx,
                                             std::shared_ptr<const Snapshot> cached,
                                             const PlanFn& plan) = 0;

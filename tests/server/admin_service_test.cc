@@ -1,5 +1,6 @@
 // End-to-end tests of AdminService and MappingService over gRPC, against a
 // real PostgreSQL.
+#include <atomic>
 #include <set>
 #include <thread>
 #include <vector>
@@ -288,6 +289,73 @@ TEST_F(AdminServiceTest, RequestIdReplayReturnsFirstResultAndReuseIsRejected) {
   failing.set_bucket_id(b1);
   ASSERT_TRUE(admin_->AssignTeam(Ctx().get(), failing, &replay).ok());
   EXPECT_FALSE(replay.effect().replayed());
+}
+
+// A server whose store, for the first write with request_id "late", sleeps
+// past the write's deadline just before COMMIT (TEST_before_commit): every
+// statement has run and the version row is held; only COMMIT remains.
+class LateCommitServerTest : public ServerFixture {
+ protected:
+  PgStoreOptions StoreOptions() override {
+    PgStoreOptions options = ServerFixture::StoreOptions();
+    options.TEST_before_commit = [this](const WriteContext& ctx, absl::Time deadline) {
+      if (ctx.request_id != "late" || late_left_.fetch_sub(1) <= 0) return;
+      absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+    };
+    return options;
+  }
+
+  // The records of GetHistory with `request_id`.
+  int HistoryRows(const std::string& request_id) {
+    v1::GetHistoryRequest req;
+    req.set_page_size(1000);
+    v1::GetHistoryResponse resp;
+    grpc::Status s = admin_->GetHistory(Ctx().get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    int rows = 0;
+    for (const v1::ChangeRecord& r : resp.records()) rows += r.request_id() == request_id ? 1 : 0;
+    return rows;
+  }
+
+  std::atomic<int> late_left_{1};
+};
+
+TEST_F(LateCommitServerTest, WriteWhoseDeadlinePassesBeforeCommitIsRolledBackAndItsRetryWrites) {
+  const int32_t b1 = MakeBucket("b1");
+  ASSERT_TRUE(Pin(1, b1).ok());
+  const int64_t before = Version();
+  v1::AssignTeamRequest req;
+  req.set_team_id(5);
+  req.set_bucket_id(b1);
+  req.set_reason("late commit");
+  req.set_request_id("late");
+  v1::AssignTeamResponse resp;
+  grpc::Status s = admin_->AssignTeam(Ctx(absl::Seconds(1)).get(), req, &resp);
+  EXPECT_THAT(s.error_code(),
+              ::testing::AnyOf(grpc::StatusCode::DEADLINE_EXCEEDED, grpc::StatusCode::UNAVAILABLE))
+      << s.error_message();
+  // Writes of one replica are serialised: once this no-op (team 1 has that
+  // pin already) returns, the late write has ended.
+  ASSERT_TRUE(Pin(1, b1).ok());
+  EXPECT_EQ(late_left_.load(), 0) << "the late write did not reach the hook";
+  EXPECT_EQ(Version(), before);
+  EXPECT_EQ(HistoryRows("late"), 0);
+  v1::GetHistoryRequest by_team;
+  by_team.set_team_id(5);
+  v1::GetHistoryResponse team_history;
+  ASSERT_TRUE(admin_->GetHistory(Ctx().get(), by_team, &team_history).ok());
+  EXPECT_EQ(team_history.records_size(), 0);
+
+  // The caller retries with the same request_id: the write happens, once.
+  ASSERT_TRUE(admin_->AssignTeam(Ctx().get(), req, &resp).ok());
+  EXPECT_FALSE(resp.effect().replayed());
+  EXPECT_EQ(resp.version(), before + 1);
+  v1::AssignTeamResponse replay;
+  ASSERT_TRUE(admin_->AssignTeam(Ctx().get(), req, &replay).ok());
+  EXPECT_TRUE(replay.effect().replayed());
+  EXPECT_EQ(replay.version(), before + 1);
+  EXPECT_EQ(Version(), before + 1);
+  EXPECT_EQ(HistoryRows("late"), 1);
 }
 
 TEST_F(AdminServiceTest, DryRunReportsMovesAndCommitsNothing) {

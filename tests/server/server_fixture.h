@@ -35,12 +35,18 @@ class ServerFixture : public ::testing::Test {
     return options;
   }
 
+  // The store's options but its URL; tests override it to set a TEST_ hook.
+  virtual PgStoreOptions StoreOptions() {
+    PgStoreOptions options;
+    options.connect_timeout = absl::Seconds(1);
+    return options;
+  }
+
   // Starts a server on `listen` (default: a free port) over `database_url`
   // (default: the fixture's database), and stubs connected to it.
   void StartServer(const std::string& listen = "", const std::string& database_url = "") {
-    PgStoreOptions store_options;
+    PgStoreOptions store_options = StoreOptions();
     store_options.url = database_url.empty() ? pg_->url() : database_url;
-    store_options.connect_timeout = absl::Seconds(1);
     auto store = PgStore::Open(store_options);
     ASSERT_TRUE(store.ok()) << store.status();
     ServerOptions options = Options();

@@ -341,6 +341,134 @@ TEST_F(PgStoreTest, WriteBlockedOnVersionLockTimesOutAsUnavailable) {
   EXPECT_EQ(MustWrite(Ctx("AssignTeam"), PinPlan(1, 1)).version, 2);
 }
 
+// A store whose TEST_before_commit hook sleeps past the write's deadline
+// while `late` is set: the write has done all its statements and holds the
+// version row, and only the deadline check and COMMIT remain.
+class LateCommitTest : public PgStoreFixture {
+ protected:
+  void SetUp() override {
+    PgStoreFixture::SetUp();
+    if (HasFatalFailure()) return;
+    PgStoreOptions options = Options();
+    options.TEST_before_commit = [this](const WriteContext&, absl::Time deadline) {
+      if (!late_.load()) return;
+      hook_calls_.fetch_add(1);
+      absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+    };
+    auto store = PgStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    late_store_ = *std::move(store);
+  }
+
+  // Nothing of a rolled-back write: no version, change-log row, assignment
+  // or request id.
+  void ExpectNothingWritten(int64_t version, int64_t log_rows) {
+    EXPECT_EQ(*store_->CurrentVersion(), version);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM change_log"), log_rows);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
+    EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
+  }
+
+  std::atomic<bool> late_{true};
+  std::atomic<int> hook_calls_{0};
+  std::unique_ptr<PgStore> late_store_;
+};
+
+TEST_F(LateCommitTest, WriteWhoseDeadlinePassesBeforeCommitIsRolledBack) {
+  late_ = false;
+  ASSERT_EQ(late_store_->Write(Ctx("CreateBucket"), nullptr, CreateBucketPlan("alpha"))->version,
+            1);
+  late_ = true;
+  WriteContext ctx = Ctx("AssignTeam", "req-late", "fp-late");
+  ctx.deadline = absl::Now() + absl::Milliseconds(300);
+  auto result = late_store_->Write(ctx, nullptr, PinPlan(5, 1));
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kUnavailable,
+                               HasSubstr("deadline passed before COMMIT; rolled back")));
+  EXPECT_EQ(hook_calls_.load(), 1);
+  ExpectNothingWritten(1, 1);
+
+  // The caller's retry with the same request_id performs the write, once.
+  late_ = false;
+  auto retried =
+      late_store_->Write(Ctx("AssignTeam", "req-late", "fp-late"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(retried, IsOk());
+  EXPECT_FALSE(retried->replayed);
+  EXPECT_EQ(retried->version, 2);
+  auto replayed =
+      late_store_->Write(Ctx("AssignTeam", "req-late", "fp-late"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(replayed, IsOk());
+  EXPECT_TRUE(replayed->replayed);
+  EXPECT_EQ(replayed->version, 2);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM change_log WHERE request_id = 'req-late'"), 1);
+}
+
+TEST_F(LateCommitTest, NoOpWhoseDeadlinePassesBeforeCommitDoesNotRememberItsRequestId) {
+  late_ = false;
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  MustWrite(Ctx("AssignTeam"), PinPlan(11, 1));
+  late_ = true;
+  WriteContext ctx = Ctx("AssignTeam", "req-noop-late", "fp");
+  ctx.deadline = absl::Now() + absl::Milliseconds(300);
+  EXPECT_THAT(late_store_->Write(ctx, nullptr, PinPlan(11, 1)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("deadline passed before COMMIT")));
+  EXPECT_EQ(hook_calls_.load(), 1);
+  ExpectNothingWritten(2, 2);
+}
+
+// A write that stops between statements while it holds the version row (a
+// frozen process: its socket stays open) is ended by PostgreSQL after
+// idle_in_transaction_timeout, so other writers wait that long, not for as
+// long as it is stopped.
+TEST_F(PgStoreTest, WriteIdleInItsTransactionIsEndedAndReleasesTheVersionRow) {
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  PgStoreOptions options = Options();
+  options.idle_in_transaction_timeout = absl::Milliseconds(300);
+  std::atomic<bool> stall{true};
+  options.TEST_before_commit = [&](const WriteContext&, absl::Time) {
+    if (stall.load()) absl::SleepFor(absl::Seconds(3));
+  };
+  auto stalling = PgStore::Open(options);
+  ASSERT_THAT(stalling, IsOk());
+  absl::StatusOr<WriteResult> stalled = absl::UnknownError("not run");
+  std::thread writer([&] {
+    stalled = (*stalling)->Write(Ctx("AssignTeam", "req-stall", "fp"), nullptr, PinPlan(5, 1));
+  });
+  const std::string holding =
+      "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+      " AND query LIKE 'INSERT INTO request_ids%'";
+  const absl::Time wait_end = absl::Now() + absl::Seconds(10);
+  while (QueryInt(holding) != 1 && absl::Now() < wait_end) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(QueryInt(holding), 1);
+
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(MustWrite(Ctx("AssignTeam"), PinPlan(6, 1)).version, 2);
+  const absl::Duration waited = absl::Now() - start;
+  std::printf("a write waited %s behind one idle in its transaction\n",
+              absl::FormatDuration(waited).c_str());
+  EXPECT_LT(waited, absl::Milliseconds(2000));
+  writer.join();
+  EXPECT_THAT(stalled, StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
+
+  // The broken connection is replaced: the retry writes, once.
+  stall = false;
+  auto retried = (*stalling)->Write(Ctx("AssignTeam", "req-stall", "fp"), nullptr, PinPlan(5, 1));
+  ASSERT_THAT(retried, IsOk());
+  EXPECT_FALSE(retried->replayed);
+  EXPECT_EQ(retried->version, 3);
+}
+
+TEST_F(PgStoreTest, BadIdleInTransactionTimeoutIsInvalidArgument) {
+  PgStoreOptions options = Options();
+  options.idle_in_transaction_timeout = absl::Seconds(-1);
+  EXPECT_THAT(PgStore::Open(options), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("idle_in_transaction_timeout")));
+  options.idle_in_transaction_timeout = absl::Hours(24 * 25);
+  EXPECT_THAT(PgStore::Open(options), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("idle_in_transaction_timeout")));
+}
+
 TEST_F(PgStoreTest, BulkAssignOfHundredThousandTeamsIsOneVersion) {
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
   MustWrite(Ctx("CreateBucket"), CreateBucketPlan("beta", "paid"));
