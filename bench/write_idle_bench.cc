@@ -41,7 +41,7 @@
 #include "domain/planner.h"
 #include "grpcpp/create_channel.h"
 #include "pqxx/pqxx"
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 #include "tests/support/pg_harness.h"
 
 namespace bucketmap {
