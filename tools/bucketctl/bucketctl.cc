@@ -6,7 +6,6 @@
 // error, 2 bad usage. Errors go to stderr as "error: <CODE>: <message>".
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -17,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
+#include "bucketmap/read_file.h"
 #include "bucketmap/watch.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -288,15 +288,17 @@ int RunUnassign(Context& c) {
 int RunBulkAssign(Context& c) {
   const std::string file = c.args.Get("file");
   if (file.empty()) return UsageError(&c.command, "--file is required (- reads stdin)");
-  std::stringstream text;
+  std::string text;
   if (file == "-") {
-    text << std::cin.rdbuf();
+    std::stringstream in;
+    in << std::cin.rdbuf();
+    text = in.str();
   } else {
-    std::ifstream in(file);
-    if (!in) return UsageError(&c.command, absl::StrCat("cannot read ", file));
-    text << in.rdbuf();
+    absl::StatusOr<std::string> read = ReadFile(file, "--file");
+    if (!read.ok()) return UsageError(&c.command, absl::StrCat("cannot read ", file));
+    text = *std::move(read);
   }
-  auto request = BuildBulkAssign(c.args, text.str(), file == "-" ? "stdin" : file);
+  auto request = BuildBulkAssign(c.args, text, file == "-" ? "stdin" : file);
   if (!request.ok()) return UsageError(&c.command, request.status().message());
   v1::BulkAssignResponse response;
   grpc::Status status = c.client.Call([&](grpc::ClientContext* context) {
