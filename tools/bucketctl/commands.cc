@@ -201,6 +201,21 @@ absl::Status ApplyWriteFlags(const ParsedArgs& args, Request* request) {
   return absl::OkStatus();
 }
 
+// --page-size, --page-token, and --all (which pages through from the
+// start, so it excludes --page-token).
+template <typename Request>
+absl::Status ApplyPageFlags(const ParsedArgs& args, Request* request) {
+  if (args.Has("page-size")) {
+    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
+    request->set_page_size(static_cast<int32_t>(size));
+  }
+  if (args.Has("page-token") && args.GetBool("all")) {
+    return Usage("--page-token and --all exclude each other");
+  }
+  request->set_page_token(args.Get("page-token"));
+  return absl::OkStatus();
+}
+
 // Sets the bucket fields given as flags and returns their field-mask paths.
 absl::StatusOr<std::vector<std::string>> ApplyBucketFlags(const ParsedArgs& args,
                                                           v1::Bucket* bucket) {
@@ -467,14 +482,7 @@ absl::StatusOr<v1::ListAssignmentsRequest> BuildListAssignments(const ParsedArgs
     request.set_bucket_id(bucket_id);
   }
   request.set_pool(args.Get("pool"));
-  if (args.Has("page-size")) {
-    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
-    request.set_page_size(static_cast<int32_t>(size));
-  }
-  if (args.Has("page-token") && args.GetBool("all")) {
-    return Usage("--page-token and --all exclude each other");
-  }
-  request.set_page_token(args.Get("page-token"));
+  RETURN_IF_ERROR(ApplyPageFlags(args, &request));
   return request;
 }
 
@@ -492,14 +500,7 @@ absl::StatusOr<v1::GetHistoryRequest> BuildGetHistory(const ParsedArgs& args) {
     ASSIGN_OR_RETURN(int64_t v, IntFlag(args, "to", kInt64Min, kInt64Max));
     request.set_to_version(v);
   }
-  if (args.Has("page-size")) {
-    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
-    request.set_page_size(static_cast<int32_t>(size));
-  }
-  if (args.Has("page-token") && args.GetBool("all")) {
-    return Usage("--page-token and --all exclude each other");
-  }
-  request.set_page_token(args.Get("page-token"));
+  RETURN_IF_ERROR(ApplyPageFlags(args, &request));
   request.set_include_delta(args.GetBool("include-delta"));
   return request;
 }
