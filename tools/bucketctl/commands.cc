@@ -95,11 +95,10 @@ std::vector<CommandSpec> MakeCommands() {
                   {"force", FlagKind::kBool},
                   {"unordered", FlagKind::kBool}}),
       1, 1});
-  commands.push_back(CommandSpec{"unassign", absl::StrCat("<TEAM_ID> [--force] ", kWriteUsage),
-                                 "Remove a team's override: it goes back to default placement.",
-                                 write_details.substr(1),
-                                 WriteFlags({{"force", FlagKind::kBool}, {"unordered", FlagKind::kBool}}),
-                                 1, 1});
+  commands.push_back(CommandSpec{
+      "unassign", absl::StrCat("<TEAM_ID> [--force] ", kWriteUsage),
+      "Remove a team's override: it goes back to default placement.", write_details.substr(1),
+      WriteFlags({{"force", FlagKind::kBool}, {"unordered", FlagKind::kBool}}), 1, 1});
   commands.push_back(
       CommandSpec{"bulk-assign", absl::StrCat("--file F [--force] ", kWriteUsage),
                   "Assign many teams in one atomic write (one version).",
@@ -150,21 +149,21 @@ std::vector<CommandSpec> MakeCommands() {
       "get-team", "<TEAM_ID>", "Show where a team's events go, and why.", "", {}, 1, 1});
   commands.push_back(CommandSpec{
       "list-clients", "", "List the watch clients seen within their lease.", "", {}, 0, 0});
-  commands.push_back(CommandSpec{
-      "list-handoffs", "[--include-ended] [--team T] [--page-size N]",
-      "List the open handoffs (coordinated moves): phase, age, lag, missing producers.",
-      "--include-ended adds ended ones (COMPLETED, FORCED, CANCELLED), newest first.\n"
-      "--team lists only the handoffs involving that team.\n",
-      {{"include-ended", FlagKind::kBool},
-       {"team", FlagKind::kValue},
-       {"page-size", FlagKind::kValue}},
-      0,
-      0});
+  commands.push_back(
+      CommandSpec{"list-handoffs",
+                  "[--include-ended] [--team T] [--page-size N]",
+                  "List the open handoffs (coordinated moves): phase, age, lag, missing producers.",
+                  "--include-ended adds ended ones (COMPLETED, FORCED, CANCELLED), newest first.\n"
+                  "--team lists only the handoffs involving that team.\n",
+                  {{"include-ended", FlagKind::kBool},
+                   {"team", FlagKind::kValue},
+                   {"page-size", FlagKind::kValue}},
+                  0,
+                  0});
   commands.push_back(CommandSpec{
       "cancel-handoff", absl::StrCat("<HANDOFF_ID> ", kWriteUsage),
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
-      absl::StrCat("The teams keep their new route; only the ordering hold ends.\n",
-                   write_details),
+      absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),
       WriteFlags({}), 1, 1});
   return commands;
 }
