@@ -3,7 +3,8 @@
 // way, as "<what> <path>: cannot read" naming the option that gave the path.
 //
 // Users: ChannelCredentialsFor() (bucketmap/watch.h) for its TLS files, and
-// bucketctl for TLS and its --file input.
+// bucketctl for TLS and its --file input. Target bucketmap_read_file, which
+// links only abseil.
 //
 // Thread safety: free functions with no shared state; safe to call from any
 // thread.
