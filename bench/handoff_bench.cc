@@ -20,8 +20,8 @@
 //                      [--round_sleep_ms=20] [--src_work_us=0]
 //   --quick: one round, at lag 0, unless --lags is given.
 // Sanity checks: every write succeeds, both consumer groups get
-// partitions, each handoff ends COMPLETED, the target holds a partition
-// and resumes every one it held, the moved team's events reach the target,
+// partitions, each handoff ends COMPLETED, the target resumes every
+// partition it held, the moved team's events reach the target,
 // DST's latencies before and during the move were measured and are
 // positive, no delivery failed and the harness saw no error.
 #include <algorithm>
@@ -222,8 +222,9 @@ int Run(const Options& o) {
     Expect(end_state == "HANDOFF_COMPLETED", "lag %lld: the handoff ended %s", l,
            end_state.c_str());
     Expect(t1 > t0, "lag %lld: move -> done took no time", l);
-    Expect(hold.holds >= 1 && hold.resumes == hold.holds,
-           "lag %lld: DST held %lld partitions and resumed %lld", l,
+    // Whether DST holds at all depends on timing: a handoff that ends
+    // before the moved team's first event reaches DST holds nothing.
+    Expect(hold.resumes == hold.holds, "lag %lld: DST held %lld partitions and resumed %lld", l,
            static_cast<long long>(hold.holds), static_cast<long long>(hold.resumes));
     Expect(mover_at_dst > 0, "lag %lld: no event of the moved team reached DST", l);
     Expect(!before.empty() && !during.empty(),
