@@ -94,6 +94,8 @@ bool WriteBacklog(const std::string& bootstrap, const std::string& topic,
   return ok;
 }
 
+// Failures past Stack::Launch() return rather than call Fatal(): the
+// harness starts the server with Spawn(), so only ~Stack() stops it.
 int Run(const Options& o) {
   std::vector<std::pair<std::string, int>> topics = {{"bucketmap_changes", 1}};
   const int rounds = static_cast<int>(o.lags.size());
