@@ -112,7 +112,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
   server->watch_hub_ = std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
-                                                  server->workers_.get(), metrics, options.watch);
+                                                  metrics, options.watch);
   server->watch_hub_->Start();
   RETURN_IF_ERROR(server->StartAuth());
   server->mapping_service_ =

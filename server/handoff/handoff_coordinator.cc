@@ -37,12 +37,13 @@ bool AllZero(const std::vector<int64_t>& v) {
 
 HandoffCoordinator::HandoffCoordinator(MappingManager* manager, Store* store,
                                        std::shared_ptr<OffsetReader> offsets,
-                                       HandoffOptions options, Metrics* metrics)
+                                       HandoffOptions options, Metrics* metrics, const Clock* clock)
     : manager_(manager),
       store_(store),
       offsets_(std::move(offsets)),
       options_(options),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      clock_(clock) {}
 
 HandoffCoordinator::~HandoffCoordinator() {
   Stop();
@@ -68,7 +69,7 @@ void HandoffCoordinator::Start(int64_t epoch) {
       "handoff coordinator: leading at epoch {}; barriers are judged after one client "
       "lease ({})",
       epoch, absl::FormatDuration(options_.client_lease));
-  const absl::Time since = absl::Now();
+  const absl::Time since = clock_->Now();
   leader_ = std::thread([this, epoch, since] { CoordinatorLoop(epoch, since); });
 }
 
@@ -85,7 +86,7 @@ void HandoffCoordinator::Stop() {
 void HandoffCoordinator::RetryLater(const char* format, int64_t id, const std::string& why) {
   // Kafka or PostgreSQL being down fails every round; one line per
   // handoff every 30 s is enough to see it.
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   absl::Time& last = last_warning_[id];
   if (now - last < absl::Seconds(30)) return;
   last = now;
@@ -103,7 +104,7 @@ MovePolicy HandoffCoordinator::Policy(MoveScope scope, bool ordered, bool force)
   p.scope = scope;
   p.ordered = ordered;
   p.force = force;
-  p.now = absl::Now();
+  p.now = clock_->Now();
   p.grace = options_.grace;
   p.max_hold = options_.max_hold;
   p.cooldown = options_.move_cooldown;
@@ -149,9 +150,9 @@ int32_t HandoffCoordinator::CachedPartitions(const std::string& topic) const {
 void HandoffCoordinator::MonitorLoop() {
   absl::Time next_kafka = absl::InfinitePast();
   for (;;) {
-    if (absl::Now() >= next_kafka) {
+    if (clock_->Now() >= next_kafka) {
       RefreshKafka();
-      next_kafka = absl::Now() + options_.kafka_refresh_interval;
+      next_kafka = clock_->Now() + options_.kafka_refresh_interval;
     }
     ExportMetrics();
     absl::MutexLock lock(&mu_);
@@ -210,7 +211,7 @@ void HandoffCoordinator::ExportMetrics() {
   }
   const absl::Duration age = oldest == absl::InfiniteFuture()
                                  ? absl::ZeroDuration()
-                                 : std::max(absl::ZeroDuration(), absl::Now() - oldest);
+                                 : std::max(absl::ZeroDuration(), clock_->Now() - oldest);
   metrics_->SetHandoffs(switching, draining, age);
 }
 
@@ -239,7 +240,7 @@ void HandoffCoordinator::CoordinatorLoop(int64_t epoch, absl::Time leader_since)
 
 bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time leader_since,
                                  std::optional<std::vector<ClientState>>* clients) {
-  const absl::Time now = absl::Now();
+  const absl::Time now = clock_->Now();
   Handoff next = h;
   next.phase_time = now;
   if (now >= h.hold_deadline) {
@@ -412,7 +413,7 @@ bool HandoffCoordinator::Commit(const Handoff& next, HandoffPhase expected, int6
   ctx.actor = kActor;
   ctx.reason = reason.size() > 1024 ? reason.substr(0, 1024) : reason;
   ctx.leader_epoch = epoch;
-  ctx.deadline = absl::Now() + absl::Seconds(10);
+  ctx.deadline = clock_->Now() + absl::Seconds(10);
   absl::StatusOr<WriteResult> result =
       manager_->Write(ctx, [&](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
         ASSIGN_OR_RETURN(Plan plan, PlanHandoffUpdate(before, next, expected));

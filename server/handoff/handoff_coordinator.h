@@ -52,6 +52,7 @@
 #include "absl/time/time.h"
 #include "bucketmap/v1/types.pb.h"
 #include "domain/move_policy.h"
+#include "server/base/clock.h"
 #include "server/handoff/kafka_offsets.h"
 #include "server/state/handoff_view.h"
 #include "server/state/mapping_manager.h"
@@ -87,7 +88,7 @@ class HandoffCoordinator final : public HandoffView {
   // `manager` and `store` must outlive the coordinator; `offsets` is null
   // without a Kafka cluster; `metrics` may be null.
   HandoffCoordinator(MappingManager* manager, Store* store, std::shared_ptr<OffsetReader> offsets,
-                     HandoffOptions options, Metrics* metrics);
+                     HandoffOptions options, Metrics* metrics, const Clock* clock = Clock::Real());
   // Stops both threads.
   ~HandoffCoordinator();
   HandoffCoordinator(const HandoffCoordinator&) = delete;
@@ -146,6 +147,7 @@ class HandoffCoordinator final : public HandoffView {
   const std::shared_ptr<OffsetReader> offsets_;
   const HandoffOptions options_;
   Metrics* const metrics_;
+  const Clock* const clock_;
 
   mutable absl::Mutex mu_;
   std::map<std::string, int32_t> partitions_ ABSL_GUARDED_BY(mu_);

@@ -69,8 +69,12 @@ absl::StatusOr<std::string> EncodeChangeEvent(const OutboxRow& row, const std::s
 }
 
 OutboxRelay::OutboxRelay(Store* store, EventPublisher* publisher, Metrics* metrics,
-                         OutboxRelayOptions options)
-    : store_(store), publisher_(publisher), metrics_(metrics), options_(std::move(options)) {}
+                         OutboxRelayOptions options, const Clock* clock)
+    : store_(store),
+      publisher_(publisher),
+      metrics_(metrics),
+      clock_(clock),
+      options_(std::move(options)) {}
 
 OutboxRelay::~OutboxRelay() { Stop(absl::ZeroDuration()); }
 
@@ -179,7 +183,7 @@ void OutboxRelay::Loop() {
       more_ = more;
       if (more && static_cast<int>(in_flight_.size()) < options_.max_in_flight) wake_ = true;
     }
-    if (absl::Now() >= next_stats_) RefreshStats();
+    if (clock_->Now() >= next_stats_) RefreshStats();
   }
 
   // Shutdown: give outstanding records a bounded time, then record what
@@ -276,14 +280,14 @@ void OutboxRelay::MaybeMark(bool force) {
     absl::MutexLock lock(&mu_);
     if (delivered_ <= marked_) return;
     if (!force && delivered_ - marked_ < options_.mark_batch &&
-        absl::Now() - last_mark_ < options_.mark_interval) {
+        clock_->Now() - last_mark_ < options_.mark_interval) {
       return;
     }
     up_to = delivered_;
   }
   absl::Status s = store_->MarkPublished(up_to, options_.leader_epoch);
   absl::MutexLock lock(&mu_);
-  last_mark_ = absl::Now();
+  last_mark_ = clock_->Now();
   if (!s.ok()) {
     // Only costs duplicates if we crash before the next attempt.
     spdlog::warn("outbox: cannot mark versions up to {} published: {}", up_to, s.ToString());
@@ -294,7 +298,7 @@ void OutboxRelay::MaybeMark(bool force) {
 }
 
 void OutboxRelay::RefreshStats() {
-  next_stats_ = absl::Now() + std::min(options_.poll_interval, absl::Seconds(1));
+  next_stats_ = clock_->Now() + std::min(options_.poll_interval, absl::Seconds(1));
   absl::StatusOr<OutboxStats> stats = store_->GetOutboxStats();
   if (!stats.ok() || metrics_ == nullptr) return;
   metrics_->SetOutboxStats(stats->backlog, stats->oldest_age, stats->last_published_version);

@@ -33,8 +33,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/outbox/event_publisher.h"
+#include "server/base/clock.h"
 #include "server/metrics/metrics.h"
+#include "server/outbox/event_publisher.h"
 #include "server/store/store.h"
 
 namespace bucketmap {
@@ -76,8 +77,8 @@ const char* ContentType(ChangesFormat format);
 class OutboxRelay {
  public:
   // `metrics` may be null.
-  OutboxRelay(Store* store, EventPublisher* publisher, Metrics* metrics,
-              OutboxRelayOptions options);
+  OutboxRelay(Store* store, EventPublisher* publisher, Metrics* metrics, OutboxRelayOptions options,
+              const Clock* clock = Clock::Real());
   ~OutboxRelay();  // Stop()s
   OutboxRelay(const OutboxRelay&) = delete;
   OutboxRelay& operator=(const OutboxRelay&) = delete;
@@ -114,6 +115,7 @@ class OutboxRelay {
   Store* const store_;
   EventPublisher* const publisher_;
   Metrics* const metrics_;
+  const Clock* const clock_;
   const OutboxRelayOptions options_;
 
   mutable absl::Mutex mu_;

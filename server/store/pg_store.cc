@@ -18,8 +18,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "bucketmap/v1/types.pb.h"
-#include "domain/status_macros.h"
 #include "codec/codec.h"
+#include "domain/status_macros.h"
 #include "server/store/bucket_json.h"
 #include "server/store/migrator.h"
 #include "server/store/pg_handoff_store.h"
@@ -44,14 +44,14 @@ struct Statement {
 // Versions never go back (GREATEST), and a disconnect reported by a replica
 // other than the one the client is connected to, under a live lease, is
 // dropped: the client has moved on.
-#define BUCKETMAP_CLIENT_UPSERT_GUARD                                                       \
-  "applied_version = GREATEST(watch_clients.applied_version, EXCLUDED.applied_version),"   \
-  " drained_version = GREATEST(watch_clients.drained_version, EXCLUDED.drained_version),"  \
-  " connected_at = EXCLUDED.connected_at, last_ack = EXCLUDED.last_ack,"                   \
-  " last_nack = EXCLUDED.last_nack, last_nack_error = EXCLUDED.last_nack_error,"           \
-  " nacks = EXCLUDED.nacks, connected = EXCLUDED.connected,"                               \
-  " lease_expires = EXCLUDED.lease_expires"                                                \
-  " WHERE EXCLUDED.connected OR NOT watch_clients.connected"                               \
+#define BUCKETMAP_CLIENT_UPSERT_GUARD                                                     \
+  "applied_version = GREATEST(watch_clients.applied_version, EXCLUDED.applied_version),"  \
+  " drained_version = GREATEST(watch_clients.drained_version, EXCLUDED.drained_version)," \
+  " connected_at = EXCLUDED.connected_at, last_ack = EXCLUDED.last_ack,"                  \
+  " last_nack = EXCLUDED.last_nack, last_nack_error = EXCLUDED.last_nack_error,"          \
+  " nacks = EXCLUDED.nacks, connected = EXCLUDED.connected,"                              \
+  " lease_expires = EXCLUDED.lease_expires"                                               \
+  " WHERE EXCLUDED.connected OR NOT watch_clients.connected"                              \
   " OR watch_clients.replica = EXCLUDED.replica OR watch_clients.lease_expires < now()"
 
 constexpr Statement kStatements[] = {
@@ -117,8 +117,7 @@ constexpr Statement kStatements[] = {
      " timestamptz 'epoch' + $9::bigint * interval '1 microsecond', $10, $11, $12,"
      " timestamptz 'epoch' + $13::bigint * interval '1 microsecond')"
      " ON CONFLICT (client_id) DO UPDATE SET role = EXCLUDED.role, replica = EXCLUDED.replica,"
-     " peer = EXCLUDED.peer, "
-     BUCKETMAP_CLIENT_UPSERT_GUARD},
+     " peer = EXCLUDED.peer, " BUCKETMAP_CLIENT_UPSERT_GUARD},
     // The outbox (0003_outbox.sql): the partial index on unpublished
     // versions serves these three.
     {"load_unpublished",
@@ -193,8 +192,7 @@ constexpr char kClientStageUpsert[] =
     " connected, timestamptz 'epoch' + $1::bigint * interval '1 microsecond'"
     " FROM bm_stage_clients ORDER BY client_id COLLATE \"C\""
     " ON CONFLICT (client_id) DO UPDATE SET role = EXCLUDED.role, replica = EXCLUDED.replica,"
-    " peer = EXCLUDED.peer, "
-    BUCKETMAP_CLIENT_UPSERT_GUARD;
+    " peer = EXCLUDED.peer, " BUCKETMAP_CLIENT_UPSERT_GUARD;
 #undef BUCKETMAP_CLIENT_UPSERT_GUARD
 
 // A ClientState time as stored: NULL (nullopt) for "never".
@@ -431,7 +429,7 @@ absl::Status PersistAssignments(pqxx::transaction_base& tx, const Snapshot& befo
 absl::Status CommitBeforeDeadline(pqxx::transaction_base& tx, const PgStoreOptions& options,
                                   const WriteContext& ctx, absl::Time deadline) {
   if (options.TEST_before_commit) options.TEST_before_commit(ctx, deadline);
-  if (absl::Now() >= deadline) {
+  if (options.clock->Now() >= deadline) {
     return absl::UnavailableError(
         absl::StrCat(ctx.kind.empty() ? "write" : ctx.kind,
                      ": deadline passed before COMMIT; rolled back, nothing was written"));
@@ -614,13 +612,13 @@ absl::StatusOr<T> RunWithRetry(Acquirer acquire, absl::string_view what, Fn fn) 
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> PgStore::LoadSnapshot() {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::shared_ptr<const Snapshot>>(
       [&] { return Acquire(deadline); }, "load snapshot",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::shared_ptr<const Snapshot>> {
         // One consistent snapshot of meta, buckets and assignments.
         pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         pqxx::row meta = tx.exec_prepared1("read_meta");
         ASSIGN_OR_RETURN(MappingState state, ReadState(tx, meta));
         tx.commit();
@@ -635,11 +633,11 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> PgStore::LoadSnapshot() {
 }
 
 absl::StatusOr<int64_t> PgStore::CurrentVersion() {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<int64_t>([&] { return Acquire(deadline); }, "read version",
                                [&](Connection& conn, bool*) -> absl::StatusOr<int64_t> {
                                  pqxx::read_transaction tx(conn.conn);
-                                 SetTimeouts(tx, deadline - absl::Now());
+                                 SetTimeouts(tx, deadline - options_.clock->Now());
                                  int64_t version = tx.exec_prepared1("read_meta")[0].as<int64_t>();
                                  tx.commit();
                                  return version;
@@ -647,12 +645,12 @@ absl::StatusOr<int64_t> PgStore::CurrentVersion() {
 }
 
 absl::StatusOr<std::pair<int64_t, std::string>> PgStore::CurrentVersionAndCluster() {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::pair<int64_t, std::string>>(
       [&] { return Acquire(deadline); }, "read version",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::pair<int64_t, std::string>> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         const pqxx::row meta = tx.exec_prepared1("read_meta");
         tx.commit();
         return std::make_pair(meta[0].as<int64_t>(), meta[1].as<std::string>());
@@ -663,8 +661,8 @@ absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
                                            std::shared_ptr<const Snapshot> cached,
                                            const PlanFn& plan) {
   const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
-  const absl::Time deadline = std::min(ctx.deadline, absl::Now() + options_.read_timeout);
-  if (ctx.deadline <= absl::Now()) {
+  const absl::Time deadline = std::min(ctx.deadline, options_.clock->Now() + options_.read_timeout);
+  if (ctx.deadline <= options_.clock->Now()) {
     return absl::UnavailableError(absl::StrCat(what, ": deadline passed before the write"));
   }
   return RunWithRetry<WriteResult>(
@@ -688,7 +686,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
                                                const std::shared_ptr<const Snapshot>& cached,
                                                const PlanFn& plan, bool* plan_called) {
   pqxx::work tx(conn.conn);
-  SetTimeouts(tx, deadline - absl::Now());
+  SetTimeouts(tx, deadline - options_.clock->Now());
   // The global write order: every writer queues on this row lock.
   const pqxx::row meta = tx.exec_prepared1("lock_meta");
   const int64_t current = meta[0].as<int64_t>();
@@ -785,7 +783,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
 }
 
 absl::StatusOr<HistoryPage> PgStore::GetHistory(const HistoryQuery& query) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   const int32_t page_size =
       query.page_size <= 0 ? 100 : std::min(query.page_size, kMaxHistoryPageSize);
   const int64_t from = std::max<int64_t>(query.from_version, 0);
@@ -794,7 +792,7 @@ absl::StatusOr<HistoryPage> PgStore::GetHistory(const HistoryQuery& query) {
       [&] { return Acquire(deadline); }, "get history",
       [&](Connection& conn, bool*) -> absl::StatusOr<HistoryPage> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         // One row more than the page tells whether another page follows.
         const int64_t limit = int64_t{page_size} + 1;
         const pqxx::result rows =
@@ -837,12 +835,12 @@ absl::StatusOr<std::vector<v1::MappingDelta>> PgStore::LoadDeltas(int64_t after_
                                                                   int64_t up_to) {
   if (after_version < 0) return absl::InvalidArgumentError("after_version: must not be negative");
   if (up_to <= after_version) return std::vector<v1::MappingDelta>{};
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::vector<v1::MappingDelta>>(
       [&] { return Acquire(deadline); }, "load deltas",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<v1::MappingDelta>> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         const pqxx::result rows = tx.exec_prepared("load_deltas", after_version, up_to);
         tx.commit();
         // Versions are gapless and the range is bounded, so any missing
@@ -903,12 +901,12 @@ absl::Status PgStore::SaveClients(const std::vector<ClientState>& states, absl::
   }
 
   const int64_t lease_micros = absl::ToUnixMicros(lease_until);
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   absl::StatusOr<bool> saved = RunWithRetry<bool>(
       [&] { return Acquire(deadline); }, "save clients",
       [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
         pqxx::work tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         bool created_stage = false;
         if (rows.size() <= static_cast<size_t>(options_.copy_threshold)) {
           for (const ClientState* s : rows) {
@@ -946,12 +944,12 @@ absl::Status PgStore::SaveClients(const std::vector<ClientState>& states, absl::
 
 absl::StatusOr<std::vector<ClientState>> PgStore::ListClients(absl::Time now) {
   if (now == absl::InfiniteFuture()) return std::vector<ClientState>{};
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::vector<ClientState>>(
       [&] { return Acquire(deadline); }, "list clients",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<ClientState>> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         const pqxx::result rows = tx.exec_prepared("list_clients", ToDbMicros(now));
         tx.commit();
         std::vector<ClientState> clients(rows.size());
@@ -978,14 +976,14 @@ absl::StatusOr<std::vector<ClientState>> PgStore::ListClients(absl::Time now) {
 
 absl::StatusOr<int64_t> PgStore::Prune(absl::Time now, absl::Duration history_retention,
                                        absl::Duration request_id_retention) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   const int64_t history_cutoff = absl::ToUnixMicros(now - history_retention);
   const int64_t request_cutoff = absl::ToUnixMicros(now - request_id_retention);
   return RunWithRetry<int64_t>(
       [&] { return Acquire(deadline); }, "prune",
       [&](Connection& conn, bool*) -> absl::StatusOr<int64_t> {
         pqxx::work tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         // Rows not yet published to Kafka are the outbox: never pruned.
         // The relay publishes in version order, so what is kept is still
         // a suffix of the versions, as LoadDeltas expects.
@@ -1007,15 +1005,14 @@ absl::StatusOr<int64_t> PgStore::Prune(absl::Time now, absl::Duration history_re
       });
 }
 
-absl::StatusOr<std::vector<OutboxRow>> PgStore::LoadUnpublished(int64_t after_version,
-                                                                int limit) {
+absl::StatusOr<std::vector<OutboxRow>> PgStore::LoadUnpublished(int64_t after_version, int limit) {
   if (limit < 1) return absl::InvalidArgumentError("limit: must be at least 1");
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::vector<OutboxRow>>(
       [&] { return Acquire(deadline); }, "load unpublished",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<OutboxRow>> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         const pqxx::result rows =
             tx.exec_prepared("load_unpublished", after_version, static_cast<int64_t>(limit));
         tx.commit();
@@ -1036,27 +1033,28 @@ absl::StatusOr<std::vector<OutboxRow>> PgStore::LoadUnpublished(int64_t after_ve
 }
 
 absl::Status PgStore::MarkPublished(int64_t up_to_version, int64_t leader_epoch) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
-  absl::StatusOr<bool> marked = RunWithRetry<bool>(
-      [&] { return Acquire(deadline); }, "mark published",
-      [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
-        pqxx::work tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
-        if (leader_epoch != 0) RETURN_IF_ERROR(CheckLeaderEpoch(tx, leader_epoch));
-        tx.exec_prepared0("mark_published", up_to_version);
-        tx.commit();
-        return true;
-      });
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  absl::StatusOr<bool> marked =
+      RunWithRetry<bool>([&] { return Acquire(deadline); }, "mark published",
+                         [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
+                           pqxx::work tx(conn.conn);
+                           SetTimeouts(tx, deadline - options_.clock->Now());
+                           if (leader_epoch != 0)
+                             RETURN_IF_ERROR(CheckLeaderEpoch(tx, leader_epoch));
+                           tx.exec_prepared0("mark_published", up_to_version);
+                           tx.commit();
+                           return true;
+                         });
   return marked.status();
 }
 
 absl::StatusOr<OutboxStats> PgStore::GetOutboxStats() {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<OutboxStats>(
       [&] { return Acquire(deadline); }, "outbox stats",
       [&](Connection& conn, bool*) -> absl::StatusOr<OutboxStats> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         const pqxx::row backlog = tx.exec_prepared1("outbox_backlog");
         const pqxx::row last = tx.exec_prepared1("last_published");
         tx.commit();
@@ -1069,12 +1067,12 @@ absl::StatusOr<OutboxStats> PgStore::GetOutboxStats() {
 }
 
 absl::StatusOr<std::vector<v1::Handoff>> PgStore::ListHandoffs(const HandoffQuery& query) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::vector<v1::Handoff>>(
       [&] { return Acquire(deadline); }, "list handoffs",
       [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<v1::Handoff>> {
         pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
+        SetTimeouts(tx, deadline - options_.clock->Now());
         ASSIGN_OR_RETURN(std::vector<v1::Handoff> out, QueryHandoffs(tx, query));
         tx.commit();
         return out;
@@ -1082,16 +1080,15 @@ absl::StatusOr<std::vector<v1::Handoff>> PgStore::ListHandoffs(const HandoffQuer
 }
 
 absl::StatusOr<MoveTimes> PgStore::LoadMoveTimes(const std::vector<int64_t>& team_ids) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
-  return RunWithRetry<MoveTimes>(
-      [&] { return Acquire(deadline); }, "load move times",
-      [&](Connection& conn, bool*) -> absl::StatusOr<MoveTimes> {
-        pqxx::read_transaction tx(conn.conn);
-        SetTimeouts(tx, deadline - absl::Now());
-        ASSIGN_OR_RETURN(MoveTimes out, QueryMoveTimes(tx, team_ids));
-        tx.commit();
-        return out;
-      });
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  return RunWithRetry<MoveTimes>([&] { return Acquire(deadline); }, "load move times",
+                                 [&](Connection& conn, bool*) -> absl::StatusOr<MoveTimes> {
+                                   pqxx::read_transaction tx(conn.conn);
+                                   SetTimeouts(tx, deadline - options_.clock->Now());
+                                   ASSIGN_OR_RETURN(MoveTimes out, QueryMoveTimes(tx, team_ids));
+                                   tx.commit();
+                                   return out;
+                                 });
 }
 
 }  // namespace bucketmap

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/base/clock.h"
 #include "server/store/store.h"
 
 namespace bucketmap {
@@ -76,6 +77,8 @@ struct PgStoreOptions {
   // with more states, go through COPY into a temporary table; smaller ones
   // use prepared statements.
   int copy_threshold = 64;
+  // Where the store reads the time: deadlines, lease ends. Never null.
+  const Clock* clock = Clock::Real();
 
   // Test only: called inside every write transaction that is about to
   // commit (a change, or a no-op that remembers its request_id), after its
@@ -119,8 +122,7 @@ class PgStore final : public Store {
   absl::StatusOr<std::vector<ClientState>> ListClients(absl::Time now) override;
   absl::StatusOr<int64_t> Prune(absl::Time now, absl::Duration history_retention,
                                 absl::Duration request_id_retention) override;
-  absl::StatusOr<std::vector<OutboxRow>> LoadUnpublished(int64_t after_version,
-                                                         int limit) override;
+  absl::StatusOr<std::vector<OutboxRow>> LoadUnpublished(int64_t after_version, int limit) override;
   using Store::MarkPublished;
   absl::Status MarkPublished(int64_t up_to_version, int64_t leader_epoch) override;
   absl::StatusOr<OutboxStats> GetOutboxStats() override;

@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bucketmap/v1/mapping.pb.h"
-#include "domain/validation.h"
 #include "codec/codec.h"
+#include "domain/validation.h"
 #include "server/base/grpc_status.h"
 #include "server/base/request_checks.h"
 #include "server/watch/shared_slice.h"
@@ -186,7 +186,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       finished_ = true;
     }
     hub_->metrics().RecordRpc("bucketmap.v1.MappingService/WatchMapping", status.error_code(),
-                              absl::ToDoubleSeconds(absl::Now() - opened_));
+                              absl::ToDoubleSeconds(hub_->clock().Now() - opened_));
     Finish(status);
   }
 
@@ -335,13 +335,13 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       client_.role = sub.role();
       client_.peer = peer_;
       client_.connected = true;
-      client_.connected_at = absl::Now();
+      client_.connected_at = hub_->clock().Now();
       client_.applied_version = other_cluster ? 0 : sub.known_version();
       acked_ = other_cluster ? 0 : sub.known_version();
       need_snapshot_ = acked_ == 0 || other_cluster;
       reset_ = other_cluster;
       client_.replica = hub_->options().replica;
-      last_heartbeat_ = absl::Now();
+      last_heartbeat_ = hub_->clock().Now();
       subscribed_ = true;
       state_dirty_ = true;
     }
@@ -381,7 +381,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
         }
         if (ack.drained_version() > client_.drained_version) {
           client_.drained_version = ack.drained_version();
-          client_.last_ack = absl::Now();
+          client_.last_ack = hub_->clock().Now();
           state_dirty_ = true;
         }
         return grpc::Status::OK;
@@ -401,7 +401,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       acked_ = ack.applied_version();
       client_.applied_version = ack.applied_version();
       client_.drained_version = std::max(client_.drained_version, ack.drained_version());
-      client_.last_ack = absl::Now();
+      client_.last_ack = hub_->clock().Now();
       state_dirty_ = true;
     }
     Poke();
@@ -419,7 +419,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       push_unacked_ = false;
       need_snapshot_ = true;
       client_.nacks++;
-      client_.last_nack = absl::Now();
+      client_.last_nack = hub_->clock().Now();
       // Cut at a character boundary: the error is valid UTF-8 (checked on
       // arrival) and must stay so, or PostgreSQL refuses the whole batch
       // of client states it is saved with.
@@ -429,7 +429,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     }
     hub_->metrics().RecordWatchEvent("nack");
     int64_t suppressed = 0;
-    if (hub_->client_log_limiter().Allow(client_id, absl::Now(), &suppressed)) {
+    if (hub_->client_log_limiter().Allow(client_id, hub_->clock().Now(), &suppressed)) {
       spdlog::warn("watch client {} NACKed push {}: {}{}", QuoteUntrusted(client_id), nack.nonce(),
                    QuoteUntrusted(nack.error()),
                    suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : "");
@@ -461,7 +461,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     push_in_path_ = true;
     need_snapshot_ = false;
     reset_ = false;
-    push_sent_ = absl::Now();
+    push_sent_ = hub_->clock().Now();
     return push;
   }
 
@@ -501,7 +501,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   WatchHub* const hub_;
   const std::string peer_;
-  const absl::Time opened_ = absl::Now();
+  const absl::Time opened_ = hub_->clock().Now();
   std::atomic<int> refs_{1};  // gRPC's, released in OnDone
   grpc::ByteBuffer read_buffer_;
   grpc::ByteBuffer write_buffer_;  // owned by gRPC while writing_
@@ -539,12 +539,12 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 // ---------------------------------------------------------------------------
 // WatchHub
 
-WatchHub::WatchHub(MappingManager* manager, Store* store, WorkerPool* workers, Metrics* metrics,
-                   WatchOptions options)
+WatchHub::WatchHub(MappingManager* manager, Store* store, Metrics* metrics, WatchOptions options,
+                   const Clock* clock)
     : manager_(manager),
       store_(store),
-      workers_(workers),
       metrics_(metrics),
+      clock_(clock),
       options_(std::move(options)) {}
 
 WatchHub::~WatchHub() { Stop(); }
@@ -572,7 +572,7 @@ void WatchHub::Preload() {
     // Without the previous targets these frames cannot be filtered:
     // filtered streams resuming into them take a snapshot.
     for (const v1::MappingDelta& delta : *deltas) {
-      added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(), delta,
+      added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), clock_->Now(), delta,
                                                            std::nullopt));
     }
   } else {
@@ -594,7 +594,7 @@ void WatchHub::AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added,
     frame_bytes_ += frame->bytes();
     frames_.push_back(std::move(frame));
   }
-  const absl::Time oldest = absl::Now() - options_.resume_max_age;
+  const absl::Time oldest = clock_->Now() - options_.resume_max_age;
   while (!frames_.empty() && (frames_.size() > RingCapacity() || frames_.front()->time() < oldest ||
                               frame_bytes_ > options_.resume_max_bytes)) {
     frame_bytes_ -= frames_.front()->bytes();
@@ -631,7 +631,7 @@ void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
     v1::MappingDelta delta;
     ToProto(*change, version, &delta);
     added.push_back(
-        std::make_shared<const VersionFrame>(version, absl::Now(), delta, std::move(prior)));
+        std::make_shared<const VersionFrame>(version, clock_->Now(), delta, std::move(prior)));
   } else if (same_cluster && previous->version() < version &&
              version - previous->version() <= static_cast<int64_t>(RingCapacity())) {
     // Versions committed elsewhere: take their deltas from the change log.
@@ -639,8 +639,8 @@ void WatchHub::OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot,
         store_->LoadDeltas(previous->version(), version);
     if (deltas.ok()) {
       for (const v1::MappingDelta& delta : *deltas) {
-        added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), absl::Now(), delta,
-                                                             std::nullopt));
+        added.push_back(std::make_shared<const VersionFrame>(delta.to_version(), clock_->Now(),
+                                                             delta, std::nullopt));
       }
     }
   }
@@ -812,6 +812,8 @@ std::vector<WatchStream*> WatchHub::RefStreams() {
 
 void WatchHub::TickLoop() {
   constexpr absl::Duration kTick = absl::Milliseconds(100);
+  // The loop waits in real time; what it decides (heartbeats, ACK
+  // timeouts) is judged by the hub's clock.
   absl::Time next_tick = absl::Now() + kTick;
   while (!stopping_.HasBeenNotified()) {
     bool woke = false;
@@ -822,25 +824,26 @@ void WatchHub::TickLoop() {
       wake_ = false;
     }
     if (stopping_.HasBeenNotified()) break;
-    const absl::Time now = absl::Now();
-    const bool tick = now >= next_tick;
+    const absl::Time real_now = absl::Now();
+    const bool tick = real_now >= next_tick;
     if (!woke && !tick) continue;
+    const absl::Time now = clock_->Now();
     std::vector<WatchStream*> streams = RefStreams();
     for (WatchStream* s : streams) {
       if (woke) s->Poke();
       if (tick) s->Tick(now);
       s->Unref();
     }
-    if (tick) next_tick = now + kTick;
+    if (tick) next_tick = real_now + kTick;
   }
 }
 
 void WatchHub::FlushLoop() {
-  absl::Time next_renewal = absl::Now();
+  absl::Time next_renewal = clock_->Now();
   while (!stopping_.WaitForNotificationWithTimeout(options_.client_flush)) {
     // Connected clients are renewed well before their lease runs out.
-    const bool renew = absl::Now() >= next_renewal;
-    if (renew) next_renewal = absl::Now() + options_.client_lease / 3;
+    const bool renew = clock_->Now() >= next_renewal;
+    if (renew) next_renewal = clock_->Now() + options_.client_lease / 3;
     Flush(renew);
   }
   Flush(/*all=*/false);
@@ -858,7 +861,7 @@ void WatchHub::Flush(bool all) {
     departed_.clear();
   }
   if (batch.empty()) return;
-  const absl::Time lease_until = absl::Now() + options_.client_lease;
+  const absl::Time lease_until = clock_->Now() + options_.client_lease;
   absl::Status s = store_->SaveClients(batch, lease_until);
   if (s.ok()) return;
   std::vector<ClientState> retry;
@@ -879,7 +882,7 @@ void WatchHub::Flush(bool all) {
       }
       metrics_->RecordWatchEvent("client_state_refused");
       int64_t suppressed = 0;
-      if (client_log_limiter_.Allow(state.client_id, absl::Now(), &suppressed)) {
+      if (client_log_limiter_.Allow(state.client_id, clock_->Now(), &suppressed)) {
         spdlog::warn(
             "watch: the state of client {} is refused by the store and dropped: {}{}",
             QuoteUntrusted(state.client_id), QuoteUntrusted(std::string(one.message())),

@@ -45,11 +45,11 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/base/clock.h"
 #include "server/base/log_limit.h"
-#include "server/state/mapping_manager.h"
 #include "server/metrics/metrics.h"
+#include "server/state/mapping_manager.h"
 #include "server/store/store.h"
-#include "server/base/worker_pool.h"
 
 namespace bucketmap {
 
@@ -120,8 +120,8 @@ class VersionFrame {
 class WatchHub {
  public:
   // All dependencies must outlive the hub.
-  WatchHub(MappingManager* manager, Store* store, WorkerPool* workers, Metrics* metrics,
-           WatchOptions options);
+  WatchHub(MappingManager* manager, Store* store, Metrics* metrics, WatchOptions options,
+           const Clock* clock = Clock::Real());
   ~WatchHub();
 
   // Preloads recent deltas from the store, subscribes to the manager and
@@ -138,7 +138,7 @@ class WatchHub {
 
   const WatchOptions& options() const { return options_; }
   MappingManager& manager() { return *manager_; }
-  WorkerPool& workers() { return *workers_; }
+  const Clock& clock() const { return *clock_; }
   Metrics& metrics() { return *metrics_; }
 
   // Builds a push taking a stream from `acked` to the current version.
@@ -186,8 +186,8 @@ class WatchHub {
 
   MappingManager* const manager_;
   Store* const store_;
-  WorkerPool* const workers_;
   Metrics* const metrics_;
+  const Clock* const clock_;
   const WatchOptions options_;
 
   mutable absl::Mutex mu_;
