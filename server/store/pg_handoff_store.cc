@@ -8,9 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "codec/codec.h"
 #include "domain/handoff.h"
 #include "domain/placement.h"
-#include "codec/codec.h"
+#include "domain/status_macros.h"
+#include "server/store/pg_session.h"
 
 namespace bucketmap {
 namespace {
@@ -156,6 +158,31 @@ absl::StatusOr<MoveTimes> QueryMoveTimes(pqxx::transaction_base& tx,
     times.pools[row[0].as<std::string>()] = absl::FromUnixMicros(row[1].as<int64_t>());
   }
   return times;
+}
+
+absl::StatusOr<std::vector<v1::Handoff>> PgStore::ListHandoffs(const HandoffQuery& query) {
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  return RunWithRetry<std::vector<v1::Handoff>>(
+      [&] { return Acquire(deadline); }, "list handoffs",
+      [&](Connection& conn, bool*) -> absl::StatusOr<std::vector<v1::Handoff>> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - options_.clock->Now());
+        ASSIGN_OR_RETURN(std::vector<v1::Handoff> out, QueryHandoffs(tx, query));
+        tx.commit();
+        return out;
+      });
+}
+
+absl::StatusOr<MoveTimes> PgStore::LoadMoveTimes(const std::vector<int64_t>& team_ids) {
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  return RunWithRetry<MoveTimes>([&] { return Acquire(deadline); }, "load move times",
+                                 [&](Connection& conn, bool*) -> absl::StatusOr<MoveTimes> {
+                                   pqxx::read_transaction tx(conn.conn);
+                                   SetTimeouts(tx, deadline - options_.clock->Now());
+                                   ASSIGN_OR_RETURN(MoveTimes out, QueryMoveTimes(tx, team_ids));
+                                   tx.commit();
+                                   return out;
+                                 });
 }
 
 }  // namespace bucketmap

@@ -73,13 +73,14 @@ std::string WithConnectionDefaults(const std::string& conninfo, int connect_time
   // Without these, a peer that vanishes (host down, network partition)
   // leaves a call blocked for TCP's ~15-minute retransmission limit:
   // statement_timeout is enforced by the server, which is then gone.
-  return WithConnectionParams(conninfo, {
-                                           {"connect_timeout", absl::StrCat(connect_timeout_seconds)},
-                                           {"keepalives_idle", "5"},
-                                           {"keepalives_interval", "2"},
-                                           {"keepalives_count", "3"},
-                                           {"tcp_user_timeout", "10000"},  // ms of unacknowledged data
-                                       });
+  return WithConnectionParams(conninfo,
+                              {
+                                  {"connect_timeout", absl::StrCat(connect_timeout_seconds)},
+                                  {"keepalives_idle", "5"},
+                                  {"keepalives_interval", "2"},
+                                  {"keepalives_count", "3"},
+                                  {"tcp_user_timeout", "10000"},  // ms of unacknowledged data
+                              });
 }
 
 std::string WithConnectionParams(const std::string& conninfo,

@@ -30,7 +30,7 @@ namespace bucketmap {
 
 // Who writes, why, and under which conditions.
 struct WriteContext {
-  std::string kind;        // RPC name, e.g. "AssignTeam"; stored in the log
+  std::string kind;  // RPC name, e.g. "AssignTeam"; stored in the log
   std::string actor;
   std::string reason;
   std::string request_id;  // empty: not idempotent
@@ -131,7 +131,7 @@ struct HandoffQuery {
 
 // Last move times, for the move cooldown (SPEC §5.7).
 struct MoveTimes {
-  std::map<int64_t, absl::Time> teams;                     // the asked teams that moved
+  std::map<int64_t, absl::Time> teams;                   // the asked teams that moved
   std::map<std::string, absl::Time, std::less<>> pools;  // every pool that moved
 };
 
