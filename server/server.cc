@@ -12,8 +12,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "server/outbox/kafka_publisher.h"
 #include "server/base/log_limit.h"
+#include "server/outbox/kafka_publisher.h"
 #include "server/store/pg_store.h"
 #include "spdlog/spdlog.h"
 
@@ -72,14 +72,14 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   }
   server->manager_ = std::make_unique<MappingManager>(server->store_.get());
   Metrics* metrics = server->metrics_.get();
-  server->manager_->AddListener([metrics](const std::shared_ptr<const ServedSnapshot>& s,
-                                          const Change*) { metrics->OnSnapshot(s->snapshot()); });
+  server->manager_->AddListener([metrics](const MappingManager::Published& p) {
+    metrics->OnSnapshot(p.snapshot->snapshot());
+  });
   // The relay runs only while this replica leads (StartRelay/StopRelay).
-  server->manager_->AddListener(
-      [s = server.get()](const std::shared_ptr<const ServedSnapshot>&, const Change*) {
-        absl::MutexLock lock(&s->relay_mu_);
-        if (s->relay_ != nullptr) s->relay_->Notify();
-      });
+  server->manager_->AddListener([s = server.get()](const MappingManager::Published&) {
+    absl::MutexLock lock(&s->relay_mu_);
+    if (s->relay_ != nullptr) s->relay_->Notify();
+  });
   RETURN_IF_ERROR(server->manager_->Init());
   if (!options.replicas.postgres_url.empty()) {
     // Versions committed by other replicas, as soon as they commit; the
@@ -115,10 +115,9 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
                                                   metrics, options.watch);
   server->watch_hub_->Start();
   RETURN_IF_ERROR(server->StartAuth());
-  server->mapping_service_ =
-      std::make_unique<MappingServiceImpl>(server->manager_.get(), server->workers_.get(),
-                                           server->watch_hub_.get(), server->authorizer_.get(),
-                                           server->handoffs_.get());
+  server->mapping_service_ = std::make_unique<MappingServiceImpl>(
+      server->manager_.get(), server->workers_.get(), server->watch_hub_.get(),
+      server->authorizer_.get(), server->handoffs_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
       server->authorizer_.get(), server->handoffs_.get());

@@ -34,7 +34,8 @@ std::shared_ptr<const ServedSnapshot> MappingManager::Current() const {
 
 void MappingManager::AddListener(Listener listener) { listeners_.push_back(std::move(listener)); }
 
-void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change) {
+void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change,
+                             std::shared_ptr<const std::string> encoded_delta) {
   auto served = std::make_shared<const ServedSnapshot>(std::move(snapshot));
   {
     absl::MutexLock lock(&mu_);
@@ -48,12 +49,20 @@ void MappingManager::Publish(std::shared_ptr<const Snapshot> snapshot, const Cha
     }
     current_ = served;
   }
-  for (const auto& listener : listeners_) listener(served, change);
+  if (change == nullptr) {
+    encoded_delta = nullptr;
+  } else if (encoded_delta == nullptr) {
+    v1::MappingDelta delta;
+    ToProto(*change, served->version(), &delta);
+    encoded_delta = std::make_shared<const std::string>(delta.SerializeAsString());
+  }
+  const Published published{served, change, std::move(encoded_delta)};
+  for (const auto& listener : listeners_) listener(published);
 }
 
 absl::Status MappingManager::ReloadLocked() {
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> loaded, store_->LoadSnapshot());
-  Publish(std::move(loaded), nullptr);
+  Publish(std::move(loaded), nullptr, nullptr);
   return absl::OkStatus();
 }
 
@@ -71,7 +80,7 @@ absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const
       store_->Write(ctx, cached ? cached->shared() : nullptr, keep_change);
   if (!result.ok()) return result;
   if (result->snapshot != nullptr) {
-    Publish(result->snapshot, &change);
+    Publish(result->snapshot, &change, result->encoded_delta);
   } else if (cached == nullptr || cached->version() < result->version) {
     // A replay or a write planned on a reloaded state: our copy is behind.
     if (absl::Status s = ReloadLocked(); !s.ok()) {
@@ -115,7 +124,8 @@ absl::Status MappingManager::AdvanceLocked(int64_t target, const std::string& cl
       return ReloadLocked();
     }
     snapshot = *std::move(next);
-    Publish(snapshot, &*change);
+    // Encoded again here: the deltas come parsed from the change log.
+    Publish(snapshot, &*change, nullptr);
   }
   return absl::OkStatus();
 }

@@ -88,19 +88,27 @@ class MappingManager {
   // Beyond this many versions behind, Advance reloads the snapshot.
   static constexpr int64_t kMaxDeltaCatchUp = 1000;
 
+  // A newly published snapshot, as listeners see it.
+  struct Published {
+    std::shared_ptr<const ServedSnapshot> snapshot;
+    // The change that made it from the previous version, or null when the
+    // snapshot was reloaded (it may then be several versions ahead).
+    const Change* change = nullptr;
+    // That change's MappingDelta, serialized once: by the store, for a
+    // write of this replica, or here, for a version another replica wrote.
+    // Null when `change` is.
+    std::shared_ptr<const std::string> encoded_delta;
+  };
   // Called after each newly published snapshot, in version order, on the
-  // publishing thread. `change` is the change that made it from the
-  // previous version, or null when the snapshot was reloaded (it may then
-  // be several versions ahead).
-  using Listener = std::function<void(const std::shared_ptr<const ServedSnapshot>& snapshot,
-                                      const Change* change)>;
+  // publishing thread.
+  using Listener = std::function<void(const Published& published)>;
   // Register listeners before serving.
   void AddListener(Listener listener);
 
  private:
   // Publishes `snapshot` if it is newer than the current one.
-  void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change,
+               std::shared_ptr<const std::string> encoded_delta) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Advances to `target` of `cluster_id` from deltas, else by a reload
   // (see Advance).

@@ -327,9 +327,10 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
 
   v1::MappingDelta delta;
   ToProto(change, version, &delta);
+  auto encoded = std::make_shared<const std::string>(delta.SerializeAsString());
   tx.exec_prepared0("insert_log", version, ctx.kind, ctx.actor, ctx.reason, ctx.request_id,
                     static_cast<int64_t>(change.set.size() + change.unset.size()),
-                    IntArrayLiteral(bucket_ids), pqxx::binarystring(delta.SerializeAsString()));
+                    IntArrayLiteral(bucket_ids), pqxx::binarystring(*encoded));
   tx.exec_prepared0("bump_meta", version, change.next_bucket_id);
   tx.exec_prepared1("notify_version", kVersionChannel, absl::StrCat(version, " ", cluster_id));
   if (!ctx.request_id.empty()) {
@@ -340,6 +341,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
 
   result.version = version;
   result.snapshot = planned.plan.after;
+  result.encoded_delta = std::move(encoded);
   return result;
 }
 

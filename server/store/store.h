@@ -66,6 +66,10 @@ struct WriteResult {
   // state); null when replayed.
   std::shared_ptr<const Snapshot> snapshot;
   Effect effect;
+  // The version's MappingDelta as written to the change log, serialized
+  // once here and shared with the watch streams; null for a no-op or a
+  // replay (and from stores that do not encode it).
+  std::shared_ptr<const std::string> encoded_delta;
 };
 
 struct HistoryQuery {

@@ -15,8 +15,9 @@ namespace bucketmap {
 template <typename T>
 grpc::Slice SharedSlice(const std::string& bytes, std::shared_ptr<T> owner) {
   auto* held = new std::shared_ptr<T>(std::move(owner));
-  return grpc::Slice(const_cast<char*>(bytes.data()), bytes.size(),
-                     [](void* p) { delete static_cast<std::shared_ptr<T>*>(p); }, held);
+  return grpc::Slice(
+      const_cast<char*>(bytes.data()), bytes.size(),
+      [](void* p) { delete static_cast<std::shared_ptr<T>*>(p); }, held);
 }
 
 }  // namespace bucketmap

@@ -50,6 +50,7 @@
 #include "server/metrics/metrics.h"
 #include "server/state/mapping_manager.h"
 #include "server/store/store.h"
+#include "server/watch/push_frames.h"
 
 namespace bucketmap {
 
@@ -78,44 +79,6 @@ struct WatchOptions {
 };
 
 class WatchStream;
-
-// The targets rows had before a version: > 0 a pinned bucket, < 0 a pool
-// (filters keep every pool row, so which pool does not matter), 0 none.
-struct PriorTargets {
-  std::vector<int32_t> set;    // parallel to the delta's set rows
-  std::vector<int32_t> unset;  // parallel to its unset_team_ids
-};
-
-// One version's shared encodings. Immutable but for a lazily filled cache
-// of filtered encodings.
-class VersionFrame {
- public:
-  // `prior` is needed to filter (a team leaving the filtered buckets must
-  // arrive as unset); frames loaded from the change log have none.
-  VersionFrame(int64_t version, absl::Time time, const v1::MappingDelta& delta,
-               std::optional<PriorTargets> prior);
-
-  int64_t version() const { return version_; }
-  absl::Time time() const { return time_; }
-  // Memory held, for the hub's byte budget.
-  size_t bytes() const;
-
-  // The `Push.deltas` field (tag, length, MappingDelta) for streams with
-  // `filter` (sorted bucket ids; empty: no filter). Null when this frame
-  // cannot be filtered; the stream then takes a snapshot.
-  const std::string* Field(const std::vector<int32_t>& filter) const;
-
- private:
-  std::string Filtered(const std::vector<int32_t>& filter) const;
-
-  const int64_t version_;
-  const absl::Time time_;
-  const std::string field_;
-  const size_t prefix_size_;  // of field_: tag and length
-  const std::optional<PriorTargets> prior_;
-  mutable absl::Mutex mu_;
-  mutable std::map<std::vector<int32_t>, std::string> filtered_ ABSL_GUARDED_BY(mu_);
-};
 
 class WatchHub {
  public:
@@ -171,7 +134,7 @@ class WatchHub {
   LogLimiter& client_log_limiter() { return client_log_limiter_; }
 
  private:
-  void OnPublish(const std::shared_ptr<const ServedSnapshot>& snapshot, const Change* change);
+  void OnPublish(const MappingManager::Published& published);
   void Preload();
   // Appends frames (consecutive versions) and drops what retention
   // no longer keeps. An empty `added` or a gap clears the ring.
