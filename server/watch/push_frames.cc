@@ -54,6 +54,7 @@ std::string VersionFrame::Filtered(const std::vector<int32_t>& filter) const {
   out.set_to_version(delta.to_version());
   *out.mutable_buckets() = delta.buckets();
   *out.mutable_pools() = delta.pools();
+  *out.mutable_handoffs() = delta.handoffs();
   std::vector<int64_t> unset;
   const v1::Assignments& set = delta.set();
   for (int i = 0; i < set.team_ids_size(); ++i) {
