@@ -66,6 +66,13 @@ namespace bucketmap {
 
 enum class MoveScope { kExplicit, kPoolWide };
 
+// The defaults of the handoff flags (--handoff_grace, --max_hold,
+// --move_cooldown), defined here once: the server's options and flags take
+// them from these.
+inline constexpr absl::Duration kDefaultHandoffGrace = absl::Seconds(30);
+inline constexpr absl::Duration kDefaultMaxHold = absl::Minutes(30);
+inline constexpr absl::Duration kDefaultMoveCooldown = absl::Hours(1);
+
 struct MovePolicy {
   // False: record no handoff and check no guard but the RETIRED one.
   bool open_handoffs = true;
@@ -74,9 +81,9 @@ struct MovePolicy {
   // Overrides the cooldown and lag guards.
   bool force = false;
   absl::Time now = absl::UnixEpoch();
-  absl::Duration grace = absl::Seconds(30);        // --handoff_grace
-  absl::Duration max_hold = absl::Minutes(30);     // --max_hold
-  absl::Duration cooldown = absl::ZeroDuration();  // --move_cooldown; 0: off
+  absl::Duration grace = kDefaultHandoffGrace;     // --handoff_grace
+  absl::Duration max_hold = kDefaultMaxHold;       // --max_hold
+  absl::Duration cooldown = kDefaultMoveCooldown;  // --move_cooldown; 0: off
   // Last move time of the teams of the request, and of pools.
   std::map<int64_t, absl::Time> team_moved_at;
   std::map<std::string, absl::Time, std::less<>> pool_moved_at;

@@ -62,19 +62,19 @@ namespace bucketmap {
 
 class Metrics;
 
+// The defaults are the server's (its flags take them from here).
 struct HandoffOptions {
-  // Writes open handoffs (--handoffs). Off by default here so that
-  // embedders and tests opt in; the server binary's flag defaults to true.
-  bool enabled = false;
-  absl::Duration grace = absl::Seconds(30);     // --handoff_grace
-  absl::Duration max_hold = absl::Minutes(30);  // --max_hold
-  // --move_cooldown; 0 disables it (the binary's flag defaults to 1h).
-  absl::Duration move_cooldown = absl::ZeroDuration();
+  // Writes open handoffs (--handoffs).
+  bool enabled = true;
+  absl::Duration grace = kDefaultHandoffGrace;   // --handoff_grace
+  absl::Duration max_hold = kDefaultMaxHold;     // --max_hold
+  // --move_cooldown; 0 disables it.
+  absl::Duration move_cooldown = kDefaultMoveCooldown;
   // --max_move_lag in messages; 0 disables the guard.
   int64_t max_move_lag = 0;
   // The watch clients' lease (--client_lease): how long a new leader waits
   // before judging a barrier.
-  absl::Duration client_lease = absl::Seconds(30);
+  absl::Duration client_lease = kDefaultClientLease;
   // How often the coordinator looks at each open handoff.
   absl::Duration poll_interval = absl::Seconds(1);
   // How often the monitor refreshes partition counts and lags from Kafka.

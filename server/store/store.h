@@ -85,6 +85,10 @@ struct HistoryPage {
   int64_t next_from_version = 0;          // 0: last page
 };
 
+// How long a watch client's recorded state outlives its last renewal
+// (--client_lease).
+inline constexpr absl::Duration kDefaultClientLease = absl::Seconds(30);
+
 // A watch client's state, as recorded for ListClients and (later) the
 // handoff barrier. Times are absl::InfinitePast() when never set.
 struct ClientState {

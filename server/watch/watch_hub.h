@@ -68,7 +68,7 @@ struct WatchOptions {
   size_t resume_max_bytes = 64 << 20;
   // Client states are flushed to the store this often, leased this long.
   absl::Duration client_flush = absl::Seconds(1);
-  absl::Duration client_lease = absl::Seconds(30);
+  absl::Duration client_lease = kDefaultClientLease;
   // This replica's name in ListClients.
   std::string replica = "bucketmap";
   // Subscribed streams allowed on this replica, in total and per

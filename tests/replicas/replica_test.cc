@@ -74,6 +74,7 @@ class ReplicaTest : public ::testing::Test {
     // through LISTEN/NOTIFY.
     options.refresh_interval = refresh;
     options.admin.write_timeout = absl::Seconds(5);
+    options.handoff.enabled = false;  // these tests are about versions reaching replicas
     options.watch.replica = name;
     options.watch.client_flush = absl::Milliseconds(100);
     options.replicas.name = name;

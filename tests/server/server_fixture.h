@@ -32,6 +32,10 @@ class ServerFixture : public ::testing::Test {
     options.grpc_listen = "127.0.0.1:0";
     options.refresh_interval = absl::Milliseconds(200);
     options.admin.write_timeout = absl::Seconds(3);
+    // The server's defaults open handoffs with a 1 h move cooldown; tests
+    // about handoffs turn them on, with the cooldown they need.
+    options.handoff.enabled = false;
+    options.handoff.move_cooldown = absl::ZeroDuration();
     return options;
   }
 
