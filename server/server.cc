@@ -1,12 +1,11 @@
 #include "server/server.h"
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bucketmap/read_file.h"
 #include "domain/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -19,16 +18,6 @@
 
 namespace bucketmap {
 namespace {
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream contents;
-  if (in) contents << in.rdbuf();
-  if (!in || contents.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read"));
-  }
-  return contents.str();
-}
 
 // Plaintext without a certificate; TLS, and mTLS with a client CA.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
