@@ -86,7 +86,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
             spdlog::warn("catch-up after (re)connecting the listener: {}", v.status().ToString());
           }
         },
-        &metrics->registry());
+        metrics);
     server->listener_->Start();
   }
   LeaderElectionOptions election;
@@ -94,7 +94,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   election.holder = options.replicas.name.empty() ? options.grpc_listen : options.replicas.name;
   election.interval = options.replicas.leader_interval;
   election.session_timeout = options.replicas.leader_session_timeout;
-  server->leader_ = std::make_unique<LeaderElection>(election, &metrics->registry());
+  server->leader_ = std::make_unique<LeaderElection>(election, metrics);
   RETURN_IF_ERROR(server->StartOutbox());
   RETURN_IF_ERROR(server->StartHandoffs());
   server->leader_->Start();

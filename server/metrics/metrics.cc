@@ -10,11 +10,23 @@ namespace bucketmap {
 namespace {
 
 const char* CodeName(int code) {
-  static const char* const kNames[] = {
-      "OK",      "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",  "DEADLINE_EXCEEDED",
-      "NOT_FOUND", "ALREADY_EXISTS",   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",  "UNIMPLEMENTED",    "INTERNAL",
-      "UNAVAILABLE", "DATA_LOSS",      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
 }
 
@@ -128,7 +140,51 @@ Metrics::Metrics()
                                     .Help("Partitions of the changes topic found at start; "
                                           "anything but 1 breaks the total order.")
                                     .Register(*registry_)
-                                    .Add({})) {}
+                                    .Add({})),
+      leader_(prometheus::BuildGauge()
+                  .Name("bucketmap_leader")
+                  .Help("1 while this replica is the leader (runs the outbox relay and the "
+                        "handoff coordinator)")
+                  .Register(*registry_)
+                  .Add({})),
+      leader_epoch_(prometheus::BuildGauge()
+                        .Name("bucketmap_leader_epoch")
+                        .Help("The leader epoch this replica holds; 0 when it is not the leader")
+                        .Register(*registry_)
+                        .Add({})),
+      leader_changes_(prometheus::BuildCounter()
+                          .Name("bucketmap_leader_changes_total")
+                          .Help("Times this replica became (acquired) or stopped being (lost) "
+                                "leader")
+                          .Register(*registry_)),
+      leader_acquired_(leader_changes_.Add({{"event", "acquired"}})),
+      leader_lost_(leader_changes_.Add({{"event", "lost"}})),
+      listener_connected_(prometheus::BuildGauge()
+                              .Name("bucketmap_version_listener_connected")
+                              .Help("1 while this replica LISTENs for versions committed by other "
+                                    "replicas; 0 means it relies on the catch-up poll")
+                              .Register(*registry_)
+                              .Add({})),
+      version_notifications_(prometheus::BuildCounter()
+                                 .Name("bucketmap_version_notifications_total")
+                                 .Help("Batches of version notifications received (NOTIFY)")
+                                 .Register(*registry_)
+                                 .Add({})) {}
+
+void Metrics::SetLeader(int64_t epoch) {
+  leader_.Set(epoch == 0 ? 0 : 1);
+  leader_epoch_.Set(static_cast<double>(epoch));
+}
+
+void Metrics::RecordLeaderChange(bool acquired) {
+  (acquired ? leader_acquired_ : leader_lost_).Increment();
+}
+
+void Metrics::SetVersionListenerConnected(bool connected) {
+  listener_connected_.Set(connected ? 1 : 0);
+}
+
+void Metrics::RecordVersionNotification() { version_notifications_.Increment(); }
 
 void Metrics::SetOutboxStats(int64_t backlog, absl::Duration oldest_age,
                              int64_t last_published_version) {

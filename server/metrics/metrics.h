@@ -1,4 +1,7 @@
 // Metrics: the server's Prometheus metrics and their /metrics exposer.
+// Every metric of the server is defined here, and only here: components
+// report through the methods below (they take a Metrics*, null in tests
+// that do not look), so docs/operations.md's list has one place to match.
 //
 // Every RPC is counted by a gRPC server interceptor (method and code) and
 // timed (method). Mapping gauges are updated on every published snapshot.
@@ -61,6 +64,16 @@ class Metrics {
   void SetHandoffs(int64_t switching, int64_t draining, absl::Duration oldest_age)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Leader election (server/replica/leader.h): the epoch this replica
+  // leads at, 0 when it does not lead; a leadership acquired or lost.
+  void SetLeader(int64_t epoch);
+  void RecordLeaderChange(bool acquired);
+
+  // The version listener (server/replica/pg_listener.h): whether it is
+  // connected; a batch of version notifications received.
+  void SetVersionListenerConnected(bool connected);
+  void RecordVersionNotification();
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -83,6 +96,13 @@ class Metrics {
   prometheus::Gauge& outbox_last_published_;
   prometheus::Family<prometheus::Gauge>& embedded_kafka_;
   prometheus::Gauge& changes_topic_partitions_;
+  prometheus::Gauge& leader_;
+  prometheus::Gauge& leader_epoch_;
+  prometheus::Family<prometheus::Counter>& leader_changes_;
+  prometheus::Counter& leader_acquired_;
+  prometheus::Counter& leader_lost_;
+  prometheus::Gauge& listener_connected_;
+  prometheus::Counter& version_notifications_;
   absl::Mutex mu_;
   // Registered on first use by SetHandoffs.
   prometheus::Gauge* handoffs_switching_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -6,9 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/registry.h"
 #include "server/store/pg_util.h"
 #include "spdlog/spdlog.h"
 
@@ -19,36 +16,8 @@ struct LeaderElection::Session {
   pqxx::connection conn;
 };
 
-struct LeaderElection::MetricSet {
-  explicit MetricSet(prometheus::Registry& registry)
-      : leader(prometheus::BuildGauge()
-                   .Name("bucketmap_leader")
-                   .Help("1 while this replica is the leader (runs the outbox relay and the "
-                         "handoff coordinator)")
-                   .Register(registry)
-                   .Add({})),
-        epoch(prometheus::BuildGauge()
-                  .Name("bucketmap_leader_epoch")
-                  .Help("The leader epoch this replica holds; 0 when it is not the leader")
-                  .Register(registry)
-                  .Add({})),
-        changes(prometheus::BuildCounter()
-                    .Name("bucketmap_leader_changes_total")
-                    .Help("Times this replica became (acquired) or stopped being (lost) leader")
-                    .Register(registry)),
-        acquired(changes.Add({{"event", "acquired"}})),
-        lost(changes.Add({{"event", "lost"}})) {}
-  prometheus::Gauge& leader;
-  prometheus::Gauge& epoch;
-  prometheus::Family<prometheus::Counter>& changes;
-  prometheus::Counter& acquired;
-  prometheus::Counter& lost;
-};
-
-LeaderElection::LeaderElection(LeaderElectionOptions options, prometheus::Registry* registry)
-    : options_(std::move(options)) {
-  if (registry != nullptr) metrics_ = std::make_unique<MetricSet>(*registry);
-}
+LeaderElection::LeaderElection(LeaderElectionOptions options, Metrics* metrics)
+    : options_(std::move(options)), metrics_(metrics) {}
 
 LeaderElection::~LeaderElection() { Stop(); }
 
@@ -99,8 +68,7 @@ void LeaderElection::TEST_DropSession() {
 
 void LeaderElection::SetMetrics(int64_t epoch) {
   if (metrics_ == nullptr) return;
-  metrics_->leader.Set(epoch == kNotLeader ? 0 : 1);
-  metrics_->epoch.Set(epoch == kNotLeader ? 0 : static_cast<double>(epoch));
+  metrics_->SetLeader(epoch == kNotLeader ? 0 : epoch);
 }
 
 void LeaderElection::BecomeLeader(int64_t epoch) {
@@ -111,7 +79,7 @@ void LeaderElection::BecomeLeader(int64_t epoch) {
     epoch_.store(epoch, std::memory_order_release);
   }
   SetMetrics(epoch);
-  if (metrics_ != nullptr) metrics_->acquired.Increment();
+  if (metrics_ != nullptr) metrics_->RecordLeaderChange(/*acquired=*/true);
   spdlog::info("leader election: {} is the leader, epoch {}", options_.holder, epoch);
   for (Task& task : tasks_) {
     spdlog::info("leader election: starting {}", task.name);
@@ -135,7 +103,7 @@ void LeaderElection::LoseLeadership(const std::string& why) {
     it->stop();
   }
   SetMetrics(kNotLeader);
-  if (metrics_ != nullptr) metrics_->lost.Increment();
+  if (metrics_ != nullptr) metrics_->RecordLeaderChange(/*acquired=*/false);
 }
 
 void LeaderElection::Loop() {

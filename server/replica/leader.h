@@ -43,7 +43,7 @@
 //       [&](int64_t epoch) { coordinator.Start(epoch); },  // writes carry epoch
 //       [&] { coordinator.Stop(); });
 //
-// Metrics (when a registry is given): bucketmap_leader (1 while leader),
+// Metrics (server/metrics/metrics.h): bucketmap_leader (1 while leader),
 // bucketmap_leader_epoch (this replica's epoch, 0 when follower) and
 // bucketmap_leader_changes_total{event="acquired"|"lost"}.
 //
@@ -62,10 +62,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-
-namespace prometheus {
-class Registry;
-}  // namespace prometheus
+#include "server/metrics/metrics.h"
 
 namespace bucketmap {
 
@@ -102,8 +99,8 @@ class LeaderElection {
   using StartFn = std::function<void(int64_t epoch)>;
   using StopFn = std::function<void()>;
 
-  // `registry` may be null (no metrics); it must outlive the election.
-  LeaderElection(LeaderElectionOptions options, prometheus::Registry* registry);
+  // `metrics` may be null; it must outlive the election.
+  LeaderElection(LeaderElectionOptions options, Metrics* metrics);
   // Stop()s.
   ~LeaderElection();
   LeaderElection(const LeaderElection&) = delete;
@@ -173,8 +170,7 @@ class LeaderElection {
   void SetMetrics(int64_t epoch);
 
   const LeaderElectionOptions options_;
-  struct MetricSet;
-  std::unique_ptr<MetricSet> metrics_;
+  Metrics* const metrics_;
 
   // The epoch while leader, kNotLeader otherwise. Written under tasks_mu_.
   std::atomic<int64_t> epoch_{kNotLeader};

@@ -14,9 +14,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/registry.h"
 #include "server/store/pg_util.h"
 #include "spdlog/spdlog.h"
 
@@ -56,35 +53,18 @@ class VersionReceiver final : public pqxx::notification_receiver {
 
 }  // namespace
 
-struct PgListener::MetricSet {
-  explicit MetricSet(prometheus::Registry& registry)
-      : connected(prometheus::BuildGauge()
-                      .Name("bucketmap_version_listener_connected")
-                      .Help("1 while this replica LISTENs for versions committed by other "
-                            "replicas; 0 means it relies on the catch-up poll")
-                      .Register(registry)
-                      .Add({})),
-        notifications(prometheus::BuildCounter()
-                          .Name("bucketmap_version_notifications_total")
-                          .Help("Batches of version notifications received (NOTIFY)")
-                          .Register(registry)
-                          .Add({})) {}
-  prometheus::Gauge& connected;
-  prometheus::Counter& notifications;
-};
-
 PgListener::PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected,
-                       prometheus::Registry* registry)
+                       Metrics* metrics)
     : options_(std::move(options)),
       on_version_(std::move(on_version)),
-      on_connected_(std::move(on_connected)) {
+      on_connected_(std::move(on_connected)),
+      metrics_(metrics) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (registry != nullptr) metrics_ = std::make_unique<MetricSet>(*registry);
 }
 
 void PgListener::SetConnected(bool connected) {
   connected_.store(connected, std::memory_order_release);
-  if (metrics_ != nullptr) metrics_->connected.Set(connected ? 1 : 0);
+  if (metrics_ != nullptr) metrics_->SetVersionListenerConnected(connected);
 }
 
 PgListener::~PgListener() {
@@ -136,7 +116,7 @@ bool PgListener::ListenOnce() {
       conn.get_notifs();  // throws once the connection is broken
       std::string cluster_id;
       if (const int64_t version = receiver.Take(&cluster_id); version >= 0) {
-        if (metrics_ != nullptr) metrics_->notifications.Increment();
+        if (metrics_ != nullptr) metrics_->RecordVersionNotification();
         on_version_(version, cluster_id);
       }
       if (!Wait(conn.sock(), absl::InfiniteDuration())) {

@@ -32,10 +32,7 @@
 #include <thread>
 
 #include "absl/time/time.h"
-
-namespace prometheus {
-class Registry;
-}  // namespace prometheus
+#include "server/metrics/metrics.h"
 
 namespace bucketmap {
 
@@ -51,9 +48,9 @@ class PgListener {
   using VersionFn = std::function<void(int64_t version, const std::string& cluster_id)>;
   using ConnectedFn = std::function<void()>;
 
-  // `registry` may be null (no metrics); it must outlive the listener.
+  // `metrics` may be null; it must outlive the listener.
   PgListener(PgListenerOptions options, VersionFn on_version, ConnectedFn on_connected,
-             prometheus::Registry* registry = nullptr);
+             Metrics* metrics = nullptr);
   // Stop()s.
   ~PgListener();
   PgListener(const PgListener&) = delete;
@@ -83,8 +80,7 @@ class PgListener {
   int wake_fd_ = -1;  // an eventfd written by Stop()
   std::atomic<bool> stop_{false};
   std::atomic<bool> connected_{false};
-  struct MetricSet;
-  std::unique_ptr<MetricSet> metrics_;
+  Metrics* const metrics_;
   std::thread thread_;
 };
 
