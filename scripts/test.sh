@@ -64,7 +64,8 @@ fi
 # One clang-14 tree serves two checks. -Werror=thread-safety turns the
 # -Wthread-safety analysis (on for every clang build, see CMakeLists.txt)
 # into errors over every target with ABSL_GUARDED_BY annotations: the
-# server, the client, bucketctl and the tests that share watch_client.h.
+# server, the client, bucketctl, the tests that share watch_client.h and
+# the fakes of tests/support (unit_tests).
 # The same objects are instrumented for libFuzzer (coverage), ASan and
 # UBSan, which the fuzzers link. Annotations need no sanitizer: nothing
 # here runs except the fuzzers.
@@ -77,7 +78,7 @@ if [[ ${BUCKETMAP_CLANG:-1} != 0 ]]; then
     -DCMAKE_C_FLAGS="$SAN" -DCMAKE_CXX_FLAGS="$SAN -Werror=thread-safety" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
   ninja -C "$CLANG_DIR" -j"$JOBS" bucketmap-server bucketmap_client_watch bucketctl \
-    server_tests fault_tests "${FUZZERS[@]}"
+    server_tests fault_tests unit_tests "${FUZZERS[@]}"
   stage_done clang
 
   if [[ ${BUCKETMAP_FUZZ:-1} != 0 ]]; then

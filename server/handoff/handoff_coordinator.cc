@@ -215,19 +215,19 @@ void HandoffCoordinator::ExportMetrics() {
   metrics_->SetHandoffs(switching, draining, age);
 }
 
+bool HandoffCoordinator::RunRound(int64_t epoch, absl::Time leader_since) {
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  std::optional<std::vector<ClientState>> clients;  // read once per round, when needed
+  for (const Handoff& h : current->snapshot().handoffs()) {
+    if (Stopping()) return true;  // CoordinatorLoop sees stop_leader_ at once
+    if (!Advance(h, epoch, leader_since, &clients)) return false;
+  }
+  return true;
+}
+
 void HandoffCoordinator::CoordinatorLoop(int64_t epoch, absl::Time leader_since) {
   for (;;) {
-    std::shared_ptr<const ServedSnapshot> current = manager_->Current();
-    bool leading = true;
-    std::optional<std::vector<ClientState>> clients;  // read once per round, when needed
-    for (const Handoff& h : current->snapshot().handoffs()) {
-      if (Stopping()) return;
-      if (!Advance(h, epoch, leader_since, &clients)) {
-        leading = false;
-        break;
-      }
-    }
-    if (!leading) {
+    if (!RunRound(epoch, leader_since)) {
       spdlog::warn("handoff coordinator: no longer the leader (epoch {}); stopping", epoch);
       return;
     }

@@ -110,6 +110,24 @@ class HandoffCoordinator final : public HandoffView {
 
   const HandoffOptions& options() const { return options_; }
 
+  // TEST_RunRound()
+  //
+  // Test only: one round of the coordinator thread (each open handoff of
+  // the current snapshot moved on once) on the calling thread, as the
+  // leader at `epoch` since `leader_since`. Returns false when this replica
+  // is no longer the leader (the thread would stop). Lets unit tests drive
+  // the coordinator round by round with a fake clock instead of sleeping
+  // through poll intervals. Never call it while Start()ed.
+  bool TEST_RunRound(int64_t epoch, absl::Time leader_since) {
+    return RunRound(epoch, leader_since);
+  }
+  // TEST_RefreshKafka()
+  //
+  // Test only: what the monitor thread does every kafka_refresh_interval
+  // (the partition counts and lags the policy and the partition-count
+  // check read), on the calling thread.
+  void TEST_RefreshKafka() { RefreshKafka(); }
+
  private:
   struct Live {
     std::vector<std::string> missing_producers;
@@ -122,6 +140,9 @@ class HandoffCoordinator final : public HandoffView {
   void RefreshKafka();
   void ExportMetrics();
   void CoordinatorLoop(int64_t epoch, absl::Time leader_since);
+  // One round of CoordinatorLoop: moves each open handoff on once. Returns
+  // false when this replica is no longer the leader.
+  bool RunRound(int64_t epoch, absl::Time leader_since);
   // Moves one open handoff on; returns false when this replica must stop
   // acting (it is no longer the leader).
   // `clients` caches the leased sessions for one round.
