@@ -51,8 +51,7 @@ class WritePathTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_THAT(manager_.Init(), IsOk());
-    manager_.AddListener(
-        [this](const std::shared_ptr<const ServedSnapshot>&, const Change*) { ++published_; });
+    manager_.AddListener([this](const MappingManager::Published&) { ++published_; });
   }
 
   // AssignTeam of `team` to bucket `to`; the response tells the mode, the
