@@ -165,11 +165,12 @@ class Store {
 
   // Runs one write in one transaction:
   //   1. locks the version row (the global write order);
-  //   2. if ctx.request_id was seen: same fingerprint -> returns the stored
+  //   2. ctx.leader_epoch != 0 and not the current leader epoch ->
+  //      FailedPrecondition ("not the leader"), even for a replay; the epoch
+  //      row stays locked (shared) until commit, so a new leader's epoch
+  //      bump waits for it;
+  //   3. if ctx.request_id was seen: same fingerprint -> returns the stored
   //      response with replayed=true; other fingerprint -> InvalidArgument;
-  //   3. ctx.leader_epoch != 0 and not the current leader epoch ->
-  //      FailedPrecondition ("not the leader"); the epoch row stays locked
-  //      (shared) until commit, so a new leader's epoch bump waits for it;
   //      ctx.expected_version != 0 and != current -> Aborted;
   //   4. calls plan() with `cached` if it is at the current version, else
   //      with a snapshot reloaded inside the transaction;

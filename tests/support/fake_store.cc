@@ -132,7 +132,9 @@ absl::StatusOr<WriteResult> FakeStore::Write(const WriteContext& ctx,
   {
     absl::MutexLock lock(&mu_);
     const int64_t current = current_->version();
-    // 2. request_id replay.
+    // 2. The fence: a stale leader is refused, even for a replay.
+    if (ctx.leader_epoch != 0) RETURN_IF_ERROR(CheckEpoch(ctx.leader_epoch));
+    // 3. request_id replay, then the version check.
     if (!ctx.request_id.empty()) {
       auto seen = requests_.find(ctx.request_id);
       if (seen != requests_.end()) {
@@ -148,8 +150,6 @@ absl::StatusOr<WriteResult> FakeStore::Write(const WriteContext& ctx,
         return replay;
       }
     }
-    // 3. The fence, then the version check.
-    if (ctx.leader_epoch != 0) RETURN_IF_ERROR(CheckEpoch(ctx.leader_epoch));
     if (ctx.expected_version != 0 && ctx.expected_version != current) {
       return absl::AbortedError(absl::StrCat("expected_version ", ctx.expected_version,
                                              " does not match current version ", current));
