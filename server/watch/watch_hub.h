@@ -126,6 +126,10 @@ class WatchHub {
   int64_t pending_writes() const { return pending_writes_.load(std::memory_order_relaxed); }
   void CountPendingWrites(int64_t delta);
 
+  // Test only: saves the changed client states now, as the flusher thread
+  // does every `client_flush`.
+  void TEST_Flush() { Flush(/*all=*/false); }
+
   // Number of open streams (for tests and metrics).
   size_t stream_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
