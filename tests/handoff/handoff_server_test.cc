@@ -160,8 +160,9 @@ TEST_F(HandoffServerTest, LifecycleCompletesOnceTheGroupCommitsPastTheDrainPoint
   EXPECT_EQ(route.bucket_id(), b_);
   EXPECT_EQ(route.handoff().id(), opened.id());
 
-  // No producer: the barrier passes after one client lease; the drain
-  // point is the end of in_a (5 per partition) and the group lags.
+  // No producer leased: the barrier passes at the coordinator's first
+  // look; the drain point is the end of in_a (5 per partition) and the
+  // group lags.
   v1::Handoff draining = WaitFor(opened.id(), [](const v1::Handoff& h) {
     return h.state() == v1::HANDOFF_DRAINING && h.drains(0).lag() > 0;
   });
@@ -266,7 +267,8 @@ TEST_F(HandoffServerTest, RestartMidHandoffStillCompletes) {
   v1::Handoff done = WaitFor(id, InState(v1::HANDOFF_COMPLETED));
   EXPECT_THAT(done.drains(0).end_offsets(), ElementsAre(3, 3));
 
-  // A restart while SWITCHING: the new leader waits a lease, then goes on.
+  // A restart while SWITCHING: the new leader (no producer leased, so it
+  // does not wait a lease) goes on.
   const int64_t other = TeamOnA(team + 1);
   ASSERT_TRUE(Move(other, b_, &moved).ok());
   const int64_t id2 = moved.effect().handoffs(0).id();
@@ -727,6 +729,52 @@ TEST_F(CalmFirstDayTest, AConsumerLeaseAloneDoesNotKeepItOpen) {
   std::vector<v1::Handoff> opened = Create("b2");
   ASSERT_EQ(opened.size(), 1u);
   EXPECT_THAT(opened[0], CompletedAtOnce()) << opened[0].ShortDebugString();
+}
+
+// The leader's wait: a coordinator that has just taken over waits one
+// client lease (30 s here, as by default) only while a producer lease is
+// alive.
+class HandoffLeaderWaitTest : public HandoffServerTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = HandoffServerTest::Options();
+    options.watch.client_lease = absl::Seconds(30);
+    return options;
+  }
+};
+
+TEST_F(HandoffLeaderWaitTest, WithNoLiveProducerLeaseTheBarrierIsJudgedAtOnce) {
+  MakeBuckets();
+  // A consumer's lease does not count: the barrier waits for producers.
+  SaveLease(pg_->url(), "consumer-1", v1::CONSUMER, 0, absl::Minutes(5));
+  Produce(kafka_->bootstraps(), "in_a", 2, 5);  // so that it stays DRAINING
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  const v1::Handoff& opened = moved.effect().handoffs(0);
+  EXPECT_EQ(opened.state(), v1::HANDOFF_SWITCHING);  // a has a group to drain
+  const absl::Time start = absl::Now();
+  v1::Handoff draining = WaitFor(opened.id(), InState(v1::HANDOFF_DRAINING), absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(draining.missing_producers().empty());
+}
+
+TEST_F(HandoffLeaderWaitTest, WithALiveProducerLeaseItStillWaitsOneLease) {
+  MakeBuckets();
+  // A producer whose recorded state has drained everything: only the
+  // leader's wait can hold the barrier.
+  SaveLease(pg_->url(), "producer-1", v1::PRODUCER, int64_t{1} << 40, absl::Minutes(5));
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  const int64_t id = moved.effect().handoffs(0).id();
+  absl::SleepFor(absl::Seconds(3));  // 30 poll intervals
+  std::optional<v1::Handoff> h = Find(id);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->state(), v1::HANDOFF_SWITCHING);
+  EXPECT_TRUE(h->missing_producers().empty());
 }
 
 }  // namespace
