@@ -66,8 +66,8 @@ void HandoffCoordinator::Start(int64_t epoch) {
     live_.clear();
   }
   spdlog::info(
-      "handoff coordinator: leading at epoch {}; barriers are judged after one client "
-      "lease ({})",
+      "handoff coordinator: leading at epoch {}; while a producer lease is alive, barriers are "
+      "judged after one client lease ({})",
       epoch, absl::FormatDuration(options_.client_lease));
   const absl::Time since = clock_->Now();
   leader_ = std::thread([this, epoch, since] { CoordinatorLoop(epoch, since); });
@@ -252,7 +252,6 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
   }
 
   if (h.state == HandoffPhase::kSwitching) {
-    if (now < leader_since + options_.client_lease) return true;  // see the header
     if (!clients->has_value()) {
       absl::StatusOr<std::vector<ClientState>> listed = store_->ListClients(now);
       if (!listed.ok()) {
@@ -262,11 +261,16 @@ bool HandoffCoordinator::Advance(const Handoff& h, int64_t epoch, absl::Time lea
       *clients = *std::move(listed);
     }
     std::vector<std::string> missing;
+    bool producer_leased = false;
     for (const ClientState& c : **clients) {
-      if (c.role == kProducerRole && c.drained_version < h.opened_version) {
-        missing.push_back(c.client_id);
-      }
+      if (c.role != kProducerRole) continue;
+      producer_leased = true;
+      if (c.drained_version < h.opened_version) missing.push_back(c.client_id);
     }
+    // Just after taking over, a leased producer's last ACK may not be
+    // flushed yet: judge nothing for one lease while any producer lease is
+    // alive (see the header).
+    if (producer_leased && now < leader_since + options_.client_lease) return true;
     std::sort(missing.begin(), missing.end());
     {
       absl::MutexLock lock(&mu_);

@@ -14,8 +14,14 @@
 //              all replicas) has drained_version >= opened_version; at the
 //              grace deadline it passes anyway and records the producers
 //              that missed it. After taking over, a coordinator judges no
-//              barrier before one client lease has passed (a producer's
-//              state may not be flushed yet).
+//              barrier before one client lease has passed while some
+//              PRODUCER lease is alive (Store::ListClients): that
+//              producer's last ACK may not be flushed by its replica yet.
+//              With no producer lease alive it judges at once: no replica
+//              has vouched for a producer within a lease, so there is no
+//              ACK to wait for (the barrier counts producers only; a
+//              producer that subscribed less than one --client_flush ago
+//              is not recorded yet, then as at any other time).
 //   DRAINING   role by role in the source's drain order: reads the end
 //              offset of every partition of the role's topic (the drain
 //              point, persisted), then polls the role's consumer group
@@ -73,7 +79,7 @@ struct HandoffOptions {
   // --max_move_lag in messages; 0 disables the guard.
   int64_t max_move_lag = 0;
   // The watch clients' lease (--client_lease): how long a new leader waits
-  // before judging a barrier.
+  // before judging a barrier while some producer lease is alive.
   absl::Duration client_lease = kDefaultClientLease;
   // How often the coordinator looks at each open handoff.
   absl::Duration poll_interval = absl::Seconds(1);

@@ -67,12 +67,19 @@ absl::Status MappingManager::ReloadLocked() {
 }
 
 absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const PlanFn& plan) {
+  return Write(
+      ctx, ReadingPlanFn([&plan](const Snapshot& current, WriteReads&) { return plan(current); }));
+}
+
+absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx,
+                                                  const ReadingPlanFn& plan) {
   absl::MutexLock lock(&write_mu_);
   std::shared_ptr<const ServedSnapshot> cached = Current();
   // Keep the change, so watchers get this version as a delta.
   Change change;
-  PlanFn keep_change = [&](const Snapshot& current) -> absl::StatusOr<PlannedWrite> {
-    absl::StatusOr<PlannedWrite> planned = plan(current);
+  ReadingPlanFn keep_change = [&](const Snapshot& current,
+                                  WriteReads& reads) -> absl::StatusOr<PlannedWrite> {
+    absl::StatusOr<PlannedWrite> planned = plan(current, reads);
     if (planned.ok()) change = planned->plan.change;
     return planned;
   };

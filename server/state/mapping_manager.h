@@ -61,6 +61,7 @@ class MappingManager {
 
   // Runs a write through the store and publishes the resulting snapshot.
   // See Store::Write for the contract.
+  absl::StatusOr<WriteResult> Write(const WriteContext& ctx, const ReadingPlanFn& plan);
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, const PlanFn& plan);
 
   // Returns a snapshot at version >= min_version, catching up from the

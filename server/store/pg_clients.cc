@@ -3,6 +3,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bucketmap/v1/mapping.pb.h"
 #include "domain/status_macros.h"
 #include "server/store/pg_session.h"
 
@@ -47,6 +48,11 @@ const Statement kClientStatements[] = {
      " FROM watch_clients"
      " WHERE lease_expires > COALESCE(timestamptz 'epoch' + $1::bigint * interval '1 microsecond',"
      " '-infinity') ORDER BY client_id COLLATE \"C\""},
+    // A sequential scan that stops at the first leased producer: the table
+    // has no index on lease_expires (see 0002_watch_clients.sql).
+    {"producer_leased",
+     "SELECT EXISTS (SELECT 1 FROM watch_clients WHERE role = $1"
+     " AND lease_expires > timestamptz 'epoch' + $2::bigint * interval '1 microsecond')"},
 };
 const size_t kClientStatementCount = sizeof(kClientStatements) / sizeof(Statement);
 
@@ -158,6 +164,19 @@ absl::Status PgStore::SaveClients(const std::vector<ClientState>& states, absl::
         return true;
       });
   return saved.status();
+}
+
+absl::StatusOr<bool> TransactionReads::ProducerLeased() {
+  if (!producer_leased_.has_value()) {
+    try {
+      producer_leased_ = tx_.exec_prepared1("producer_leased", static_cast<int>(v1::PRODUCER),
+                                            absl::ToUnixMicros(clock_->Now()))[0]
+                             .as<bool>();
+    } catch (...) {
+      producer_leased_ = StatusFromCurrentException("read producer leases");
+    }
+  }
+  return *producer_leased_;
 }
 
 absl::StatusOr<std::vector<ClientState>> PgStore::ListClients(absl::Time now) {

@@ -171,6 +171,21 @@ absl::StatusOr<T> RunWithRetry(Acquirer acquire, absl::string_view what, Fn fn) 
   }
 }
 
+// The WriteReads of a write transaction: each read is a statement of `tx`,
+// made at most once. Never throws: a failed read is a Status (and leaves
+// `tx` aborted, so the write fails with it).
+class TransactionReads final : public WriteReads {
+ public:
+  TransactionReads(pqxx::transaction_base& tx, const Clock* clock) : tx_(tx), clock_(clock) {}
+
+  absl::StatusOr<bool> ProducerLeased() override;
+
+ private:
+  pqxx::transaction_base& tx_;
+  const Clock* const clock_;
+  std::optional<absl::StatusOr<bool>> producer_leased_;
+};
+
 // Reads the whole mapping inside `tx`, at the version of `meta` (the
 // bm_meta row the caller read, and a write has locked).
 absl::StatusOr<MappingState> ReadState(pqxx::transaction_base& tx, const pqxx::row& meta);

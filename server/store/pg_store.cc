@@ -220,7 +220,7 @@ absl::StatusOr<std::pair<int64_t, std::string>> PgStore::CurrentVersionAndCluste
 
 absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
                                            std::shared_ptr<const Snapshot> cached,
-                                           const PlanFn& plan) {
+                                           const ReadingPlanFn& plan) {
   const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
   const absl::Time deadline = std::min(ctx.deadline, options_.clock->Now() + options_.read_timeout);
   if (ctx.deadline <= options_.clock->Now()) {
@@ -245,7 +245,7 @@ absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
 absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteContext& ctx,
                                                absl::Time deadline,
                                                const std::shared_ptr<const Snapshot>& cached,
-                                               const PlanFn& plan, bool* plan_called) {
+                                               const ReadingPlanFn& plan, bool* plan_called) {
   pqxx::work tx(conn.conn);
   SetTimeouts(tx, deadline - options_.clock->Now());
   // The global write order: every writer queues on this row lock.
@@ -290,7 +290,8 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
   }
 
   *plan_called = true;
-  ASSIGN_OR_RETURN(PlannedWrite planned, plan(*before));
+  TransactionReads reads(tx, options_.clock);
+  ASSIGN_OR_RETURN(PlannedWrite planned, plan(*before, reads));
 
   WriteResult result;
   result.response = planned.response;

@@ -109,8 +109,9 @@ class PgStore final : public Store {
   // Handoffs and move times (server/pg_handoff_store.h).
   absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) override;
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
+  using Store::Write;
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
-                                    const PlanFn& plan) override;
+                                    const ReadingPlanFn& plan) override;
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;
   // InvalidArgument for a negative after_version.
   absl::StatusOr<std::vector<v1::MappingDelta>> LoadDeltas(int64_t after_version,
@@ -148,7 +149,7 @@ class PgStore final : public Store {
   absl::StatusOr<WriteResult> WriteOnce(Connection& conn, const WriteContext& ctx,
                                         absl::Time deadline,
                                         const std::shared_ptr<const Snapshot>& cached,
-                                        const PlanFn& plan, bool* plan_called);
+                                        const ReadingPlanFn& plan, bool* plan_called);
 
   const PgStoreOptions options_;
   const std::string conninfo_;

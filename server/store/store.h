@@ -52,8 +52,30 @@ struct PlannedWrite {
   std::string response;
 };
 
+// What a plan may read inside its write's transaction besides the mapping,
+// after the version row is locked: the answers hold for the version the
+// write plans against, up to what other writers of those tables commit
+// meanwhile (they do not take the version row). Valid only during the
+// plan() call that receives it, on the writing thread.
+class WriteReads {
+ public:
+  virtual ~WriteReads() = default;
+
+  // ProducerLeased()
+  //
+  // Whether some PRODUCER watch session, of any replica, holds a lease that
+  // has not expired at the store's clock (the sessions ListClients lists,
+  // restricted to producers). Read on the first call, then remembered for
+  // the transaction. Unavailable when the database cannot be read; the
+  // write then fails with it.
+  virtual absl::StatusOr<bool> ProducerLeased() = 0;
+};
+
 // Plans the write against the snapshot at the locked database version.
 using PlanFn = std::function<absl::StatusOr<PlannedWrite>(const Snapshot& current)>;
+// The same, for a plan that also reads inside the transaction.
+using ReadingPlanFn =
+    std::function<absl::StatusOr<PlannedWrite>(const Snapshot& current, WriteReads& reads)>;
 
 struct WriteResult {
   // The committed version; for a no-op, the current version.
@@ -187,10 +209,18 @@ class Store {
   // COMMIT; and a deadline that passes during the COMMIT round trip itself
   // does not stop the commit, so a caller may see its deadline expire for
   // a write that committed. In both cases a replay with the same request_id
-  // tells.
+  // tells. `plan` may read inside the transaction through its WriteReads;
+  // its reads add statements, never a second transaction.
   virtual absl::StatusOr<WriteResult> Write(const WriteContext& ctx,
                                             std::shared_ptr<const Snapshot> cached,
-                                            const PlanFn& plan) = 0;
+                                            const ReadingPlanFn& plan) = 0;
+  // The same, for a plan that reads nothing but the mapping.
+  absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
+                                    const PlanFn& plan) {
+    return Write(
+        ctx, std::move(cached),
+        ReadingPlanFn([&plan](const Snapshot& current, WriteReads&) { return plan(current); }));
+  }
 
   // Returns change-log records matching `query`, ascending by version.
   virtual absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) = 0;
