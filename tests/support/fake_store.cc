@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "bucketmap/v1/mapping.pb.h"
 #include "codec/codec.h"
 #include "domain/placement.h"
 #include "domain/status_macros.h"
@@ -118,9 +119,24 @@ absl::StatusOr<std::pair<int64_t, std::string>> FakeStore::CurrentVersionAndClus
   return std::make_pair(current_->version(), current_->cluster_id());
 }
 
+namespace {
+
+// What a plan may read inside a FakeStore write.
+class FakeWriteReads final : public WriteReads {
+ public:
+  explicit FakeWriteReads(std::function<bool()> producer_leased)
+      : producer_leased_(std::move(producer_leased)) {}
+  absl::StatusOr<bool> ProducerLeased() override { return producer_leased_(); }
+
+ private:
+  std::function<bool()> producer_leased_;
+};
+
+}  // namespace
+
 absl::StatusOr<WriteResult> FakeStore::Write(const WriteContext& ctx,
                                              std::shared_ptr<const Snapshot> cached,
-                                             const PlanFn& plan) {
+                                             const ReadingPlanFn& plan) {
   RETURN_IF_ERROR(calls_.Enter(kWrite));
   const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
   if (ctx.deadline <= Now()) {
@@ -165,9 +181,17 @@ absl::StatusOr<WriteResult> FakeStore::Write(const WriteContext& ctx,
 
 absl::StatusOr<WriteResult> FakeStore::PlanAndCommit(const WriteContext& ctx,
                                                      std::shared_ptr<const Snapshot> before,
-                                                     const PlanFn& plan) {
+                                                     const ReadingPlanFn& plan) {
   const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
-  ASSIGN_OR_RETURN(PlannedWrite planned, plan(*before));
+  FakeWriteReads reads([this] {
+    const absl::Time now = Now();
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, c] : clients_) {
+      if (c.role == v1::PRODUCER && c.lease_expires > now) return true;
+    }
+    return false;
+  });
+  ASSIGN_OR_RETURN(PlannedWrite planned, plan(*before, reads));
 
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();

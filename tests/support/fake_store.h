@@ -6,11 +6,11 @@
 // It keeps the contract of store.h, and where store.h leaves something
 // open, does what PgStore does:
 //   * writes are serialised (one at a time, plan() included) and versions
-//     are gapless; Write() follows the order of store.h: request_id replay
-//     (same fingerprint: the stored response, replayed=true; another:
-//     InvalidArgument), the leader-epoch fence (FailedPrecondition "not
-//     the leader"), expected_version (Aborted), then plan(), whose errors
-//     are returned unchanged with nothing written;
+//     are gapless; Write() follows the order of store.h: the leader-epoch
+//     fence (FailedPrecondition "not the leader"), request_id replay (same
+//     fingerprint: the stored response, replayed=true; another:
+//     InvalidArgument), expected_version (Aborted), then plan(), whose
+//     errors are returned unchanged with nothing written;
 //   * a no-op writes no version, but remembers its request_id;
 //   * every version has a change-log row (kind, actor, reason, request_id,
 //     the clock's time, its MappingDelta from codec/codec.h), which is the
@@ -106,8 +106,10 @@ class FakeStore final : public Store {
   absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot() override;
   absl::StatusOr<int64_t> CurrentVersion() override;
   absl::StatusOr<std::pair<int64_t, std::string>> CurrentVersionAndCluster() override;
+  using Store::Write;
+  // The plan's WriteReads answer from the fake's own tables, at its clock.
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
-                                    const PlanFn& plan) override;
+                                    const ReadingPlanFn& plan) override;
   // Page size <= 0 means 100; at most kMaxHistoryPageSize.
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;
   // InvalidArgument for a negative after_version; NotFound when a version
@@ -187,7 +189,7 @@ class FakeStore final : public Store {
   // checks, holding write_mu_ only (plan() runs unlocked).
   absl::StatusOr<WriteResult> PlanAndCommit(const WriteContext& ctx,
                                             std::shared_ptr<const Snapshot> before,
-                                            const PlanFn& plan)
+                                            const ReadingPlanFn& plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   FakeCalls<Method> calls_;
