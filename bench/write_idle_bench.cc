@@ -195,9 +195,9 @@ int Main(bool quick) {
     std::fprintf(stderr, "%s\n", pg.status().ToString().c_str());
     return 1;
   }
-  // The mapping is loaded with handoffs off (a handoff would pin its teams
-  // until it completes), then measured with them on, as served by default.
-  ServerProcessGuard server((*pg)->url(), (*pg)->dir() + "/server.log", {"--handoffs=false"});
+  // The server's defaults throughout: with no producer connected, the
+  // handoffs the load opens complete in the write that opens them.
+  ServerProcessGuard server((*pg)->url(), (*pg)->dir() + "/server.log", {});
   for (int i = 1; i <= kBuckets; ++i) {
     v1::CreateBucketRequest req;
     req.mutable_bucket()->set_name(absl::StrCat("bucket-", i));
