@@ -9,7 +9,11 @@
 //   Server RSS with 1M assignments, and cold start until serving.
 //
 // Usage: foundation_bench [--quick]   (--quick: 100k instead of 1M)
-// Prints Markdown rows for docs/benchmarks.md.
+// Prints Markdown rows for docs/benchmarks.md. The server runs with its
+// defaults (handoffs on). Sanity checks: every RPC succeeds (the server's
+// error otherwise), every GetMapping and libpqxx read returns every row,
+// every write's version advances, every latency is positive, and a
+// restarted server serves what was written.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -50,15 +55,20 @@ double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
 class Deployment {
  public:
   explicit Deployment(std::unique_ptr<TestPostgres> pg) : pg_(std::move(pg)) {}
-  ~Deployment() { Stop(); }
+  // Nothing is measured after this: SIGKILL, which spares the seconds a
+  // graceful stop takes (the PostgreSQL goes with it).
+  ~Deployment() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
 
   void Start() {
     port_ = FreePort();
-    const std::string log = pg_->dir() + "/server.log";
     started_ = Clock::now();
-    pid_ = Spawn({BUCKETMAP_SERVER_BINARY, "--postgres_url=" + pg_->url(),
-                  absl::StrCat("--grpc_listen=127.0.0.1:", port_), "--metrics_listen="},
-                 log);
+    pid_ = SpawnServer({BUCKETMAP_SERVER_BINARY, "--postgres_url=" + pg_->url(),
+                        absl::StrCat("--grpc_listen=127.0.0.1:", port_), "--metrics_listen="},
+                       log());
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(256 << 20);
     // Retry the connection every few ms while the server starts, so cold
@@ -72,7 +82,8 @@ class Deployment {
     mapping_ = v1::MappingService::NewStub(channel_);
   }
 
-  // Waits until GetMapping answers; returns the time since Start().
+  // Waits until GetMapping answers; returns the time since Start(). Exits
+  // when the server exits or does not serve within a minute.
   double WaitServingMs() {
     for (;;) {
       grpc::ClientContext ctx;
@@ -82,10 +93,19 @@ class Deployment {
       if (mapping_->GetMapping(&ctx, v1::GetMappingRequest(), &snap).ok()) {
         return Ms(Clock::now() - started_);
       }
+      if (waitpid(pid_, nullptr, WNOHANG) != 0) {
+        pid_ = 0;
+        Fatal("the server exited; its log ends:\n%s", LogTail(log()).c_str());
+      }
+      if (Clock::now() - started_ > std::chrono::minutes(1)) {
+        Fatal("the server does not serve after a minute; its log ends:\n%s",
+              LogTail(log()).c_str());
+      }
       absl::SleepFor(absl::Milliseconds(5));
     }
   }
 
+  // SIGTERM, and waits for the server to exit: the stop before a cold start.
   void Stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
@@ -94,6 +114,7 @@ class Deployment {
   }
 
   double RssMb() const { return ProcessRssMb(pid_); }
+  std::string log() const { return pg_->dir() + "/server.log"; }
   TestPostgres& pg() { return *pg_; }
   v1::AdminService::Stub& admin() { return *admin_; }
   v1::MappingService::Stub& mapping() { return *mapping_; }
@@ -129,6 +150,7 @@ void CreateBuckets(Deployment& d, int n) {
 // Pins teams 1..n (every 10th to a pool instead) in batches; returns ms.
 double BulkLoad(Deployment& d, int64_t n, int buckets) {
   const auto start = Clock::now();
+  int64_t version = 0;
   constexpr int64_t kBatch = 100000;
   for (int64_t first = 1; first <= n; first += kBatch) {
     v1::BulkAssignRequest req;
@@ -144,8 +166,16 @@ double BulkLoad(Deployment& d, int64_t n, int buckets) {
     }
     v1::BulkAssignResponse resp;
     Check(d.admin().BulkAssign(Ctx().get(), req, &resp), "BulkAssign");
+    Expect(resp.version() > version, "BulkAssign of teams %ld.. returned version %ld after %ld",
+           static_cast<long>(first), static_cast<long>(resp.version()), static_cast<long>(version));
+    Expect(resp.effect().assignments_changed() == req.assignments_size(),
+           "BulkAssign of %d teams changed %ld assignments", req.assignments_size(),
+           static_cast<long>(resp.effect().assignments_changed()));
+    version = resp.version();
   }
-  return Ms(Clock::now() - start);
+  const double ms = Ms(Clock::now() - start);
+  Expect(ms > 0, "BulkAssign of %ld teams took %f ms", static_cast<long>(n), ms);
+  return ms;
 }
 
 // GetMapping until the parsed snapshot is in hand; median of `reps`.
@@ -157,12 +187,13 @@ double GetMappingMs(Deployment& d, int reps, int64_t expect_rows) {
     Check(d.mapping().GetMapping(Ctx().get(), v1::GetMappingRequest(), &snap), "GetMapping");
     times.push_back(Ms(Clock::now() - start));
     if (snap.assignments().team_ids_size() != expect_rows) {
-      std::fprintf(stderr, "GetMapping returned %d rows, want %ld\n",
-                   snap.assignments().team_ids_size(), static_cast<long>(expect_rows));
-      std::exit(1);
+      Fatal("GetMapping returned %d rows, want %ld", snap.assignments().team_ids_size(),
+            static_cast<long>(expect_rows));
     }
   }
-  return Median(times);
+  const double median = Median(times);
+  Expect(median > 0, "GetMapping of %ld rows took %f ms", static_cast<long>(expect_rows), median);
+  return median;
 }
 
 // The naive alternative: every row straight from PostgreSQL into memory.
@@ -185,26 +216,35 @@ double PqxxReadMs(Deployment& d, int reps, int64_t expect_rows) {
     }
     tx.commit();
     times.push_back(Ms(Clock::now() - start));
-    if (static_cast<int64_t>(teams.size()) != expect_rows) std::exit(1);
+    if (static_cast<int64_t>(teams.size()) != expect_rows) {
+      Fatal("libpqxx read %zu rows, want %ld", teams.size(), static_cast<long>(expect_rows));
+    }
   }
-  return Median(times);
+  const double median = Median(times);
+  Expect(median > 0, "libpqxx read of %ld rows took %f ms", static_cast<long>(expect_rows), median);
+  return median;
 }
 
-void AssignLatency(Deployment& d, int clients, int per_client, int buckets) {
+// `clients` clients each pin `per_client` new teams (from `first_team`),
+// one write at a time; returns the versions the writes created.
+std::vector<int64_t> AssignLatency(Deployment& d, int64_t first_team, int clients, int per_client,
+                                   int buckets) {
   std::vector<std::vector<double>> lat(clients);
+  std::vector<std::vector<int64_t>> versions(clients);
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       for (int i = 0; i < per_client; ++i) {
         v1::AssignTeamRequest req;
-        req.set_team_id(5'000'000 + c * 100000 + i);
+        req.set_team_id(first_team + c * 100000 + i);
         req.set_bucket_id(1 + i % buckets);
         req.set_reason("bench");
         v1::AssignTeamResponse resp;
         const auto t0 = Clock::now();
         Check(d.admin().AssignTeam(Ctx().get(), req, &resp), "AssignTeam");
         lat[c].push_back(Ms(Clock::now() - t0));
+        versions[c].push_back(resp.version());
       }
     });
   }
@@ -212,9 +252,37 @@ void AssignLatency(Deployment& d, int clients, int per_client, int buckets) {
   const double total_s = Ms(Clock::now() - start) / 1000;
   std::vector<double> all;
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
-  std::printf("| AssignTeam, %d client(s), %zu writes | p50 %.2f ms, p99 %.2f ms, %.0f writes/s |\n",
-              clients, all.size(), Percentile(all, 0.5), Percentile(all, 0.99),
-              all.size() / total_s);
+  // Each write a version of its own, later than the client's previous one.
+  absl::flat_hash_set<int64_t> distinct;
+  std::vector<int64_t> all_versions;
+  for (const auto& client : versions) {
+    for (size_t i = 0; i < client.size(); ++i) {
+      if (i > 0) {
+        Expect(client[i] > client[i - 1], "AssignTeam returned version %ld after %ld",
+               static_cast<long>(client[i]), static_cast<long>(client[i - 1]));
+      }
+      distinct.insert(client[i]);
+      all_versions.push_back(client[i]);
+    }
+  }
+  Expect(distinct.size() == all.size(), "%zu writes returned %zu distinct versions", all.size(),
+         distinct.size());
+  Expect(*std::min_element(all.begin(), all.end()) > 0, "an AssignTeam latency is not positive");
+  std::printf(
+      "| AssignTeam, %d client(s), %zu writes | p50 %.2f ms, p99 %.2f ms, %.0f writes/s |\n",
+      clients, all.size(), Percentile(all, 0.5), Percentile(all, 0.99), all.size() / total_s);
+  return all_versions;
+}
+
+// The mapping the server serves: at least `min_version`, with `rows`
+// assignments.
+void ExpectMapping(Deployment& d, int64_t min_version, int64_t rows, const char* when) {
+  v1::MappingSnapshot snap;
+  Check(d.mapping().GetMapping(Ctx().get(), v1::GetMappingRequest(), &snap), "GetMapping");
+  Expect(snap.version() >= min_version, "%s: the mapping is at version %ld, want >= %ld", when,
+         static_cast<long>(snap.version()), static_cast<long>(min_version));
+  Expect(snap.assignments().team_ids_size() == rows, "%s: the mapping has %d assignments, want %ld",
+         when, snap.assignments().team_ids_size(), static_cast<long>(rows));
 }
 
 int Main(bool quick) {
@@ -224,49 +292,65 @@ int Main(bool quick) {
   constexpr int kBuckets = 8;
   for (int64_t n : sizes) {
     auto pg = TestPostgres::Start();
-    if (!pg.ok()) {
-      std::fprintf(stderr, "%s\n", pg.status().ToString().c_str());
-      return 1;
-    }
+    if (!pg.ok()) Fatal("%s", pg.status().ToString().c_str());
     Deployment d(*std::move(pg));
     d.Start();
     d.WaitServingMs();
     CreateBuckets(d, kBuckets);
     const double load_ms = BulkLoad(d, n, kBuckets);
-    const int reps = n >= 1000000 ? 9 : 25;
+    const int reps = n >= 1000000 ? 9 : quick ? 9 : 25;
     const double grpc_ms = GetMappingMs(d, reps, n);
     const double pqxx_ms = PqxxReadMs(d, reps, n);
-    std::printf("| GetMapping, %ld assignments (median of %d) | %.2f ms vs libpqxx read %.2f ms: "
-                "%.1fx faster |\n",
-                static_cast<long>(n), reps, grpc_ms, pqxx_ms, pqxx_ms / grpc_ms);
+    std::printf(
+        "| GetMapping, %ld assignments (median of %d) | %.2f ms vs libpqxx read %.2f ms: "
+        "%.1fx faster |\n",
+        static_cast<long>(n), reps, grpc_ms, pqxx_ms, pqxx_ms / grpc_ms);
     if (n == sizes.back()) {
       std::printf("| BulkAssign of %ld teams in batches of 100k | %.0f ms |\n",
                   static_cast<long>(n), load_ms);
+      const double rss = d.RssMb();
+      Expect(rss > 0, "the server's RSS reads %f MB", rss);
       std::printf("| Server RSS with %ld assignments (after GetMapping) | %.1f MB |\n",
-                  static_cast<long>(n), d.RssMb());
-      AssignLatency(d, 1, 500, kBuckets);
-      AssignLatency(d, 8, 100, kBuckets);
+                  static_cast<long>(n), rss);
+      // Teams no earlier write pinned, so that every write changes the mapping.
+      std::vector<int64_t> versions = AssignLatency(d, 5'000'000, 1, quick ? 100 : 500, kBuckets);
+      const std::vector<int64_t> concurrent =
+          AssignLatency(d, 6'000'000, 8, quick ? 25 : 100, kBuckets);
+      versions.insert(versions.end(), concurrent.begin(), concurrent.end());
+      const int64_t last = *std::max_element(versions.begin(), versions.end());
+      const int64_t rows = n + static_cast<int64_t>(versions.size());
+      ExpectMapping(d, last, rows, "after the writes");
       d.Stop();
+      const int cold_starts = quick ? 3 : 5;
       std::vector<double> starts;
-      for (int i = 0; i < 5; ++i) {
+      for (int i = 0; i < cold_starts; ++i) {
         d.Start();
         starts.push_back(d.WaitServingMs());
         d.Stop();
       }
+      Expect(*std::min_element(starts.begin(), starts.end()) > 0, "a cold start took no time");
       d.Start();
       d.WaitServingMs();
-      std::printf("| Cold start with %ld assignments, until GetMapping answers (median of 5) | "
-                  "%.0f ms; RSS after start %.1f MB |\n",
-                  static_cast<long>(n), Median(starts), d.RssMb());
+      ExpectMapping(d, last, rows, "after a restart");
+      std::printf(
+          "| Cold start with %ld assignments, until GetMapping answers (median of %d) | "
+          "%.0f ms; RSS after start %.1f MB |\n",
+          static_cast<long>(n), cold_starts, Median(starts), d.RssMb());
     }
   }
-  return 0;
+  return ExitStatus();
 }
 
 }  // namespace
 }  // namespace bucketmap
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-  return bucketmap::Main(quick);
+  bucketmap::BenchFlags flags(
+      "100k assignments at most instead of 1M, 9 repetitions, 300 writes, 3 cold starts");
+  flags.Parse(argc, argv);
+  try {
+    return bucketmap::Main(flags.quick());
+  } catch (const std::exception& e) {
+    bucketmap::Fatal("%s", e.what());
+  }
 }

@@ -16,21 +16,25 @@
 //     their events produced during the handoff, against those produced
 //     before the move (p50 / p99).
 //
-// Usage: handoff_bench [--lags=0,10000,50000] [--partitions=3]
+// Usage: handoff_bench [--quick] [--lags=0,10000,50000] [--partitions=3]
 //                      [--round_sleep_ms=20] [--src_work_us=0]
+//   --quick: one round, at lag 0, unless --lags is given.
+// Sanity checks: every write succeeds, both consumer groups get
+// partitions, each handoff ends COMPLETED, the target resumes every
+// partition it held, the moved team's events reach the target,
+// DST's latencies before and during the move were measured and are
+// positive, no delivery failed and the harness saw no error.
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <map>
-#include <optional>
-#include <string_view>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "bench/bench_main.h"
 #include "tests/handoff_e2e/handoff_harness.h"
 
 namespace bucketmap {
@@ -45,40 +49,12 @@ using handoff_harness::Producer;
 using handoff_harness::Stack;
 
 struct Options {
-  std::vector<int64_t> lags = {0, 10000, 50000};
+  std::vector<int64_t> lags;  // {0, 10000, 50000}; {0} with --quick
   int partitions = 3;
   int round_sleep_ms = 20;
   // Work per event on the source's consumer: its drain rate.
   int src_work_us = 0;
 };
-
-bool ParseArgs(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&](std::string_view name) -> std::optional<std::string> {
-      const std::string prefix = "--" + std::string(name) + "=";
-      if (arg.substr(0, prefix.size()) != prefix) return std::nullopt;
-      return std::string(arg.substr(prefix.size()));
-    };
-    if (auto v = value("lags")) {
-      o->lags.clear();
-      for (absl::string_view part : absl::StrSplit(*v, ',')) {
-        int64_t lag = 0;
-        if (!absl::SimpleAtoi(part, &lag) || lag < 0) return false;
-        o->lags.push_back(lag);
-      }
-    } else if (auto v = value("partitions")) {
-      if (!absl::SimpleAtoi(*v, &o->partitions) || o->partitions < 1) return false;
-    } else if (auto v = value("src_work_us")) {
-      if (!absl::SimpleAtoi(*v, &o->src_work_us) || o->src_work_us < 0) return false;
-    } else if (auto v = value("round_sleep_ms")) {
-      if (!absl::SimpleAtoi(*v, &o->round_sleep_ms) || o->round_sleep_ms < 0) return false;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return -1;
@@ -91,9 +67,8 @@ double Percentile(std::vector<double> v, double p) {
 bool WriteBacklog(const std::string& bootstrap, const std::string& topic,
                   const std::vector<int64_t>& teams, int64_t count) {
   if (count == 0) return true;
-  rd_kafka_conf_t* conf = handoff_harness::Conf({{"bootstrap.servers", bootstrap},
-                                                 {"linger.ms", "20"},
-                                                 {"batch.num.messages", "10000"}});
+  rd_kafka_conf_t* conf = handoff_harness::Conf(
+      {{"bootstrap.servers", bootstrap}, {"linger.ms", "20"}, {"batch.num.messages", "10000"}});
   rd_kafka_t* rk = handoff_harness::NewKafka(RD_KAFKA_PRODUCER, conf, nullptr);
   if (rk == nullptr) return false;
   const std::string version = "1";
@@ -119,37 +94,36 @@ bool WriteBacklog(const std::string& bootstrap, const std::string& topic,
   return ok;
 }
 
+// Failures past Stack::Launch() return rather than call Fatal(): the
+// harness starts the server with Spawn(), so only ~Stack() stops it.
 int Run(const Options& o) {
   std::vector<std::pair<std::string, int>> topics = {{"bucketmap_changes", 1}};
   const int rounds = static_cast<int>(o.lags.size());
   // Bucket ids are 1.. in creation order: round r uses 2r+1 (SRC), 2r+2 (DST).
   for (int32_t b = 1; b <= 2 * rounds; ++b) topics.emplace_back(IngestTopic(b), o.partitions);
   auto stack_or = Stack::Start(topics, BUCKETMAP_SERVER_BINARY);
-  if (!stack_or.ok()) {
-    std::fprintf(stderr, "%s\n", stack_or.status().ToString().c_str());
-    return 1;
-  }
+  if (!stack_or.ok()) Fatal("%s", stack_or.status().ToString().c_str());
   std::unique_ptr<Stack> stack = *std::move(stack_or);
   if (absl::Status s = stack->Launch(); !s.ok()) {
-    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    std::fprintf(stderr, "%s: %s\n", BenchName().c_str(), s.ToString().c_str());
     return 1;
   }
   std::printf(
       "partitions %d, live rate %.0f events/s over 20 teams, source work %d us/event\n"
       "%-8s %-12s %-10s %-10s %-14s %-14s %-14s\n",
       o.partitions, o.round_sleep_ms > 0 ? 20 * 1000.0 / o.round_sleep_ms : 0.0, o.src_work_us,
-      "lag",
-      "move->done", "holds", "held", "dst p50 before", "dst p50 during", "dst p99 during");
+      "lag", "move->done", "holds", "held", "dst p50 before", "dst p50 during", "dst p99 during");
   for (int r = 0; r < rounds; ++r) {
     const int64_t lag = o.lags[static_cast<size_t>(r)];
     // Pools of their own, so earlier rounds' buckets do not matter.
     const std::string pool = absl::StrCat("round", r);
     const int32_t src_id = 2 * r + 1, dst_id = 2 * r + 2;
     for (int32_t b : {src_id, dst_id}) {
-      absl::StatusOr<int32_t> id =
-          stack->CreateBucket(absl::StrCat("bench", b), pool, IngestTopic(b), Group("ingestion", b));
+      absl::StatusOr<int32_t> id = stack->CreateBucket(absl::StrCat("bench", b), pool,
+                                                       IngestTopic(b), Group("ingestion", b));
       if (!id.ok() || *id != b) {
-        std::fprintf(stderr, "bucket %d: %s\n", b, id.status().ToString().c_str());
+        std::fprintf(stderr, "%s: bucket %d: %s\n", BenchName().c_str(), b,
+                     id.status().ToString().c_str());
         return 1;
       }
     }
@@ -158,16 +132,25 @@ int Run(const Options& o) {
       src_teams.push_back(r * 1000 + i);
       dst_teams.push_back(r * 1000 + 100 + i);
     }
-    for (int64_t t : src_teams) (void)stack->Assign(t, src_id);
-    for (int64_t t : dst_teams) (void)stack->Assign(t, dst_id);
     all = src_teams;
     all.insert(all.end(), dst_teams.begin(), dst_teams.end());
-    if (!stack->WaitNoOpenHandoffs(absl::Seconds(30))) return 1;
+    for (int64_t t : all) {
+      const bool to_src = std::find(src_teams.begin(), src_teams.end(), t) != src_teams.end();
+      if (absl::StatusOr<int64_t> v = stack->Assign(t, to_src ? src_id : dst_id); !v.ok()) {
+        std::fprintf(stderr, "%s: %s\n", BenchName().c_str(), v.status().ToString().c_str());
+        return 1;
+      }
+    }
+    if (!stack->WaitNoOpenHandoffs(absl::Seconds(30))) {
+      std::fprintf(stderr, "%s: the handoffs of the first pins did not end in 30 s\n",
+                   BenchName().c_str());
+      return 1;
+    }
 
     EventLog log;
-    auto src = std::make_unique<Consumer>(src_id, "ingestion", IngestTopic(src_id), "",
-                                          stack->server(), stack->bootstrap(), &log,
-                                          absl::Microseconds(o.src_work_us));
+    auto src =
+        std::make_unique<Consumer>(src_id, "ingestion", IngestTopic(src_id), "", stack->server(),
+                                   stack->bootstrap(), &log, absl::Microseconds(o.src_work_us));
     auto dst = std::make_unique<Consumer>(dst_id, "ingestion", IngestTopic(dst_id), "",
                                           stack->server(), stack->bootstrap(), &log);
     auto producer = std::make_unique<Producer>(r, stack->server(), stack->bootstrap(), all,
@@ -181,10 +164,13 @@ int Run(const Options& o) {
     while ((!src->assigned() || !dst->assigned()) && absl::Now() < joined) {
       absl::SleepFor(absl::Milliseconds(20));
     }
+    Expect(src->assigned() && dst->assigned(),
+           "lag %lld: a consumer group got no partition in 30 s (SRC %d, DST %d)",
+           static_cast<long long>(lag), src->assigned(), dst->assigned());
     absl::SleepFor(absl::Seconds(3));
     // The source's lag at the move: a backlog written just before it.
     if (!WriteBacklog(stack->bootstrap(), IngestTopic(src_id), src_teams, lag)) {
-      std::fprintf(stderr, "backlog write failed\n");
+      std::fprintf(stderr, "%s: backlog write failed\n", BenchName().c_str());
       return 1;
     }
 
@@ -192,7 +178,7 @@ int Run(const Options& o) {
     const absl::Time t0 = absl::Now();
     absl::StatusOr<int64_t> v = stack->Assign(mover, dst_id);
     if (!v.ok()) {
-      std::fprintf(stderr, "%s\n", v.status().ToString().c_str());
+      std::fprintf(stderr, "%s: %s\n", BenchName().c_str(), v.status().ToString().c_str());
       return 1;
     }
     absl::Time t1 = absl::InfinitePast();
@@ -215,9 +201,13 @@ int Run(const Options& o) {
 
     // DST's other teams: events produced before the move, and during it.
     std::vector<double> before, during;
+    int64_t mover_at_dst = 0;
+    double min_ms = std::numeric_limits<double>::infinity();
     for (const EventLog::Sample& s : log.Samples()) {
+      if (s.bucket == dst_id && s.team == mover) ++mover_at_dst;
       if (s.bucket != dst_id || s.team == mover) continue;
       const double ms = absl::ToDoubleMilliseconds(s.processed - s.produced);
+      min_ms = std::min(min_ms, ms);
       if (s.produced < t0 && s.produced > t0 - absl::Seconds(1)) before.push_back(ms);
       if (s.produced >= t0 && s.produced < t1) during.push_back(ms);
     }
@@ -230,8 +220,25 @@ int Run(const Options& o) {
                 Percentile(before, 0.5), Percentile(during, 0.5), Percentile(during, 0.99),
                 end_state.c_str());
     std::fflush(stdout);
+    const long long l = static_cast<long long>(lag);
+    Expect(end_state == "HANDOFF_COMPLETED", "lag %lld: the handoff ended %s", l,
+           end_state.c_str());
+    Expect(t1 > t0, "lag %lld: move -> done took no time", l);
+    // Whether DST holds at all depends on timing: a handoff that ends
+    // before the moved team's first event reaches DST holds nothing.
+    Expect(hold.resumes == hold.holds, "lag %lld: DST held %lld partitions and resumed %lld", l,
+           static_cast<long long>(hold.holds), static_cast<long long>(hold.resumes));
+    Expect(mover_at_dst > 0, "lag %lld: no event of the moved team reached DST", l);
+    Expect(!before.empty() && !during.empty(),
+           "lag %lld: DST's other teams had %zu events before the move, %zu during it", l,
+           before.size(), during.size());
+    Expect(min_ms > 0, "lag %lld: an event was processed %f ms after it was produced", l, min_ms);
+    Expect(producer->failed() == 0, "lag %lld: %lld deliveries failed", l,
+           static_cast<long long>(producer->failed()));
   }
-  return HarnessErrors() == 0 ? 0 : 1;
+  Expect(HarnessErrors() == 0, "the harness counted %lld errors (above)",
+         static_cast<long long>(HarnessErrors()));
+  return ExitStatus();
 }
 
 }  // namespace
@@ -239,11 +246,15 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   bucketmap::Options options;
-  if (!bucketmap::ParseArgs(argc, argv, &options)) {
-    std::fprintf(stderr,
-                 "usage: handoff_bench [--lags=0,10000,50000] [--partitions=3] "
-                 "[--round_sleep_ms=20] [--src_work_us=0]\n");
-    return 2;
+  bucketmap::BenchFlags flags("one round, at lag 0, unless --lags is given");
+  flags.IntList("lags", &options.lags, 0, "the source's backlog at the move, per round");
+  flags.Int("partitions", &options.partitions, 1, "partitions per bucket topic (3)");
+  flags.Int("round_sleep_ms", &options.round_sleep_ms, 0,
+            "the producer's pause between rounds of 20 events (20)");
+  flags.Int("src_work_us", &options.src_work_us, 0, "work per event on the source (0)");
+  flags.Parse(argc, argv);
+  if (options.lags.empty()) {
+    options.lags = flags.quick() ? std::vector<int64_t>{0} : std::vector<int64_t>{0, 10000, 50000};
   }
   return bucketmap::Run(options);
 }

@@ -14,6 +14,8 @@
 //   --quick: smaller and shorter, for CI; --only: one comparison, for profiling.
 // A plain timing program: each number is the median of several runs, and
 // the two sides of a comparison run interleaved in one process.
+// Sanity checks: Route() answers what the map holds, no time is zero, the
+// read path allocates nothing, every publication advances the version.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,8 +31,9 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "bench/bench_main.h"
 #include "bucketmap/client.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/snapshot.h"
 
 // ---- Allocation counting: every operator new on the calling thread. ----
@@ -58,8 +61,7 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 void Die(const absl::Status& s, const char* what) {
   if (s.ok()) return;
-  std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
-  std::exit(1);
+  Fatal("%s: %s", what, s.ToString().c_str());
 }
 
 Bucket MakeBucket(int32_t id, const std::string& pool, int32_t weight) {
@@ -122,7 +124,7 @@ Mapping MakeMapping(size_t n, uint64_t seed) {
 std::unique_ptr<Client> LoadedClient(const Snapshot& snapshot) {
   auto client = std::make_unique<Client>(ClientOptions{});
   v1::MappingSnapshot proto;
-  client_internal::SnapshotToProto(snapshot, &proto);
+  ToProto(snapshot, &proto);
   Die(client->ApplySnapshot(proto), "ApplySnapshot");
   return client;
 }
@@ -148,8 +150,7 @@ void CompareWithHashMap(size_t n, size_t queries, int runs) {
   // Same answers, or the comparison means nothing.
   for (size_t i = 0; i < std::min<size_t>(queries, 200000); ++i) {
     if (client->Route(q[i]).bucket_id() != baseline.find(q[i])->second) {
-      std::fprintf(stderr, "mismatch for team %lld\n", static_cast<long long>(q[i]));
-      std::exit(1);
+      Fatal("Route() and the map disagree on team %lld", static_cast<long long>(q[i]));
     }
   }
 
@@ -169,6 +170,9 @@ void CompareWithHashMap(size_t n, size_t queries, int runs) {
   }
   const int64_t route_allocs = t_allocations - allocs_before;
   const double r = Median(route_ns), b = Median(map_ns);
+  Expect(r > 0 && b > 0, "%zu teams: Route() %f ns/op, map %f ns/op", n, r, b);
+  Expect(route_allocs == 0, "%zu teams: %lld allocations while timing", n,
+         static_cast<long long>(route_allocs));
   std::printf("%-8zu %10zu %12.1f %16.1f %8.2fx %10lld%s\n", n, m.snapshot->assignment_count(), r,
               b, r / b, static_cast<long long>(route_allocs), sink == 42 ? " " : "");
 }
@@ -220,6 +224,7 @@ ScalingResult RunReaders(int readers, double seconds, const Mapping& m) {
   std::mt19937_64 rng(5);
   std::uniform_int_distribution<size_t> pick(0, m.teams.size() - 1);
   go = true;
+  const int64_t first_version = client->version();
   const auto start = Clock::now();
   auto next = start;
   while (Seconds(Clock::now() - start) < seconds) {
@@ -248,6 +253,13 @@ ScalingResult RunReaders(int readers, double seconds, const Mapping& m) {
   for (auto& t : threads) t.join();
   result.ops_per_sec = static_cast<double>(ops.load()) / elapsed;
   result.allocations = allocations.load();
+  Expect(result.ops_per_sec > 0, "%d reader(s): no Route() call completed", readers);
+  Expect(result.allocations == 0, "%d reader(s): %lld allocations on the reader threads", readers,
+         static_cast<long long>(result.allocations));
+  Expect(result.publications > 0 && client->version() == first_version + result.publications,
+         "%lld publications took the client from version %lld to %lld",
+         static_cast<long long>(result.publications), static_cast<long long>(first_version),
+         static_cast<long long>(client->version()));
   return result;
 }
 
@@ -277,7 +289,9 @@ double RunMapReaders(int readers, double seconds, const Mapping& m,
   stop = true;
   const double elapsed = Seconds(Clock::now() - start);
   for (auto& t : threads) t.join();
-  return static_cast<double>(ops.load()) / elapsed;
+  const double per_sec = static_cast<double>(ops.load()) / elapsed;
+  Expect(per_sec > 0, "%d map reader(s): no lookup completed", readers);
+  return per_sec;
 }
 
 // ---- 3. Publication cost at 1M teams ----
@@ -285,7 +299,7 @@ double RunMapReaders(int readers, double seconds, const Mapping& m,
 void PublishCost(size_t n) {
   const Mapping m = MakeMapping(n, 31);
   v1::MappingSnapshot proto;
-  client_internal::SnapshotToProto(*m.snapshot, &proto);
+  ToProto(*m.snapshot, &proto);
   Client client({});
   auto t0 = Clock::now();
   Die(client.ApplySnapshot(proto), "ApplySnapshot");
@@ -300,7 +314,7 @@ void PublishCost(size_t n) {
     if (bucket_change) {
       Bucket b = *m.snapshot->FindBucket(3);
       b.weight = 100 + static_cast<int32_t>(client.version() % 50);
-      client_internal::BucketToProto(b, d.add_buckets());
+      ToProto(b, d.add_buckets());
     }
     const auto s = Clock::now();
     Die(client.ApplyDeltas({d}), "ApplyDeltas");
@@ -309,6 +323,10 @@ void PublishCost(size_t n) {
   std::vector<double> assign_ms, bucket_ms;
   for (int i = 0; i < 9; ++i) assign_ms.push_back(one_delta(false));
   for (int i = 0; i < 5; ++i) bucket_ms.push_back(one_delta(true));
+  Expect(snapshot_ms > 0 && Median(assign_ms) > 0 && Median(bucket_ms) > 0,
+         "a publication took no time");
+  Expect(client.version() == m.snapshot->version() + 14,
+         "14 deltas took the client to version %lld", static_cast<long long>(client.version()));
   std::printf(
       "publication at %zu teams (%zu overrides): snapshot %.1f ms; one-assignment delta "
       "%.2f ms (median of 9); bucket-change delta %.1f ms (median of 5)\n",
@@ -320,11 +338,14 @@ void PublishCost(size_t n) {
 
 int main(int argc, char** argv) {
   using namespace bucketmap;
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  // --only=N: just the hash-map comparison at N teams (for profiling).
-  if (argc > 1 && std::strncmp(argv[1], "--only=", 7) == 0) {
-    CompareWithHashMap(static_cast<size_t>(std::atoll(argv[1] + 7)), 5000000, 7);
-    return 0;
+  BenchFlags flags("1k and 100k teams, 1M queries, 3 runs; scaling in 3 rounds of 0.5 s");
+  int64_t only = 0;
+  flags.Int("only", &only, 1, "just the hash-map comparison at this many teams (for profiling)");
+  flags.Parse(argc, argv);
+  const bool quick = flags.quick();
+  if (only > 0) {
+    CompareWithHashMap(static_cast<size_t>(only), 5000000, 7);
+    return ExitStatus();
   }
   std::printf(
       "== Route() vs absl::flat_hash_map<int64_t,int32_t>, same queries, ns/op "
@@ -382,5 +403,5 @@ int main(int argc, char** argv) {
     std::printf("\n== Publication cost (writer side) ==\n");
     PublishCost(1000000);
   }
-  return 0;
+  return ExitStatus();
 }

@@ -8,19 +8,21 @@
 //   Server memory per idle watcher: the server's RSS growth while N
 //   subscribed, caught-up watchers sit idle, divided by N.
 //
-// Usage: watch_bench [N ...]   (default: 100 1000 5000 10000)
+// Usage: watch_bench [--quick] [N ...]
+//   (default: 100 1000 5000 10000; with --quick: 100 1000)
+// Sanity checks: every watcher syncs, every version advances, every
+// watcher receives every write (within 30 s) and never before it was
+// sent, no stream ends early, the server's RSS can be read.
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,8 +75,7 @@ class Watcher final : public grpc::ClientBidiReactor<v1::WatchRequest, v1::Watch
     if (response_.has_push()) {
       const int64_t now = NowNs();
       const v1::WatchResponse::Push& push = response_.push();
-      for (int64_t v = std::max<int64_t>(1, push.from_version() + 1); v <= push.to_version();
-           ++v) {
+      for (int64_t v = std::max<int64_t>(1, push.from_version() + 1); v <= push.to_version(); ++v) {
         if (v < static_cast<int64_t>(receipts_->at.size())) {
           receipts_->at[v][index_].store(now, std::memory_order_relaxed);
         }
@@ -149,17 +150,14 @@ double Percentile(std::vector<double> v, double p) {
   return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
 
-int Run(const std::vector<int>& sizes) {
+int Run(const std::vector<int64_t>& sizes) {
   auto pg = TestPostgres::Start();
-  if (!pg.ok()) {
-    std::fprintf(stderr, "%s\n", pg.status().ToString().c_str());
-    return 1;
-  }
+  if (!pg.ok()) Fatal("%s", pg.status().ToString().c_str());
   const int port = FreePort();
-  const pid_t server = Spawn({BUCKETMAP_SERVER_BINARY, "--postgres_url=" + (*pg)->url(),
-                              absl::StrCat("--grpc_listen=127.0.0.1:", port), "--metrics_listen=",
-                              "--watch_heartbeat=10s"},
-                             (*pg)->dir() + "/server.log");
+  const pid_t server = SpawnServer({BUCKETMAP_SERVER_BINARY, "--postgres_url=" + (*pg)->url(),
+                                    absl::StrCat("--grpc_listen=127.0.0.1:", port),
+                                    "--metrics_listen=", "--watch_heartbeat=10s"},
+                                   (*pg)->dir() + "/server.log");
   std::vector<std::unique_ptr<v1::MappingService::Stub>> stubs;
   for (int c = 0; c < kConnections; ++c) {
     grpc::ChannelArguments args;
@@ -167,8 +165,8 @@ int Run(const std::vector<int>& sizes) {
     stubs.push_back(v1::MappingService::NewStub(grpc::CreateCustomChannel(
         absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args)));
   }
-  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  auto admin = v1::AdminService::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   auto ctx = [] {
     auto c = std::make_unique<grpc::ClientContext>();
     c->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
@@ -183,12 +181,15 @@ int Run(const std::vector<int>& sizes) {
     v1::CreateBucketResponse resp;
     Check(admin->CreateBucket(ctx().get(), req, &resp), "CreateBucket");
   }
-  std::printf("| Watchers | Propagation p50 (median of %d writes) | p99 (median of %d writes) | "
-              "Server RSS per idle watcher | CPU per delivered push: server / clients |\n"
-              "|---|---|---|---|---|\n",
-              kWrites, kWrites);
+  std::printf(
+      "| Watchers | Propagation p50 (median of %d writes) | p99 (median of %d writes) | "
+      "Server RSS per idle watcher | CPU per delivered push: server / clients |\n"
+      "|---|---|---|---|---|\n",
+      kWrites, kWrites);
   int64_t team = 1;
-  for (int n : sizes) {
+  int64_t last_version = 0;
+  for (const int64_t size : sizes) {
+    const int n = static_cast<int>(size);
     int64_t version = 1;
     {
       grpc::ClientContext c;
@@ -204,9 +205,18 @@ int Run(const std::vector<int>& sizes) {
     for (int i = 0; i < n; ++i) {
       watchers.push_back(std::make_unique<Watcher>(stubs[i % kConnections].get(), i, &receipts));
     }
-    while (receipts.synced.load() < n) absl::SleepFor(absl::Milliseconds(10));
+    const absl::Time sync_deadline = absl::Now() + absl::Minutes(1);
+    while (receipts.synced.load() < n) {
+      if (absl::Now() > sync_deadline) {
+        Fatal("%ld of %d watchers synced in a minute", static_cast<long>(receipts.synced.load()),
+              n);
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
     absl::SleepFor(absl::Milliseconds(500));  // ACKs land, memory settles
     const double rss_idle = ProcessRssMb(server);
+    Expect(rss_before > 0 && rss_idle > 0, "the server's RSS reads %f then %f MB", rss_before,
+           rss_idle);
 
     std::vector<double> p50s, p99s;
     const double server_cpu_before = ProcessCpuSeconds(server);
@@ -217,9 +227,18 @@ int Run(const std::vector<int>& sizes) {
       req.set_bucket_id(1);
       req.set_reason("bench");
       v1::AssignTeamResponse resp;
+      const int64_t sent = NowNs();
       Check(admin->AssignTeam(ctx().get(), req, &resp), "AssignTeam");
       const int64_t replied = NowNs();
       const int64_t v = resp.version();
+      if (v <= last_version || v >= static_cast<int64_t>(receipts.at.size())) {
+        Fatal("AssignTeam returned version %ld after %ld; the watchers were set up for %ld..%zu",
+              static_cast<long>(v), static_cast<long>(last_version), static_cast<long>(version),
+              receipts.at.size() - 1);
+      }
+      last_version = v;
+      int missing = 0;
+      int early = 0;
       std::vector<double> lat;
       const absl::Time give_up = absl::Now() + absl::Seconds(30);
       for (int i = 0; i < n; ++i) {
@@ -228,9 +247,15 @@ int Run(const std::vector<int>& sizes) {
                absl::Now() < give_up) {
           absl::SleepFor(absl::Microseconds(200));
         }
+        if (t == 0) ++missing;
+        if (t != 0 && t < sent) ++early;
         // A push can arrive before the reply; it then counts as 0.
         lat.push_back(t == 0 ? 30000.0 : std::max(0.0, (t - replied) / 1e6));
       }
+      Expect(missing == 0, "%d watchers: %d never received version %ld", n, missing,
+             static_cast<long>(v));
+      Expect(early == 0, "%d watchers: %d received version %ld before it was written", n, early,
+             static_cast<long>(v));
       p50s.push_back(Percentile(lat, 0.5));
       p99s.push_back(Percentile(lat, 0.99));
       absl::SleepFor(absl::Milliseconds(100));
@@ -240,9 +265,12 @@ int Run(const std::vector<int>& sizes) {
     const double server_us = (ProcessCpuSeconds(server) - server_cpu_before) * 1e6 / pushes;
     const double client_us = (SelfCpuSeconds() - client_cpu_before) * 1e6 / pushes;
     std::printf("| %d | %.2f ms | %.2f ms | %.1f KiB (RSS %.0f -> %.0f MB) | %.1f us / %.1f us |\n",
-                n, Percentile(p50s, 0.5), Percentile(p99s, 0.5),
-                (rss_idle - rss_before) * 1024 / n, rss_before, rss_idle, server_us, client_us);
+                n, Percentile(p50s, 0.5), Percentile(p99s, 0.5), (rss_idle - rss_before) * 1024 / n,
+                rss_before, rss_idle, server_us, client_us);
     std::fflush(stdout);
+    int ended = 0;
+    for (auto& w : watchers) ended += w->done() ? 1 : 0;
+    Expect(ended == 0, "%d watchers: %d streams ended before the client cancelled them", n, ended);
     for (auto& w : watchers) w->Cancel();
     for (auto& w : watchers) {
       while (!w->done()) absl::SleepFor(absl::Milliseconds(1));
@@ -250,9 +278,10 @@ int Run(const std::vector<int>& sizes) {
     watchers.clear();
     absl::SleepFor(absl::Seconds(1));
   }
-  kill(server, SIGTERM);
+  // Nothing is measured any more: SIGKILL spares a graceful stop's seconds.
+  kill(server, SIGKILL);
   waitpid(server, nullptr, 0);
-  return 0;
+  return ExitStatus();
 }
 
 }  // namespace
@@ -268,8 +297,13 @@ int main(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
   }
-  std::vector<int> sizes;
-  for (int i = 1; i < argc; ++i) sizes.push_back(std::atoi(argv[i]));
-  if (sizes.empty()) sizes = {100, 1000, 5000, 10000};
+  bucketmap::BenchFlags flags("100 and 1,000 watchers by default");
+  std::vector<int64_t> sizes;
+  flags.Positional("N", &sizes, 1, "numbers of watchers, one round each");
+  flags.Parse(argc, argv);
+  if (sizes.empty()) {
+    sizes = flags.quick() ? std::vector<int64_t>{100, 1000}
+                          : std::vector<int64_t>{100, 1000, 5000, 10000};
+  }
   return bucketmap::Run(sizes);
 }

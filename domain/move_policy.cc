@@ -159,6 +159,14 @@ absl::Status CheckCooldown(const MovePolicy& policy, absl::Time last, const std:
 
 }  // namespace
 
+bool NothingToDrain(const Bucket& source) {
+  for (const auto& [role, topic] : source.topics) {
+    auto group = source.consumer_groups.find(role);
+    if (group != source.consumer_groups.end() && !group->second.empty()) return false;
+  }
+  return true;
+}
+
 absl::Status ApplyMovePolicy(const Snapshot& before, const MovePolicy& policy, Plan* plan) {
   if (!plan->effect.changed || plan->after == nullptr) return absl::OkStatus();
   const Snapshot& after = *plan->after;
@@ -262,14 +270,26 @@ absl::Status ApplyMovePolicy(const Snapshot& before, const MovePolicy& policy, P
     h.hold_deadline = policy.now + policy.max_hold;
     // The source as it was before v: a bucket that starts DRAINING keeps
     // its topics, and its consumers keep serving the moved teams.
-    if (const Bucket* b = before.FindBucket(source)) h.drains = DrainsOf(*b, policy);
+    const Bucket* b = before.FindBucket(source);
+    if (b != nullptr) h.drains = DrainsOf(*b, policy);
     h.phase_version = version;
     h.phase_time = policy.now;
-    if (policy.ordered) {
-      h.state = HandoffPhase::kSwitching;
-    } else {
+    if (!policy.ordered) {
       h.state = HandoffPhase::kForced;
       h.end_reason = "unordered";
+    } else if (!policy.producer_leased && (b == nullptr || NothingToDrain(*b))) {
+      // Nothing can be behind: no producer to wait for at the barrier, no
+      // group to wait for in the drain. Recorded as the coordinator would
+      // end it, so that it never blocks the next write.
+      h.state = HandoffPhase::kCompleted;
+      for (RoleDrain& d : h.drains) d.drained = true;
+      h.drain_index = static_cast<int32_t>(h.drains.size());
+      h.end_reason = absl::StrFormat(
+          "nothing to wait for: no producer session was leased and bucket %d has no consumer "
+          "group",
+          source);
+    } else {
+      h.state = HandoffPhase::kSwitching;
     }
     opened.push_back(std::move(h));
   }

@@ -44,9 +44,20 @@
 //     unless `force`;
 //   * retiring a bucket that is the source of an open handoff (always).
 //
-// ordered=false (an emergency move): the handoffs are still recorded, for
-// audit and so that clients see the move, but already ended: FORCED with
-// end_reason "unordered". They hold nothing and never enter the open set.
+// Born ended: a handoff the write records already in a final phase. It
+// holds nothing, never enters the open set and blocks no later move, but it
+// is recorded (for audit, for the cooldown, and so that clients see the
+// move):
+//   * ordered=false (an emergency move): FORCED with end_reason
+//     "unordered";
+//   * nothing to wait for: an ordered handoff whose source has no consumer
+//     group to drain (NothingToDrain), opened while no producer session is
+//     leased (MovePolicy::producer_leased false), is COMPLETED at once,
+//     with end_reason "nothing to wait for: no producer session was leased
+//     and bucket N has no consumer group". Its barrier would count no
+//     producer and its drain would wait for no group: the coordinator
+//     would complete it at its next poll, and meanwhile the teams would be
+//     refused every explicit move.
 #ifndef BUCKETMAP_DOMAIN_MOVE_POLICY_H_
 #define BUCKETMAP_DOMAIN_MOVE_POLICY_H_
 
@@ -66,6 +77,13 @@ namespace bucketmap {
 
 enum class MoveScope { kExplicit, kPoolWide };
 
+// The defaults of the handoff flags (--handoff_grace, --max_hold,
+// --move_cooldown), defined here once: the server's options and flags take
+// them from these.
+inline constexpr absl::Duration kDefaultHandoffGrace = absl::Seconds(30);
+inline constexpr absl::Duration kDefaultMaxHold = absl::Minutes(30);
+inline constexpr absl::Duration kDefaultMoveCooldown = absl::Hours(1);
+
 struct MovePolicy {
   // False: record no handoff and check no guard but the RETIRED one.
   bool open_handoffs = true;
@@ -74,9 +92,9 @@ struct MovePolicy {
   // Overrides the cooldown and lag guards.
   bool force = false;
   absl::Time now = absl::UnixEpoch();
-  absl::Duration grace = absl::Seconds(30);        // --handoff_grace
-  absl::Duration max_hold = absl::Minutes(30);     // --max_hold
-  absl::Duration cooldown = absl::ZeroDuration();  // --move_cooldown; 0: off
+  absl::Duration grace = kDefaultHandoffGrace;     // --handoff_grace
+  absl::Duration max_hold = kDefaultMaxHold;       // --max_hold
+  absl::Duration cooldown = kDefaultMoveCooldown;  // --move_cooldown; 0: off
   // Last move time of the teams of the request, and of pools.
   std::map<int64_t, absl::Time> team_moved_at;
   std::map<std::string, absl::Time, std::less<>> pool_moved_at;
@@ -87,7 +105,21 @@ struct MovePolicy {
   // Partition count of a topic, 0 when unknown (the coordinator fills it
   // in later). May be null.
   std::function<int32_t(const std::string& topic)> partition_count;
+  // Whether some PRODUCER watch session (of any replica) is leased when
+  // the write commits. False lets an ordered handoff whose source has
+  // nothing to drain open COMPLETED (see "Born ended" above). Keep it true
+  // when unknown: the handoff then opens SWITCHING and the coordinator
+  // judges its barrier.
+  bool producer_leased = true;
 };
+
+// NothingToDrain()
+//
+// Whether a handoff out of `source` has no consumer group to wait for: no
+// role with a topic has a (non-empty) consumer group. A role without a
+// group is drained at once by the coordinator, so such a handoff waits
+// only for its switch barrier.
+bool NothingToDrain(const Bucket& source);
 
 // ApplyMovePolicy()
 //

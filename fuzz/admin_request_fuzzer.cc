@@ -17,11 +17,11 @@
 #include "absl/status/status.h"
 #include "bucketmap/client.h"
 #include "bucketmap/v1/admin.pb.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/snapshot.h"
 #include "fuzz/fuzz_util.h"
-#include "server/admin_requests.h"
-#include "server/convert.h"
+#include "server/rpc/admin_requests.h"
+#include "server/store/bucket_json.h"
 
 namespace {
 
@@ -88,7 +88,7 @@ void CheckPlan(const Snapshot& before, const Plan& plan) {
 
   // What the server would push, applied by a client at `before`.
   bucketmap::v1::MappingSnapshot base;
-  bucketmap::client_internal::SnapshotToProto(before, &base);
+  bucketmap::ToProto(before, &base);
   bucketmap::v1::MappingDelta delta;
   bucketmap::ToProto(plan.change, plan.after->version(), &delta);
   bucketmap::Client client(bucketmap::ClientOptions{});

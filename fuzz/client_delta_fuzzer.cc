@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "bucketmap/client.h"
 #include "bucketmap/v1/mapping.pb.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/snapshot.h"
 #include "fuzz/fuzz_util.h"
 
@@ -24,7 +24,7 @@ namespace {
 
 bucketmap::v1::MappingSnapshot BaseProto() {
   bucketmap::v1::MappingSnapshot proto;
-  bucketmap::client_internal::SnapshotToProto(*bucketmap::fuzz::BaseSnapshot(), &proto);
+  bucketmap::ToProto(*bucketmap::fuzz::BaseSnapshot(), &proto);
   return proto;
 }
 
@@ -56,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The reference: the domain snapshot with each change applied in turn.
   std::shared_ptr<const Snapshot> expected = fuzz::BaseSnapshot();
   for (int i = 0; i < push.deltas_size(); ++i) {
-    auto change = client_internal::ChangeFromProto(push.deltas(i), absl::StrCat("deltas[", i, "]"));
+    auto change = ChangeFromProto(push.deltas(i), absl::StrCat("deltas[", i, "]"));
     fuzz::Check(change.ok(), "the client accepted a delta the decoder refuses");
     auto next = expected->Apply(*change);
     fuzz::Check(next.ok(), "the client accepted a change Snapshot::Apply refuses");

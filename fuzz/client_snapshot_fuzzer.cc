@@ -10,7 +10,7 @@
 
 #include "bucketmap/client.h"
 #include "bucketmap/v1/types.pb.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/snapshot.h"
 #include "fuzz/fuzz_util.h"
 
@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   // The reference: the same decoding, then the domain's own routing.
-  auto state = client_internal::StateFromProto(proto);
+  auto state = StateFromProto(proto);
   fuzz::Check(state.ok(), "the client accepted what the decoder refuses");
   auto expected = Snapshot::Build(*std::move(state));
   fuzz::Check(expected.ok(), "the client accepted what Snapshot::Build refuses");

@@ -12,6 +12,9 @@
 #           then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its seed corpus
 #   asan    gcc ASan+UBSan build of everything, then the whole ctest suite
 #   main    the normal build and the whole ctest suite
+#   bench   every program in bench/ with --quick, on the main stage's
+#           binaries: each must exit 0 (its own sanity checks); figures
+#           are printed, not compared
 #
 # Arguments are passed to the main stage's ctest, e.g.
 # `./scripts/test.sh -R readme`.
@@ -25,6 +28,10 @@
 #   BUCKETMAP_FUZZ_SECONDS  run time of each fuzzer (default 60)
 #   BUCKETMAP_ASAN=0        skips the ASan+UBSan stage
 #   BUCKETMAP_MAIN=0        skips the normal build and its ctest run
+#   BUCKETMAP_BENCH=0       skips the benchmarks' quick runs (with
+#                           BUCKETMAP_MAIN=0 they run on the existing
+#                           $BUCKETMAP_BUILD_DIR)
+#   BUCKETMAP_BENCH_TIMEOUT seconds before a benchmark is killed (default 300)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,7 +64,8 @@ fi
 # One clang-14 tree serves two checks. -Werror=thread-safety turns the
 # -Wthread-safety analysis (on for every clang build, see CMakeLists.txt)
 # into errors over every target with ABSL_GUARDED_BY annotations: the
-# server, the client, bucketctl and the tests that share watch_client.h.
+# server, the client, bucketctl, the tests that share watch_client.h and
+# the fakes of tests/support (unit_tests).
 # The same objects are instrumented for libFuzzer (coverage), ASan and
 # UBSan, which the fuzzers link. Annotations need no sanitizer: nothing
 # here runs except the fuzzers.
@@ -70,7 +78,7 @@ if [[ ${BUCKETMAP_CLANG:-1} != 0 ]]; then
     -DCMAKE_C_FLAGS="$SAN" -DCMAKE_CXX_FLAGS="$SAN -Werror=thread-safety" \
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
   ninja -C "$CLANG_DIR" -j"$JOBS" bucketmap-server bucketmap_client_watch bucketctl \
-    server_tests fault_tests "${FUZZERS[@]}"
+    server_tests fault_tests unit_tests "${FUZZERS[@]}"
   stage_done clang
 
   if [[ ${BUCKETMAP_FUZZ:-1} != 0 ]]; then
@@ -117,4 +125,47 @@ if [[ ${BUCKETMAP_MAIN:-1} != 0 ]]; then
   ninja -C "$BUILD_DIR" -j"$JOBS"
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS" "$@"
   stage_done main
+fi
+
+# Every benchmark with --quick (docs/benchmarks.md, "Quick runs in CI"), on
+# the main stage's binaries: a short run that exits non-zero when one of
+# its own sanity checks fails. The list is the one bench/CMakeLists.txt
+# writes, so a new benchmark cannot be left out. All of them run, then the
+# stage fails if any failed. timeout(1) signals the benchmark's whole
+# process group, so a hung one takes its servers with it.
+if [[ ${BUCKETMAP_BENCH:-1} != 0 ]]; then
+  stage bench
+  BENCH_LIST=$BUILD_DIR/bench/benches.txt
+  if [[ ! -s $BENCH_LIST ]]; then
+    echo "no $BENCH_LIST: the bench stage runs the main stage's build" >&2
+    exit 1
+  fi
+  mapfile -t BENCHES <"$BENCH_LIST"
+  BENCH_FAILED=()
+  BENCH_TIMES=()
+  for bench in "${BENCHES[@]}"; do
+    echo "--- $bench --quick"
+    bench_start=${EPOCHREALTIME/[.,]/}
+    rc=0
+    # Line-buffered, so that a run that is killed still shows how far it got.
+    timeout -k 10 "${BUCKETMAP_BENCH_TIMEOUT:-300}" \
+      stdbuf -oL "$BUILD_DIR/bench/$bench" --quick || rc=$?
+    ms=$(((${EPOCHREALTIME/[.,]/} - bench_start) / 1000))
+    note=""
+    if ((rc != 0)); then
+      BENCH_FAILED+=("$bench")
+      note=" FAILED (exit $rc)"
+      if ((rc == 124 || rc == 137)); then note+=", timed out"; fi
+    elif ((ms > 60000)); then
+      note=" (over the minute a quick run should take)"
+    fi
+    BENCH_TIMES+=("$(printf '%-18s %4d.%d s%s' "$bench" $((ms / 1000)) $((ms % 1000 / 100)) \
+      "$note")")
+  done
+  printf '%s\n' "${BENCH_TIMES[@]}"
+  stage_done bench
+  if ((${#BENCH_FAILED[@]} > 0)); then
+    echo "=== bench: ${BENCH_FAILED[*]} failed" >&2
+    exit 1
+  fi
 fi

@@ -2,15 +2,14 @@
 //
 // Flags are listed in docs/operations.md. SIGTERM or SIGINT stops
 // accepting calls, sends GOAWAY, drains in-flight calls and exits 0.
+#include <unistd.h>
+
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
-
-#include <unistd.h>
-
-#include <algorithm>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,64 +17,86 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "server/pg_store.h"
-#include "server/rate_limit.h"
+#include "server/rpc/rate_limit.h"
 #include "server/server.h"
+#include "server/store/pg_store.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, grpc_listen, "0.0.0.0:50051", "gRPC listen address (host:port).");
+namespace bucketmap {
+namespace {
+
+// Every flag with an option behind it takes its default from a
+// default-constructed option struct: each default is defined once, where
+// the option is.
+const ServerOptions& Defaults() {
+  static const ServerOptions* const defaults = new ServerOptions();
+  return *defaults;
+}
+const PgStoreOptions& StoreDefaults() {
+  static const PgStoreOptions* const defaults = new PgStoreOptions();
+  return *defaults;
+}
+
+}  // namespace
+}  // namespace bucketmap
+
+using bucketmap::Defaults;
+using bucketmap::StoreDefaults;
+
+ABSL_FLAG(std::string, grpc_listen, Defaults().grpc_listen, "gRPC listen address (host:port).");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
           "Prometheus listen address; metrics are at /metrics. Empty disables it.");
 ABSL_FLAG(std::string, postgres_url, "",
           "PostgreSQL connection URL, e.g. postgresql://user@host:5432/bucketmap. Required.");
 ABSL_FLAG(std::string, migrations_dir, BUCKETMAP_MIGRATIONS_DIR,
           "Directory of the NNNN_name.sql migrations applied at start.");
-ABSL_FLAG(int32_t, max_message_size, 64 << 20,
+ABSL_FLAG(int32_t, max_message_size, Defaults().max_message_size,
           "Largest gRPC message sent or received, in bytes (snapshots of 1M teams need ~10 MB).");
 ABSL_FLAG(std::string, kafka_brokers, "",
           "Kafka for change events: a broker list (host:port,...), `embedded` for an in-process "
           "mock cluster (development only; its address is logged), or empty to not publish.");
-ABSL_FLAG(bool, kafka_create_topics, true,
+ABSL_FLAG(bool, kafka_create_topics, Defaults().outbox.create_topics,
           "With a broker list, create the changes topic with 1 partition if it is missing.");
-ABSL_FLAG(std::string, changes_topic, "bucketmap_changes", "Topic of change events.");
+ABSL_FLAG(std::string, changes_topic, Defaults().outbox.topic, "Topic of change events.");
 ABSL_FLAG(std::string, changes_format, "protobuf",
           "Encoding of change events: protobuf (bucketmap.v1.ChangeEvent) or json (its proto3 "
           "JSON form).");
-ABSL_FLAG(absl::Duration, outbox_poll_interval, absl::Seconds(1),
+ABSL_FLAG(absl::Duration, outbox_poll_interval, Defaults().outbox.poll_interval,
           "Period of the outbox relay's poll for unpublished versions (it is also woken by "
           "every write on this replica).");
-ABSL_FLAG(int32_t, max_bulk_assign, 100000, "Most entries in one BulkAssign call.");
-ABSL_FLAG(absl::Duration, write_timeout, absl::Seconds(10),
+ABSL_FLAG(int32_t, max_bulk_assign, Defaults().admin.max_bulk_assign,
+          "Most entries in one BulkAssign call.");
+ABSL_FLAG(absl::Duration, write_timeout, Defaults().admin.write_timeout,
           "Longest time a write may spend in PostgreSQL before it fails with UNAVAILABLE.");
-ABSL_FLAG(absl::Duration, idle_in_transaction_timeout, absl::Seconds(2),
+ABSL_FLAG(absl::Duration, idle_in_transaction_timeout, StoreDefaults().idle_in_transaction_timeout,
           "PostgreSQL ends a transaction of this server that runs no statement for this long, so "
           "a replica frozen mid-write releases the version row (every replica's writes wait on "
           "it). Keep it well above a healthy write's pauses between statements (up to ~0.3 s "
           "measured for a 100k-team BulkAssign over 1M assignments). 0: PostgreSQL's setting.");
-ABSL_FLAG(absl::Duration, history_retention, absl::Hours(24 * 90),
+ABSL_FLAG(absl::Duration, history_retention, Defaults().history_retention,
           "How long change-log (audit) rows are kept.");
-ABSL_FLAG(absl::Duration, request_id_retention, absl::Hours(48),
+ABSL_FLAG(absl::Duration, request_id_retention, Defaults().request_id_retention,
           "How long request_ids are remembered for replay (at least 24h).");
-ABSL_FLAG(absl::Duration, refresh_interval, absl::Seconds(1),
+ABSL_FLAG(absl::Duration, refresh_interval, Defaults().refresh_interval,
           "Period of the catch-up poll against PostgreSQL.");
 ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60),
           "How long to retry reaching PostgreSQL at start before giving up.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "How long SIGTERM waits for in-flight calls.");
-ABSL_FLAG(int32_t, worker_threads, 4, "Threads that run PostgreSQL work.");
-ABSL_FLAG(absl::Duration, watch_heartbeat, absl::Seconds(10),
+ABSL_FLAG(int32_t, worker_threads, Defaults().worker_threads, "Threads that run PostgreSQL work.");
+ABSL_FLAG(absl::Duration, watch_heartbeat, Defaults().watch.heartbeat,
           "Period of heartbeats on watch streams (sent even while a push is un-ACKed).");
-ABSL_FLAG(absl::Duration, watch_ack_timeout, absl::Seconds(30),
+ABSL_FLAG(absl::Duration, watch_ack_timeout, Defaults().watch.ack_timeout,
           "A watch push not ACKed within this closes the stream; the client reconnects.");
-ABSL_FLAG(int32_t, watch_max_deltas_per_push, 64,
+ABSL_FLAG(int32_t, watch_max_deltas_per_push, Defaults().watch.max_deltas_per_push,
           "A watcher further behind than this many versions is sent the snapshot instead.");
-ABSL_FLAG(int32_t, watch_resume_versions, 64,
+ABSL_FLAG(int32_t, watch_resume_versions, Defaults().watch.resume_max_versions,
           "Resumes are served as deltas from at most this many recent versions (capped by "
           "--watch_max_deltas_per_push)...");
-ABSL_FLAG(absl::Duration, watch_resume_age, absl::Hours(1),
+ABSL_FLAG(absl::Duration, watch_resume_age, Defaults().watch.resume_max_age,
           "...no older than this; older resumes get the snapshot.");
-ABSL_FLAG(absl::Duration, client_lease, absl::Seconds(30),
+ABSL_FLAG(absl::Duration, client_lease, Defaults().watch.client_lease,
           "How long a watch client stays in ListClients after its last renewal.");
 ABSL_FLAG(std::string, auth_tokens_file, "",
           "Bearer tokens, one `<name> <role> <sha256-hex-of-token>` per line (role: reader or "
@@ -102,20 +123,20 @@ ABSL_FLAG(std::string, replica_name, "",
           "This replica's name in ListClients (default: hostname:port).");
 
 // Coordinated moves (SPEC §5, docs/handoff.md).
-ABSL_FLAG(bool, handoffs, true,
+ABSL_FLAG(bool, handoffs, Defaults().handoff.enabled,
           "Open a handoff on every route change and coordinate it (switch barrier, drain).");
-ABSL_FLAG(absl::Duration, handoff_grace, absl::Seconds(30),
+ABSL_FLAG(absl::Duration, handoff_grace, Defaults().handoff.grace,
           "A handoff's switch barrier passes after this even if producers are missing (they are "
           "named, and the handoff ends FORCED).");
-ABSL_FLAG(absl::Duration, max_hold, absl::Minutes(30),
+ABSL_FLAG(absl::Duration, max_hold, Defaults().handoff.max_hold,
           "A handoff still open after this ends FORCED, releasing the targets' holds.");
-ABSL_FLAG(absl::Duration, move_cooldown, absl::Hours(1),
+ABSL_FLAG(absl::Duration, move_cooldown, Defaults().handoff.move_cooldown,
           "Minimum time between explicit moves of one team, and between placement changes of "
           "one pool; `force` overrides it. 0 disables it.");
-ABSL_FLAG(int64_t, max_move_lag, 0,
+ABSL_FLAG(int64_t, max_move_lag, Defaults().handoff.max_move_lag,
           "Refuse moving teams out of a bucket whose consumer lag (messages) exceeds this; "
           "`force` overrides it. 0 disables the check.");
-ABSL_FLAG(absl::Duration, handoff_poll_interval, absl::Seconds(1),
+ABSL_FLAG(absl::Duration, handoff_poll_interval, Defaults().handoff.poll_interval,
           "How often the handoff coordinator checks producers and consumer offsets.");
 
 // Test only (tests/hostile/frozen_replica_test.cc).
@@ -225,7 +246,8 @@ int Run() {
       spdlog::error("cannot open the store: {}", opened.status().ToString());
       return 1;
     }
-    spdlog::warn("PostgreSQL not reachable yet ({}); retrying", std::string(opened.status().message()));
+    spdlog::warn("PostgreSQL not reachable yet ({}); retrying",
+                 std::string(opened.status().message()));
     absl::SleepFor(absl::Seconds(1));
   }
 
@@ -283,11 +305,11 @@ int Run() {
                (*server)->port(), (*server)->manager().Current()->version(),
                options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen + "/metrics");
   if (!(*server)->kafka_bootstrap().empty()) {
-    spdlog::info("change events: topic {} on {} ({}); watch them with: kcat -C -b {} -t {} -f "
-                 "'%h %k %s\\n'",
-                 options.outbox.topic, (*server)->kafka_bootstrap(),
-                 absl::GetFlag(FLAGS_changes_format), (*server)->kafka_bootstrap(),
-                 options.outbox.topic);
+    spdlog::info(
+        "change events: topic {} on {} ({}); watch them with: kcat -C -b {} -t {} -f "
+        "'%h %k %s\\n'",
+        options.outbox.topic, (*server)->kafka_bootstrap(), absl::GetFlag(FLAGS_changes_format),
+        (*server)->kafka_bootstrap(), options.outbox.topic);
   }
 
   int signal = 0;

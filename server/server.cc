@@ -1,34 +1,23 @@
 #include "server/server.h"
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bucketmap/read_file.h"
 #include "domain/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "server/kafka_publisher.h"
-#include "server/log_limit.h"
-#include "server/pg_store.h"
+#include "server/base/log_limit.h"
+#include "server/outbox/kafka_publisher.h"
+#include "server/store/pg_store.h"
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
 namespace {
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream contents;
-  if (in) contents << in.rdbuf();
-  if (!in || contents.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read"));
-  }
-  return contents.str();
-}
 
 // Plaintext without a certificate; TLS, and mTLS with a client CA.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
@@ -72,14 +61,14 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   }
   server->manager_ = std::make_unique<MappingManager>(server->store_.get());
   Metrics* metrics = server->metrics_.get();
-  server->manager_->AddListener([metrics](const std::shared_ptr<const ServedSnapshot>& s,
-                                          const Change*) { metrics->OnSnapshot(s->snapshot()); });
+  server->manager_->AddListener([metrics](const MappingManager::Published& p) {
+    metrics->OnSnapshot(p.snapshot->snapshot());
+  });
   // The relay runs only while this replica leads (StartRelay/StopRelay).
-  server->manager_->AddListener(
-      [s = server.get()](const std::shared_ptr<const ServedSnapshot>&, const Change*) {
-        absl::MutexLock lock(&s->relay_mu_);
-        if (s->relay_ != nullptr) s->relay_->Notify();
-      });
+  server->manager_->AddListener([s = server.get()](const MappingManager::Published&) {
+    absl::MutexLock lock(&s->relay_mu_);
+    if (s->relay_ != nullptr) s->relay_->Notify();
+  });
   RETURN_IF_ERROR(server->manager_->Init());
   if (!options.replicas.postgres_url.empty()) {
     // Versions committed by other replicas, as soon as they commit; the
@@ -97,7 +86,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
             spdlog::warn("catch-up after (re)connecting the listener: {}", v.status().ToString());
           }
         },
-        &metrics->registry());
+        metrics);
     server->listener_->Start();
   }
   LeaderElectionOptions election;
@@ -105,26 +94,24 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   election.holder = options.replicas.name.empty() ? options.grpc_listen : options.replicas.name;
   election.interval = options.replicas.leader_interval;
   election.session_timeout = options.replicas.leader_session_timeout;
-  server->leader_ = std::make_unique<LeaderElection>(election, &metrics->registry());
+  server->leader_ = std::make_unique<LeaderElection>(election, metrics);
   RETURN_IF_ERROR(server->StartOutbox());
   RETURN_IF_ERROR(server->StartHandoffs());
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
   server->watch_hub_ = std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
-                                                  server->workers_.get(), metrics, options.watch);
+                                                  metrics, options.watch);
   server->watch_hub_->Start();
   RETURN_IF_ERROR(server->StartAuth());
-  server->mapping_service_ =
-      std::make_unique<MappingServiceImpl>(server->manager_.get(), server->workers_.get(),
-                                           server->watch_hub_.get(), server->authorizer_.get());
+  server->mapping_service_ = std::make_unique<MappingServiceImpl>(
+      server->manager_.get(), server->workers_.get(), server->watch_hub_.get(),
+      server->authorizer_.get(), server->handoffs_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
-      server->authorizer_.get());
+      server->authorizer_.get(), server->handoffs_.get());
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    ServerCredentialsFor(options.tls));
-  server->admin_service_->SetHandoffCoordinator(server->handoffs_.get());
-  server->mapping_service_->SetHandoffCoordinator(server->handoffs_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

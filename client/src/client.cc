@@ -11,7 +11,7 @@
 #include "client/src/handoff_set.h"
 #include "client/src/route_index.h"
 #include "client/src/tsan.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -122,8 +122,8 @@ HandoffStatus MappingView::HandoffState(int64_t team_id) const {
   status.version = version();
   if (handoffs_->empty() || team_id < 1) return status;
   const RouteResult r = Route(team_id);
-  handoffs_->Find(team_id, r.source() == RouteSource::kPin, PoolName(r.pool_index()),
-                  r.bucket_id(), &status.handoffs);
+  handoffs_->Find(team_id, r.source() == RouteSource::kPin, PoolName(r.pool_index()), r.bucket_id(),
+                  &status.handoffs);
   return status;
 }
 
@@ -336,14 +336,13 @@ void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::
 absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
   // Decoding and indexing happen before the lock: they are the expensive
   // part, and touch nothing shared.
-  ASSIGN_OR_RETURN(MappingState state, client_internal::StateFromProto(snapshot));
+  ASSIGN_OR_RETURN(MappingState state, StateFromProto(snapshot));
   absl::StatusOr<std::shared_ptr<const Snapshot>> built = Snapshot::Build(std::move(state));
   if (!built.ok()) return Prefixed(built.status(), "snapshot.");
   std::shared_ptr<const Snapshot> domain = *std::move(built);
   ASSIGN_OR_RETURN(std::shared_ptr<const HandoffSet> handoffs,
                    HandoffSet::Build(snapshot.handoffs(), "snapshot.handoffs"));
-  ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index,
-                   RouteIndex::Build(*domain, *handoffs));
+  ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index, RouteIndex::Build(*domain, *handoffs));
   std::shared_ptr<const MappingView> view(
       new MappingView(domain, std::move(handoffs), std::move(index)));
 
@@ -417,7 +416,10 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
                                                      "; a delta spans one version, from ",
                                                      d.from_version()));
     }
-    ASSIGN_OR_RETURN(Change change, client_internal::ChangeFromProto(d, field));
+    ASSIGN_OR_RETURN(Change change, ChangeFromProto(d, field));
+    // The client keeps handoffs as their wire form, in its HandoffSet
+    // (below), not in the domain snapshot.
+    change.handoffs.clear();
     rebuild = rebuild || !change.buckets.empty();
     for (const v1::Handoff& h : d.handoffs()) {
       for (const auto& e : handoffs->entries()) {
@@ -489,7 +491,7 @@ absl::Status Client::LoadCache(const std::string& path) {
     spdlog::warn("bucketmap client: ignoring cache file {}: {}", path, status.ToString());
     return absl::DataLossError(absl::StrCat("cache file: ", status.message()));
   };
-  absl::StatusOr<MappingState> state = client_internal::StateFromProto(contents->snapshot);
+  absl::StatusOr<MappingState> state = StateFromProto(contents->snapshot);
   if (!state.ok()) return corrupt(state.status());
   absl::StatusOr<std::shared_ptr<const Snapshot>> domain = Snapshot::Build(*std::move(state));
   if (!domain.ok()) return corrupt(domain.status());
@@ -530,7 +532,7 @@ absl::Status Client::WriteCache(const std::string& path) {
   const std::shared_ptr<const MappingView> view = Current();
   if (view == nullptr) return absl::FailedPreconditionError("no mapping is loaded");
   v1::MappingSnapshot proto;
-  client_internal::SnapshotToProto(view->snapshot(), &proto);
+  ToProto(view->snapshot(), &proto);
   // Open handoffs travel with the file, so a producer or consumer started
   // from it still knows which teams are moving.
   for (const v1::Handoff* h : view->OpenHandoffs()) *proto.add_handoffs() = *h;

@@ -1,12 +1,10 @@
 #include "bucketmap/watch.h"
 
 #include <algorithm>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "bucketmap/read_file.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "client/src/tsan.h"
 #include "grpcpp/create_channel.h"
@@ -14,26 +12,13 @@
 #include "spdlog/spdlog.h"
 
 namespace bucketmap {
-namespace {
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream contents;
-  if (in) contents << in.rdbuf();
-  if (!in || contents.str().empty()) {
-    return absl::NotFoundError(absl::StrCat("tls.", what, " ", path, ": cannot read"));
-  }
-  return contents.str();
-}
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     const WatchTlsOptions& tls) {
   if (!tls.enabled) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions ssl;
   if (!tls.root_ca_file.empty()) {
-    absl::StatusOr<std::string> pem = ReadPem(tls.root_ca_file, "root_ca_file");
+    absl::StatusOr<std::string> pem = ReadPem(tls.root_ca_file, "tls.root_ca_file");
     if (!pem.ok()) return pem.status();
     ssl.pem_root_certs = *std::move(pem);
   }
@@ -41,9 +26,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     return absl::InvalidArgumentError("tls.cert_file and tls.key_file: set both or neither");
   }
   if (!tls.cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadPem(tls.cert_file, "cert_file");
+    absl::StatusOr<std::string> cert = ReadPem(tls.cert_file, "tls.cert_file");
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadPem(tls.key_file, "key_file");
+    absl::StatusOr<std::string> key = ReadPem(tls.key_file, "tls.key_file");
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *std::move(cert);
     ssl.pem_private_key = *std::move(key);

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "server/auth.h"
+#include "server/rpc/auth.h"
 
 namespace bucketmap {
 

@@ -5,8 +5,8 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
-#include "server/rate_limit.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/rate_limit.h"
 #include "tests/auth/auth_test_util.h"
 
 namespace bucketmap {

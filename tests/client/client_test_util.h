@@ -15,7 +15,7 @@
 #include "absl/time/time.h"
 #include "bucketmap/client.h"
 #include "bucketmap/v1/types.pb.h"
-#include "client/src/wire.h"
+#include "codec/codec.h"
 #include "domain/change.h"
 #include "domain/snapshot.h"
 #include "tests/domain/domain_test_util.h"
@@ -30,7 +30,7 @@ using ::bucketmap::testing_util::StatusIs;
 
 inline v1::MappingSnapshot ToProto(const Snapshot& snapshot) {
   v1::MappingSnapshot out;
-  client_internal::SnapshotToProto(snapshot, &out);
+  ToProto(snapshot, &out);
   return out;
 }
 
@@ -47,7 +47,7 @@ inline v1::MappingDelta DeltaProto(const Change& change, int64_t from_version,
   v1::MappingDelta out;
   out.set_from_version(from_version);
   out.set_to_version(from_version + 1);
-  for (const Bucket& b : change.buckets) client_internal::BucketToProto(b, out.add_buckets());
+  for (const Bucket& b : change.buckets) ToProto(b, out.add_buckets());
   std::vector<std::string> pools;
   for (const auto& [team, target] : change.set) {
     if (!target.is_pin()) pools.push_back(target.pool);

@@ -17,8 +17,8 @@
 #include "bucketmap/v1/events.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/embedded_kafka.h"
-#include "server/kafka_offsets.h"
+#include "server/handoff/kafka_offsets.h"
+#include "server/outbox/embedded_kafka.h"
 #include "tests/handoff/handoff_test_util.h"
 #include "tests/handoff/kafka_test_util.h"
 #include "tests/server/server_fixture.h"
@@ -160,8 +160,9 @@ TEST_F(HandoffServerTest, LifecycleCompletesOnceTheGroupCommitsPastTheDrainPoint
   EXPECT_EQ(route.bucket_id(), b_);
   EXPECT_EQ(route.handoff().id(), opened.id());
 
-  // No producer: the barrier passes after one client lease; the drain
-  // point is the end of in_a (5 per partition) and the group lags.
+  // No producer leased: the barrier passes at the coordinator's first
+  // look; the drain point is the end of in_a (5 per partition) and the
+  // group lags.
   v1::Handoff draining = WaitFor(opened.id(), [](const v1::Handoff& h) {
     return h.state() == v1::HANDOFF_DRAINING && h.drains(0).lag() > 0;
   });
@@ -266,7 +267,8 @@ TEST_F(HandoffServerTest, RestartMidHandoffStillCompletes) {
   v1::Handoff done = WaitFor(id, InState(v1::HANDOFF_COMPLETED));
   EXPECT_THAT(done.drains(0).end_offsets(), ElementsAre(3, 3));
 
-  // A restart while SWITCHING: the new leader waits a lease, then goes on.
+  // A restart while SWITCHING: the new leader (no producer leased, so it
+  // does not wait a lease) goes on.
   const int64_t other = TeamOnA(team + 1);
   ASSERT_TRUE(Move(other, b_, &moved).ok());
   const int64_t id2 = moved.effect().handoffs(0).id();
@@ -536,6 +538,30 @@ TEST_F(HandoffNoKafkaTest, WithoutKafkaADrainWithAGroupEndsForcedAndOneWithoutCo
   // MakeBucket gives an ingestion topic and no consumer group.
   const int32_t a = MakeBucket("a");
   const int32_t b = MakeBucket("b", "other");
+  // A leased producer, so that the handoffs out of a (no group) open
+  // SWITCHING and are ended by the coordinator (with no producer leased
+  // they would be COMPLETED at once). It ACKs drained_version 0 until
+  // `drain` is set, then re-ACKs, and drains every later push.
+  WatchClient producer(mapping_.get());
+  producer.Subscribe("producer-1", v1::PRODUCER);
+  std::atomic<bool> drain{false};
+  std::atomic<bool> stop{false};
+  std::thread acker([&] {
+    std::optional<v1::WatchResponse::Push> last;
+    bool reported = false;  // the last push was ACKed as drained
+    while (!stop) {
+      std::optional<v1::WatchResponse> r = producer.Next(absl::Milliseconds(50));
+      if (r.has_value() && r->has_push()) {
+        last = r->push();
+        reported = drain;
+        producer.Ack(*last, reported ? last->to_version() : 0);
+      } else if (last.has_value() && drain && !reported) {
+        reported = true;
+        producer.Ack(*last, last->to_version());
+      }
+    }
+  });
+  WaitForClientLeased(admin_.get(), "producer-1");
   v1::CreateBucketRequest c;
   c.mutable_bucket()->set_name("c");
   c.mutable_bucket()->set_pool("third");
@@ -554,6 +580,7 @@ TEST_F(HandoffNoKafkaTest, WithoutKafkaADrainWithAGroupEndsForcedAndOneWithoutCo
   ASSERT_TRUE(Pin(2, with_group, &second).ok());
   v1::AssignTeamResponse third;
   EXPECT_FALSE(Pin(2, b, &third).ok());  // team 2 is in an open handoff
+  drain = true;
 
   auto wait_ended = [&](int64_t id) { return WaitForHandoff(admin_.get(), id, Ended); };
   EXPECT_EQ(wait_ended(first.effect().handoffs(0).id()).state(), v1::HANDOFF_COMPLETED);
@@ -565,6 +592,189 @@ TEST_F(HandoffNoKafkaTest, WithoutKafkaADrainWithAGroupEndsForcedAndOneWithoutCo
   v1::Handoff forced = wait_ended(third.effect().handoffs(0).id());
   EXPECT_EQ(forced.state(), v1::HANDOFF_FORCED);
   EXPECT_THAT(forced.end_reason(), HasSubstr("no kafka"));
+  stop = true;
+  acker.join();
+}
+
+// Records a watch client's lease in the fixture's database, as a replica
+// serving it would (PgStore::SaveClients), leased for `lease`.
+void SaveLease(const std::string& url, const std::string& client_id, v1::ClientRole role,
+               int64_t drained_version, absl::Duration lease) {
+  PgStoreOptions options;
+  options.url = url;
+  auto store = PgStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ClientState c;
+  c.client_id = client_id;
+  c.role = role;
+  c.replica = "another-replica";
+  c.peer = "test";
+  c.applied_version = drained_version;
+  c.drained_version = drained_version;
+  c.connected = true;
+  c.connected_at = absl::Now();
+  c.last_ack = absl::Now();
+  ASSERT_TRUE((*store)->SaveClients({c}, absl::Now() + lease).ok());
+}
+
+// A calm first day (issue 10, item 7): the server as the binary runs it by
+// default (handoffs on, --move_cooldown 1h, --handoff_grace 30s,
+// --client_lease 30s), no Kafka, and no client connected.
+class CalmFirstDayTest : public ServerFixture {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = ServerFixture::Options();
+    options.admin.write_timeout = absl::Seconds(60);
+    options.handoff.enabled = true;
+    options.handoff.move_cooldown = absl::Hours(1);
+    return options;
+  }
+
+  // Creates bucket `name` (an ingestion topic, no consumer group) and
+  // returns the handoffs it opened.
+  std::vector<v1::Handoff> Create(const std::string& name, bool dry_run = false) {
+    v1::CreateBucketRequest req;
+    req.mutable_bucket()->set_name(name);
+    (*req.mutable_bucket()->mutable_topics())["ingestion"] = "events_" + name;
+    req.set_reason("first day");
+    req.set_dry_run(dry_run);
+    v1::CreateBucketResponse resp;
+    grpc::Status s = admin_->CreateBucket(Ctx().get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.effect().handoffs().begin(), resp.effect().handoffs().end()};
+  }
+
+  std::vector<v1::Handoff> List(bool include_ended) {
+    v1::ListHandoffsRequest req;
+    req.set_include_ended(include_ended);
+    req.set_page_size(1000);
+    v1::ListHandoffsResponse resp;
+    grpc::Status s = admin_->ListHandoffs(Ctx().get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.handoffs().begin(), resp.handoffs().end()};
+  }
+};
+
+MATCHER(CompletedAtOnce, "COMPLETED at its opening, saying there was nothing to wait for") {
+  return arg.state() == v1::HANDOFF_COMPLETED && arg.phase_version() == arg.opened_version() &&
+         absl::StrContains(arg.end_reason(),
+                           absl::StrCat("nothing to wait for: no producer session was leased and "
+                                        "bucket ",
+                                        arg.source_bucket_id(), " has no consumer group"));
+}
+
+TEST_F(CalmFirstDayTest, FourBucketsThenABulkAssignOf100kTeamsIsAcceptedAtOnce) {
+  std::vector<v1::Handoff> opened;
+  for (const char* name : {"b1", "b2", "b3"}) {
+    for (const v1::Handoff& h : Create(name)) opened.push_back(h);
+  }
+  // A dry run says the same as the write.
+  for (const v1::Handoff& h : Create("b4", /*dry_run=*/true)) {
+    EXPECT_EQ(h.state(), v1::HANDOFF_COMPLETED) << h.ShortDebugString();
+  }
+  for (const v1::Handoff& h : Create("b4")) opened.push_back(h);
+  // Bucket 2 moved slots out of 1, bucket 3 out of 1 and 2, bucket 4 out
+  // of 1, 2 and 3.
+  ASSERT_EQ(opened.size(), 6u);
+  for (const v1::Handoff& h : opened) EXPECT_THAT(h, CompletedAtOnce()) << h.ShortDebugString();
+
+  const int64_t version = Version();
+  v1::BulkAssignRequest req;
+  req.set_reason("the existing team -> bucket mapping");
+  constexpr int64_t kTeams = 100000;
+  for (int64_t team = 1; team <= kTeams; ++team) {
+    v1::BulkAssignment* a = req.add_assignments();
+    a->set_team_id(team);
+    a->set_bucket_id(static_cast<int32_t>(1 + team % 4));
+  }
+  v1::BulkAssignResponse resp;
+  const absl::Time start = absl::Now();
+  grpc::Status s = admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.version(), version + 1);  // one version
+  EXPECT_EQ(resp.effect().assignments_changed(), kTeams);
+  // Well within one client lease (30 s), let alone a grace period: nothing
+  // waited for the coordinator.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  ASSERT_EQ(resp.effect().handoffs_size(), 4);  // out of each bucket
+  for (const v1::Handoff& h : resp.effect().handoffs()) {
+    EXPECT_THAT(h, CompletedAtOnce()) << h.source_bucket_id();
+    EXPECT_EQ(h.opened_version(), resp.version());
+  }
+
+  // ListHandoffs: none open; the ten ended ones, each COMPLETED with its
+  // reason.
+  EXPECT_THAT(List(false), ::testing::IsEmpty());
+  std::vector<v1::Handoff> all = List(true);
+  ASSERT_EQ(all.size(), 10u);
+  for (const v1::Handoff& h : all) EXPECT_THAT(h, CompletedAtOnce()) << h.id();
+  EXPECT_EQ(Version(), version + 1);  // and the coordinator added no version
+}
+
+TEST_F(CalmFirstDayTest, ALeasedProducerKeepsTheHandoffOpen) {
+  Create("b1");
+  SaveLease(pg_->url(), "producer-1", v1::PRODUCER, 0, absl::Minutes(5));
+  std::vector<v1::Handoff> opened = Create("b2");
+  ASSERT_EQ(opened.size(), 1u);
+  EXPECT_EQ(opened[0].state(), v1::HANDOFF_SWITCHING);
+  EXPECT_EQ(opened[0].end_reason(), "");
+  ASSERT_EQ(List(false).size(), 1u);
+}
+
+TEST_F(CalmFirstDayTest, AConsumerLeaseAloneDoesNotKeepItOpen) {
+  Create("b1");
+  SaveLease(pg_->url(), "consumer-1", v1::CONSUMER, 0, absl::Minutes(5));
+  SaveLease(pg_->url(), "producer-gone", v1::PRODUCER, 0, absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(10));  // the producer's lease has expired
+  std::vector<v1::Handoff> opened = Create("b2");
+  ASSERT_EQ(opened.size(), 1u);
+  EXPECT_THAT(opened[0], CompletedAtOnce()) << opened[0].ShortDebugString();
+}
+
+// The leader's wait: a coordinator that has just taken over waits one
+// client lease (30 s here, as by default) only while a producer lease is
+// alive.
+class HandoffLeaderWaitTest : public HandoffServerTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = HandoffServerTest::Options();
+    options.watch.client_lease = absl::Seconds(30);
+    return options;
+  }
+};
+
+TEST_F(HandoffLeaderWaitTest, WithNoLiveProducerLeaseTheBarrierIsJudgedAtOnce) {
+  MakeBuckets();
+  // A consumer's lease does not count: the barrier waits for producers.
+  SaveLease(pg_->url(), "consumer-1", v1::CONSUMER, 0, absl::Minutes(5));
+  Produce(kafka_->bootstraps(), "in_a", 2, 5);  // so that it stays DRAINING
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  const v1::Handoff& opened = moved.effect().handoffs(0);
+  EXPECT_EQ(opened.state(), v1::HANDOFF_SWITCHING);  // a has a group to drain
+  const absl::Time start = absl::Now();
+  v1::Handoff draining = WaitFor(opened.id(), InState(v1::HANDOFF_DRAINING), absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(draining.missing_producers().empty());
+}
+
+TEST_F(HandoffLeaderWaitTest, WithALiveProducerLeaseItStillWaitsOneLease) {
+  MakeBuckets();
+  // A producer whose recorded state has drained everything: only the
+  // leader's wait can hold the barrier.
+  SaveLease(pg_->url(), "producer-1", v1::PRODUCER, int64_t{1} << 40, absl::Minutes(5));
+  const int64_t team = TeamOnA();
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Move(team, b_, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  const int64_t id = moved.effect().handoffs(0).id();
+  absl::SleepFor(absl::Seconds(3));  // 30 poll intervals
+  std::optional<v1::Handoff> h = Find(id);
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->state(), v1::HANDOFF_SWITCHING);
+  EXPECT_TRUE(h->missing_producers().empty());
 }
 
 }  // namespace

@@ -48,6 +48,27 @@ v1::Handoff WaitForHandoff(v1::AdminService::Stub* admin, int64_t id, Pred pred,
   return h.value_or(v1::Handoff());
 }
 
+// Polls ListClients until `client_id` is listed (its session is recorded
+// in PostgreSQL and leased, so writes and the switch barrier count it);
+// adds a failure on timeout. A session is recorded up to one
+// --client_flush after it subscribes.
+inline void WaitForClientLeased(v1::AdminService::Stub* admin, const std::string& client_id,
+                                absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::ListClientsResponse resp;
+    if (admin->ListClients(&ctx, v1::ListClientsRequest(), &resp).ok()) {
+      for (const v1::ClientInfo& c : resp.clients()) {
+        if (c.client_id() == client_id) return;
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ADD_FAILURE() << "client " << client_id << " was never listed by ListClients";
+}
+
 inline auto InState(v1::HandoffPhase phase) {
   return [phase](const v1::Handoff& h) { return h.state() == phase; };
 }

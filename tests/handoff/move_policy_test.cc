@@ -223,6 +223,118 @@ TEST(MovePolicyTest, UnorderedMoveIsRecordedAlreadyForcedAndHoldsNothing) {
   EXPECT_EQ(plan->after->next_handoff_id(), 2);
 }
 
+// A calm first day (issue 10, item 7): a handoff that nothing can be
+// behind (no producer leased, no consumer group on the source) is recorded
+// COMPLETED at once, saying why, and blocks nothing.
+TEST(MovePolicyTest, NothingToWaitForOpensCompletedWithTheReason) {
+  auto before = Base();
+  ASSERT_TRUE(NothingToDrain(*before->FindBucket(2)));
+  ASSERT_FALSE(NothingToDrain(*before->FindBucket(1)));
+  const int64_t team = DefaultTeamOn(*before, 2);
+  MovePolicy p = Policy();
+  p.producer_leased = false;
+  absl::StatusOr<Plan> plan = Pin(*before, team, 1, p);
+  ASSERT_THAT(plan, IsOk());
+  ASSERT_THAT(plan->change.handoffs, SizeIs(1));
+  const Handoff& h = plan->change.handoffs[0];
+  EXPECT_EQ(h.source_bucket_id, 2);
+  EXPECT_EQ(h.state, HandoffPhase::kCompleted);
+  EXPECT_EQ(h.end_reason,
+            "nothing to wait for: no producer session was leased and bucket 2 has no consumer "
+            "group");
+  EXPECT_TRUE(h.ordered);
+  EXPECT_THAT(h.team_ids, ElementsAre(team));
+  EXPECT_EQ(h.opened_version, 11);
+  EXPECT_EQ(h.phase_version, 11);
+  ASSERT_THAT(h.drains, SizeIs(1));
+  EXPECT_TRUE(h.drains[0].drained);
+  EXPECT_EQ(h.drain_index, 1);
+  // Ended at its opening: not in the open set, so the team moves on at once.
+  EXPECT_THAT(plan->effect.handoffs, SizeIs(1));
+  EXPECT_THAT(plan->after->handoffs(), IsEmpty());
+  EXPECT_THAT(plan->after->HandoffsOf(team), IsEmpty());
+  EXPECT_EQ(plan->after->next_handoff_id(), 2);
+  EXPECT_THAT(Pin(*plan->after, team, 3, p), IsOk());
+}
+
+TEST(MovePolicyTest, NothingToDrainButAProducerLeasedOpensSwitching) {
+  auto before = Base();
+  const int64_t team = DefaultTeamOn(*before, 2);
+  MovePolicy p = Policy();
+  p.producer_leased = true;
+  absl::StatusOr<Plan> plan = Pin(*before, team, 1, p);
+  ASSERT_THAT(plan, IsOk());
+  ASSERT_THAT(plan->change.handoffs, SizeIs(1));
+  EXPECT_EQ(plan->change.handoffs[0].state, HandoffPhase::kSwitching);
+  EXPECT_EQ(plan->change.handoffs[0].end_reason, "");
+  EXPECT_THAT(plan->after->HandoffsOf(team), SizeIs(1));
+}
+
+TEST(MovePolicyTest, NoProducerButAGroupToDrainOpensSwitching) {
+  auto before = Base();
+  const int64_t team = DefaultTeamOn(*before, 1);  // bucket 1 has two groups
+  MovePolicy p = Policy();
+  p.producer_leased = false;
+  absl::StatusOr<Plan> plan = Pin(*before, team, 2, p);
+  ASSERT_THAT(plan, IsOk());
+  ASSERT_THAT(plan->change.handoffs, SizeIs(1));
+  EXPECT_EQ(plan->change.handoffs[0].state, HandoffPhase::kSwitching);
+  EXPECT_THAT(plan->after->HandoffsOf(team), SizeIs(1));
+
+  // A group on a role without a topic drains nothing; an empty group name
+  // is no group.
+  Bucket b = *before->FindBucket(2);
+  b.consumer_groups = {{"processed", "g_out_2"}, {"ingestion", ""}};
+  EXPECT_TRUE(NothingToDrain(b));
+}
+
+TEST(MovePolicyTest, AddingABucketWithNoProducerCompletesOnlyTheSourcesWithoutGroups) {
+  auto before = Base();
+  Bucket b;
+  b.name = "new";
+  b.topics = {{"ingestion", "in_new"}};
+  absl::StatusOr<Plan> plan = PlanCreateBucket(*before, b);
+  ASSERT_THAT(plan, IsOk());
+  MovePolicy p = Policy(MoveScope::kPoolWide);
+  p.producer_leased = false;
+  ASSERT_THAT(ApplyMovePolicy(*before, p, &*plan), IsOk());
+  ASSERT_THAT(plan->change.handoffs, SizeIs(2));
+  EXPECT_EQ(plan->change.handoffs[0].source_bucket_id, 1);
+  EXPECT_EQ(plan->change.handoffs[0].state, HandoffPhase::kSwitching);
+  EXPECT_EQ(plan->change.handoffs[1].source_bucket_id, 2);
+  EXPECT_EQ(plan->change.handoffs[1].state, HandoffPhase::kCompleted);
+  EXPECT_THAT(plan->change.handoffs[1].end_reason, HasSubstr("bucket 2 has no consumer group"));
+  ASSERT_THAT(plan->after->handoffs(), SizeIs(1));
+  EXPECT_EQ(plan->after->handoffs()[0].source_bucket_id, 1);
+  // A team that moved 2 -> new may move again; one that moved 1 -> new may
+  // not.
+  const Snapshot& after = *plan->after;
+  int64_t from_2 = 0;
+  int64_t from_1 = 0;
+  for (int64_t t = 1000; (from_1 == 0 || from_2 == 0) && t < 100000; ++t) {
+    if (after.RouteOf(t).bucket_id != 4) continue;
+    if (before->RouteOf(t).bucket_id == 2 && from_2 == 0) from_2 = t;
+    if (before->RouteOf(t).bucket_id == 1 && from_1 == 0) from_1 = t;
+  }
+  ASSERT_NE(from_1, 0);
+  ASSERT_NE(from_2, 0);
+  EXPECT_THAT(after.HandoffsOf(from_2), IsEmpty());
+  EXPECT_THAT(Pin(after, from_2, 3, Policy()), IsOk());
+  EXPECT_THAT(Pin(after, from_1, 3, Policy()), StatusIs(Code::kFailedPrecondition, _));
+}
+
+TEST(MovePolicyTest, UnorderedStaysForcedWithNothingToWaitFor) {
+  auto before = Base();
+  MovePolicy p = Policy();
+  p.ordered = false;
+  p.producer_leased = false;
+  absl::StatusOr<Plan> plan = Pin(*before, DefaultTeamOn(*before, 2), 1, p);
+  ASSERT_THAT(plan, IsOk());
+  ASSERT_THAT(plan->change.handoffs, SizeIs(1));
+  EXPECT_EQ(plan->change.handoffs[0].state, HandoffPhase::kForced);
+  EXPECT_EQ(plan->change.handoffs[0].end_reason, "unordered");
+}
+
 TEST(MovePolicyTest, CooldownRefusesUnlessForced) {
   auto before = Base();
   const int64_t team = DefaultTeamOn(*before, 1);

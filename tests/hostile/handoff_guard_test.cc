@@ -18,7 +18,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/embedded_kafka.h"
+#include "server/outbox/embedded_kafka.h"
 #include "tests/handoff/handoff_test_util.h"
 #include "tests/handoff/kafka_test_util.h"
 #include "tests/server/server_fixture.h"

@@ -535,6 +535,11 @@ TEST_F(HostileBarrierTest, LyingProducerDoesNotPassTheBarrier) {
     resumed->Subscribe("liar", v1::PRODUCER, first->push().to_version());
   }
   absl::SleepFor(absl::Milliseconds(500));
+  // Both sessions recorded and leased before the move: with no producer
+  // leased, a handoff out of a (no consumer group) would be COMPLETED at
+  // once, with no barrier to pass.
+  WaitForClientLeased(admin_.get(), "honest");
+  WaitForClientLeased(admin_.get(), "liar");
   int64_t team = 1;
   for (;; ++team) {
     v1::GetTeamRequest req;

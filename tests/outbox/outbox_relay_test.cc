@@ -1,6 +1,6 @@
 // OutboxRelay against the real PgStore and a fake publisher with failure
 // switches: order, the delivered watermark, resend after a failed delivery.
-#include "server/outbox_relay.h"
+#include "server/outbox/outbox_relay.h"
 
 #include <set>
 #include <vector>

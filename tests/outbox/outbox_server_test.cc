@@ -13,8 +13,8 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
-#include "server/embedded_kafka.h"
-#include "server/kafka_publisher.h"
+#include "server/outbox/embedded_kafka.h"
+#include "server/outbox/kafka_publisher.h"
 #include "tests/server/server_fixture.h"
 
 namespace bucketmap {

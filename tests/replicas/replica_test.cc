@@ -20,8 +20,8 @@
 #include "domain/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
-#include "server/leader.h"
-#include "server/pg_store.h"
+#include "server/replica/leader.h"
+#include "server/store/pg_store.h"
 #include "server/server.h"
 #include "tests/server/watch_client.h"
 #include "tests/support/pg_harness.h"
@@ -74,6 +74,7 @@ class ReplicaTest : public ::testing::Test {
     // through LISTEN/NOTIFY.
     options.refresh_interval = refresh;
     options.admin.write_timeout = absl::Seconds(5);
+    options.handoff.enabled = false;  // these tests are about versions reaching replicas
     options.watch.replica = name;
     options.watch.client_flush = absl::Milliseconds(100);
     options.replicas.name = name;

@@ -10,7 +10,7 @@
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 #include "server/server.h"
 #include "tests/support/pg_harness.h"
 
@@ -32,6 +32,10 @@ class ServerFixture : public ::testing::Test {
     options.grpc_listen = "127.0.0.1:0";
     options.refresh_interval = absl::Milliseconds(200);
     options.admin.write_timeout = absl::Seconds(3);
+    // The server's defaults open handoffs with a 1 h move cooldown; tests
+    // about handoffs turn them on, with the cooldown they need.
+    options.handoff.enabled = false;
+    options.handoff.move_cooldown = absl::ZeroDuration();
     return options;
   }
 

@@ -331,6 +331,38 @@ TEST_F(WatchTest, FiltersNarrowAssignmentRowsOnlyAndProducersCannotFilter) {
   EXPECT_EQ(deltas[1].unset_team_ids(0), 1);
 }
 
+// Filters narrow only assignment rows: the handoffs a version opens reach
+// filtered streams in its delta too (the filtered encoding dropped them).
+class WatchHandoffTest : public WatchTest {
+ protected:
+  ServerOptions Options() override {
+    ServerOptions options = WatchTest::Options();
+    options.handoff.enabled = true;
+    return options;
+  }
+};
+
+TEST_F(WatchHandoffTest, FilteredStreamsGetTheHandoffsOfADelta) {
+  const int32_t b1 = MakeBucket("b1");
+  const int32_t b2 = MakeBucket("b2", "other");
+  ASSERT_TRUE(Pin(1, b1).ok());
+  WatchClient consumer(mapping_.get());
+  consumer.Subscribe("consumer-b2", v1::CONSUMER, 0, "", {b2});
+  CatchUp(consumer);
+  v1::AssignTeamResponse moved;
+  ASSERT_TRUE(Pin(1, b2, &moved).ok());
+  ASSERT_EQ(moved.effect().handoffs_size(), 1);
+  std::optional<v1::WatchResponse> r = consumer.NextNonHeartbeat();
+  ASSERT_TRUE(r.has_value() && r->has_push());
+  ASSERT_GE(r->push().deltas_size(), 1);
+  const v1::MappingDelta& delta = r->push().deltas(r->push().deltas_size() - 1);
+  EXPECT_EQ(delta.to_version(), moved.version());
+  ASSERT_EQ(delta.handoffs_size(), 1);
+  EXPECT_EQ(delta.handoffs(0).id(), moved.effect().handoffs(0).id());
+  ASSERT_EQ(delta.set().team_ids_size(), 1);  // pinned into the filtered bucket
+  EXPECT_EQ(delta.set().team_ids(0), 1);
+}
+
 TEST_F(WatchTest, ThousandConcurrentWatchersAllReachTheNewVersion) {
   const int32_t b1 = MakeBucket("b1");
   constexpr int kWatchers = 1000;

@@ -1,6 +1,6 @@
 // The migrator against a real PostgreSQL: once each, in order, checksums,
 // refusal of edited or missing files, and the advisory lock.
-#include "server/migrator.h"
+#include "server/store/migrator.h"
 
 #include <unistd.h>
 
@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/pg_store.h"
-#include "server/pg_util.h"
+#include "server/store/pg_store.h"
+#include "server/store/pg_util.h"
 #include "tests/store/store_test_util.h"
 
 namespace bucketmap {

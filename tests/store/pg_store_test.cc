@@ -1,6 +1,6 @@
 // PgStore against a real PostgreSQL: write semantics (SPEC §3), gapless
 // versions, restart, outage and recovery, bulk writes, history, pruning.
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 
 #include <algorithm>
 #include <atomic>

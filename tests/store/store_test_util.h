@@ -16,7 +16,7 @@
 #include "domain/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 #include "tests/domain/domain_test_util.h"
 #include "tests/support/pg_harness.h"
 

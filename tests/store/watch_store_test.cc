@@ -14,7 +14,7 @@
 #include "absl/time/time.h"
 #include "bucketmap/v1/types.pb.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server/pg_store.h"
+#include "server/store/pg_store.h"
 #include "tests/store/store_test_util.h"
 
 namespace bucketmap {

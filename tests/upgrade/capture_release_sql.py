@@ -3,8 +3,9 @@
 
 Usage: tests/upgrade/capture_release_sql.py REV > tests/testdata/upgrade/release_sql_REV.txt
 
-Reads server/pg_store.cc at git revision REV and prints every SQL statement
-written there as one C string literal (or a run of adjacent literals), and
+Reads PgStore's sources at git revision REV (server/store/pg_*.cc, or
+server/pg_store.cc in releases before the layered folders) and prints every
+SQL statement written there as one C string literal (or a run of adjacent literals), and
 each pqxx::stream_to or stream_from table as the SELECT of its columns, so the upgrade
 test can check that the old release's statements still run against the
 new schema. Statements assembled at run time with StrCat are skipped (their
@@ -40,11 +41,20 @@ def literal_runs(src):
         pos = end
 
 
+def store_sources(rev):
+    """PgStore's source files at `rev`."""
+    listed = subprocess.run(['git', 'ls-tree', '--name-only', rev, 'server/store/'],
+                            capture_output=True, text=True).stdout.split()
+    files = sorted(f for f in listed if re.match(r'server/store/pg_\w+\.cc$', f))
+    return files or ['server/pg_store.cc']
+
+
 def main():
     rev = sys.argv[1]
-    src = subprocess.run(['git', 'show', f'{rev}:server/pg_store.cc'], check=True,
-                         capture_output=True, text=True).stdout
-    print(f'-- SQL of server/pg_store.cc at {rev}, captured by tests/upgrade/capture_release_sql.py')
+    files = store_sources(rev)
+    src = '\n'.join(subprocess.run(['git', 'show', f'{rev}:{f}'], check=True,
+                                   capture_output=True, text=True).stdout for f in files)
+    print(f'-- SQL of {" ".join(files)} at {rev}, captured by tests/upgrade/capture_release_sql.py')
     for start, end, text in literal_runs(src):
         if not SQL_START.match(text):
             continue

@@ -6,7 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/migrator.h"
+#include "server/store/migrator.h"
 
 namespace bucketmap {
 namespace {

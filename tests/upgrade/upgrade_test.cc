@@ -32,8 +32,9 @@
 #include "domain/change.h"
 #include "gtest/gtest.h"
 #include "pqxx/pqxx"
-#include "server/convert.h"
-#include "server/migrator.h"
+#include "codec/codec.h"
+#include "server/store/bucket_json.h"
+#include "server/store/migrator.h"
 #include "tests/support/pg_harness.h"
 #include "tests/support/server_process.h"
 

@@ -95,11 +95,10 @@ std::vector<CommandSpec> MakeCommands() {
                   {"force", FlagKind::kBool},
                   {"unordered", FlagKind::kBool}}),
       1, 1});
-  commands.push_back(CommandSpec{"unassign", absl::StrCat("<TEAM_ID> [--force] ", kWriteUsage),
-                                 "Remove a team's override: it goes back to default placement.",
-                                 write_details.substr(1),
-                                 WriteFlags({{"force", FlagKind::kBool}, {"unordered", FlagKind::kBool}}),
-                                 1, 1});
+  commands.push_back(CommandSpec{
+      "unassign", absl::StrCat("<TEAM_ID> [--force] ", kWriteUsage),
+      "Remove a team's override: it goes back to default placement.", write_details.substr(1),
+      WriteFlags({{"force", FlagKind::kBool}, {"unordered", FlagKind::kBool}}), 1, 1});
   commands.push_back(
       CommandSpec{"bulk-assign", absl::StrCat("--file F [--force] ", kWriteUsage),
                   "Assign many teams in one atomic write (one version).",
@@ -150,21 +149,21 @@ std::vector<CommandSpec> MakeCommands() {
       "get-team", "<TEAM_ID>", "Show where a team's events go, and why.", "", {}, 1, 1});
   commands.push_back(CommandSpec{
       "list-clients", "", "List the watch clients seen within their lease.", "", {}, 0, 0});
-  commands.push_back(CommandSpec{
-      "list-handoffs", "[--include-ended] [--team T] [--page-size N]",
-      "List the open handoffs (coordinated moves): phase, age, lag, missing producers.",
-      "--include-ended adds ended ones (COMPLETED, FORCED, CANCELLED), newest first.\n"
-      "--team lists only the handoffs involving that team.\n",
-      {{"include-ended", FlagKind::kBool},
-       {"team", FlagKind::kValue},
-       {"page-size", FlagKind::kValue}},
-      0,
-      0});
+  commands.push_back(
+      CommandSpec{"list-handoffs",
+                  "[--include-ended] [--team T] [--page-size N]",
+                  "List the open handoffs (coordinated moves): phase, age, lag, missing producers.",
+                  "--include-ended adds ended ones (COMPLETED, FORCED, CANCELLED), newest first.\n"
+                  "--team lists only the handoffs involving that team.\n",
+                  {{"include-ended", FlagKind::kBool},
+                   {"team", FlagKind::kValue},
+                   {"page-size", FlagKind::kValue}},
+                  0,
+                  0});
   commands.push_back(CommandSpec{
       "cancel-handoff", absl::StrCat("<HANDOFF_ID> ", kWriteUsage),
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
-      absl::StrCat("The teams keep their new route; only the ordering hold ends.\n",
-                   write_details),
+      absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),
       WriteFlags({}), 1, 1});
   return commands;
 }
@@ -198,6 +197,21 @@ absl::Status ApplyWriteFlags(const ParsedArgs& args, Request* request) {
     request->set_expected_version(v);
   }
   request->set_dry_run(args.GetBool("dry-run"));
+  return absl::OkStatus();
+}
+
+// --page-size, --page-token, and --all (which pages through from the
+// start, so it excludes --page-token).
+template <typename Request>
+absl::Status ApplyPageFlags(const ParsedArgs& args, Request* request) {
+  if (args.Has("page-size")) {
+    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
+    request->set_page_size(static_cast<int32_t>(size));
+  }
+  if (args.Has("page-token") && args.GetBool("all")) {
+    return Usage("--page-token and --all exclude each other");
+  }
+  request->set_page_token(args.Get("page-token"));
   return absl::OkStatus();
 }
 
@@ -467,14 +481,7 @@ absl::StatusOr<v1::ListAssignmentsRequest> BuildListAssignments(const ParsedArgs
     request.set_bucket_id(bucket_id);
   }
   request.set_pool(args.Get("pool"));
-  if (args.Has("page-size")) {
-    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
-    request.set_page_size(static_cast<int32_t>(size));
-  }
-  if (args.Has("page-token") && args.GetBool("all")) {
-    return Usage("--page-token and --all exclude each other");
-  }
-  request.set_page_token(args.Get("page-token"));
+  RETURN_IF_ERROR(ApplyPageFlags(args, &request));
   return request;
 }
 
@@ -492,14 +499,7 @@ absl::StatusOr<v1::GetHistoryRequest> BuildGetHistory(const ParsedArgs& args) {
     ASSIGN_OR_RETURN(int64_t v, IntFlag(args, "to", kInt64Min, kInt64Max));
     request.set_to_version(v);
   }
-  if (args.Has("page-size")) {
-    ASSIGN_OR_RETURN(int64_t size, IntFlag(args, "page-size", kInt32Min, kInt32Max));
-    request.set_page_size(static_cast<int32_t>(size));
-  }
-  if (args.Has("page-token") && args.GetBool("all")) {
-    return Usage("--page-token and --all exclude each other");
-  }
-  request.set_page_token(args.Get("page-token"));
+  RETURN_IF_ERROR(ApplyPageFlags(args, &request));
   request.set_include_delta(args.GetBool("include-delta"));
   return request;
 }

@@ -54,16 +54,17 @@
 //     latest).
 //
 // Feeding the client (the transport seam).
-//   This library does not yet open the gRPC watch stream itself. A watch
-//   transport (SPEC §3 WatchMapping) drives a Client through exactly these
-//   calls, and needs no other access:
+//   WatchConnection (bucketmap/watch.h, target bucketmap_client_watch) opens
+//   the gRPC watch stream and drives a Client; it is the only part of the
+//   library that links gRPC. Any transport drives a Client through exactly
+//   these calls, and needs no other access:
 //     subscribe with   version() and cluster_id();
 //     Push.snapshot -> ApplySnapshot(); Push.deltas -> ApplyDeltas();
 //                      ACK version() on OK, NACK with the Status otherwise;
 //     Sync/Heartbeat -> ConfirmCurrent(server_version);
 //     start-up without a server -> LoadCache(); after applying -> WriteCache().
-//   ClientOptions already carries what the transport needs (addresses,
-//   client_id, role, bearer token).
+//   ClientOptions carries what the transport needs (addresses, client_id,
+//   role, bearer token).
 #ifndef BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_CLIENT_H_
 #define BUCKETMAP_CLIENT_INCLUDE_BUCKETMAP_CLIENT_H_
 

@@ -80,9 +80,10 @@ struct WatchConnectionOptions {
 };
 
 // The gRPC channel credentials for `tls`: insecure when !tls.enabled.
-// Reads the files now. NotFound naming the option for a file that cannot
-// be read; InvalidArgument for a certificate without its key or the
-// reverse. bucketctl uses it too, so both speak TLS the same way.
+// Reads the files now, with ReadPem() (bucketmap/read_file.h). NotFound
+// naming the option for a file that cannot be read or is empty;
+// InvalidArgument for a certificate without its key or the reverse.
+// bucketctl uses it too, so both speak TLS the same way.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     const WatchTlsOptions& tls);
 

@@ -1,0 +1,67 @@
+// codec: conversions between the domain types (domain/) and the
+// bucketmap.v1 wire messages (proto/). The one place that knows both; the
+// server (storage, gRPC services, watch streams, change events) and the
+// client library (snapshots, deltas, its cache file) use it, so both read
+// the wire by the same rules.
+//
+// Decoding is strict: what a peer sends is checked, and a bad message is
+// InvalidArgument naming the field (e.g. "deltas[2].set.targets[5]: ..."),
+// never half-decoded. Ids, names, states and ordering are checked when the
+// decoded state is built (Snapshot::Build / Snapshot::Apply).
+//
+// It links protobuf's messages only (never gRPC), so that the client and
+// its ThreadSanitizer build can use it. Pure functions; thread-safe.
+#ifndef BUCKETMAP_CODEC_CODEC_H_
+#define BUCKETMAP_CODEC_CODEC_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "bucketmap/v1/admin.pb.h"
+#include "bucketmap/v1/types.pb.h"
+#include "domain/change.h"
+#include "domain/handoff.h"
+#include "domain/model.h"
+#include "domain/planner.h"
+#include "domain/snapshot.h"
+
+namespace bucketmap {
+
+void ToProto(const Bucket& bucket, v1::Bucket* out);
+// Copies every field; the wire state (0 for unspecified) is not checked
+// here: the validators (domain/validation.h) or Snapshot::Build do that.
+Bucket FromProto(const v1::Bucket& bucket);
+
+void ToProto(const Handoff& handoff, v1::Handoff* out);
+Handoff FromProto(const v1::Handoff& handoff);
+
+// ToProto(Snapshot)
+//
+// The full snapshot with packed assignment columns, and its open handoffs.
+void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out);
+
+// StateFromProto()
+//
+// The state `snapshot` describes, without its handoffs (see
+// Snapshot::WithHandoffs). InvalidArgument, naming the field, for a
+// negative version, an empty cluster id, or inconsistent assignment
+// columns or pool references.
+absl::StatusOr<MappingState> StateFromProto(const v1::MappingSnapshot& snapshot);
+
+// ToProto(Change)
+//
+// The delta of `change`, which took the mapping from `to_version - 1`.
+void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out);
+
+// ChangeFromProto()
+//
+// The change `delta` describes, handoffs included. InvalidArgument, naming
+// the field under `field` (e.g. "deltas[2]"), when it is inconsistent.
+absl::StatusOr<Change> ChangeFromProto(const v1::MappingDelta& delta, const std::string& field);
+
+void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out);
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_CODEC_CODEC_H_

@@ -1,0 +1,282 @@
+#include "server/metrics/metrics.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/support/status.h"
+
+namespace bucketmap {
+namespace {
+
+const char* CodeName(int code) {
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+}
+
+class MetricsInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(Metrics* metrics, std::string method)
+      : metrics_(metrics), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
+      metrics_->RecordRpc(method_, methods->GetSendStatus().error_code(), elapsed.count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics* metrics_;
+  std::string method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class MetricsInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    // An interceptor runs on every message of a stream; watch streams are
+    // counted by the WatchHub when they end instead.
+    if (info->type() == grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING) return nullptr;
+    std::string method = info->method();
+    if (!method.empty() && method[0] == '/') method.erase(0, 1);
+    return new MetricsInterceptor(metrics_, std::move(method));
+  }
+
+ private:
+  Metrics* metrics_;
+};
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      rpcs_(prometheus::BuildCounter()
+                .Name("bucketmap_rpc_requests_total")
+                .Help("gRPC calls finished, by method and status code.")
+                .Register(*registry_)),
+      rpc_seconds_(prometheus::BuildHistogram()
+                       .Name("bucketmap_rpc_duration_seconds")
+                       .Help("gRPC call latency from start to status, by method.")
+                       .Register(*registry_)),
+      version_(prometheus::BuildGauge()
+                   .Name("bucketmap_mapping_version")
+                   .Help("Version of the snapshot this replica serves.")
+                   .Register(*registry_)
+                   .Add({})),
+      assignments_(prometheus::BuildGauge()
+                       .Name("bucketmap_assignments")
+                       .Help("Teams with an override (pin or pool).")
+                       .Register(*registry_)
+                       .Add({})),
+      pinned_teams_(prometheus::BuildGauge()
+                        .Name("bucketmap_bucket_pinned_teams")
+                        .Help("Teams pinned to each bucket.")
+                        .Register(*registry_)),
+      watchers_(prometheus::BuildGauge()
+                    .Name("bucketmap_watchers")
+                    .Help("Open WatchMapping streams on this replica, by client role.")
+                    .Register(*registry_)),
+      watch_events_(prometheus::BuildCounter()
+                        .Name("bucketmap_watch_events_total")
+                        .Help("Watch stream events: NACKs received, streams closed on ACK timeout.")
+                        .Register(*registry_)),
+      watch_pending_writes_(prometheus::BuildGauge()
+                                .Name("bucketmap_watch_pending_writes")
+                                .Help("Watch messages queued or being written, over all streams "
+                                      "(at most 3 per stream).")
+                                .Register(*registry_)
+                                .Add({})),
+      outbox_backlog_(prometheus::BuildGauge()
+                          .Name("bucketmap_outbox_backlog")
+                          .Help("Change-log rows not yet published to Kafka.")
+                          .Register(*registry_)
+                          .Add({})),
+      outbox_oldest_age_(prometheus::BuildGauge()
+                             .Name("bucketmap_outbox_oldest_unpublished_age_seconds")
+                             .Help("Age of the oldest change-log row not yet published; 0 when "
+                                   "none is waiting.")
+                             .Register(*registry_)
+                             .Add({})),
+      outbox_errors_(prometheus::BuildCounter()
+                         .Name("bucketmap_outbox_publish_errors_total")
+                         .Help("Publishing failures that made the outbox relay reset its Kafka "
+                               "producer and resend from the last delivered version.")
+                         .Register(*registry_)
+                         .Add({})),
+      outbox_last_published_(prometheus::BuildGauge()
+                                 .Name("bucketmap_outbox_last_published_version")
+                                 .Help("Highest version published to the changes topic.")
+                                 .Register(*registry_)
+                                 .Add({})),
+      embedded_kafka_(prometheus::BuildGauge()
+                          .Name("bucketmap_embedded_kafka_info")
+                          .Help("1, labelled with the bootstrap address of the in-process mock "
+                                "Kafka cluster (--kafka_brokers=embedded).")
+                          .Register(*registry_)),
+      changes_topic_partitions_(prometheus::BuildGauge()
+                                    .Name("bucketmap_changes_topic_partitions")
+                                    .Help("Partitions of the changes topic found at start; "
+                                          "anything but 1 breaks the total order.")
+                                    .Register(*registry_)
+                                    .Add({})),
+      leader_(prometheus::BuildGauge()
+                  .Name("bucketmap_leader")
+                  .Help("1 while this replica is the leader (runs the outbox relay and the "
+                        "handoff coordinator)")
+                  .Register(*registry_)
+                  .Add({})),
+      leader_epoch_(prometheus::BuildGauge()
+                        .Name("bucketmap_leader_epoch")
+                        .Help("The leader epoch this replica holds; 0 when it is not the leader")
+                        .Register(*registry_)
+                        .Add({})),
+      leader_changes_(prometheus::BuildCounter()
+                          .Name("bucketmap_leader_changes_total")
+                          .Help("Times this replica became (acquired) or stopped being (lost) "
+                                "leader")
+                          .Register(*registry_)),
+      leader_acquired_(leader_changes_.Add({{"event", "acquired"}})),
+      leader_lost_(leader_changes_.Add({{"event", "lost"}})),
+      listener_connected_(prometheus::BuildGauge()
+                              .Name("bucketmap_version_listener_connected")
+                              .Help("1 while this replica LISTENs for versions committed by other "
+                                    "replicas; 0 means it relies on the catch-up poll")
+                              .Register(*registry_)
+                              .Add({})),
+      version_notifications_(prometheus::BuildCounter()
+                                 .Name("bucketmap_version_notifications_total")
+                                 .Help("Batches of version notifications received (NOTIFY)")
+                                 .Register(*registry_)
+                                 .Add({})) {}
+
+void Metrics::SetLeader(int64_t epoch) {
+  leader_.Set(epoch == 0 ? 0 : 1);
+  leader_epoch_.Set(static_cast<double>(epoch));
+}
+
+void Metrics::RecordLeaderChange(bool acquired) {
+  (acquired ? leader_acquired_ : leader_lost_).Increment();
+}
+
+void Metrics::SetVersionListenerConnected(bool connected) {
+  listener_connected_.Set(connected ? 1 : 0);
+}
+
+void Metrics::RecordVersionNotification() { version_notifications_.Increment(); }
+
+void Metrics::SetOutboxStats(int64_t backlog, absl::Duration oldest_age,
+                             int64_t last_published_version) {
+  outbox_backlog_.Set(static_cast<double>(backlog));
+  outbox_oldest_age_.Set(absl::ToDoubleSeconds(oldest_age));
+  SetOutboxLastPublished(last_published_version);
+}
+
+void Metrics::SetOutboxLastPublished(int64_t version) {
+  absl::MutexLock lock(&mu_);
+  // Stats read from the store may lag the relay's own marks.
+  if (static_cast<double>(version) > outbox_last_published_.Value()) {
+    outbox_last_published_.Set(static_cast<double>(version));
+  }
+}
+
+void Metrics::RecordOutboxPublishError() { outbox_errors_.Increment(); }
+
+void Metrics::SetEmbeddedKafka(const std::string& bootstrap) {
+  embedded_kafka_.Add({{"bootstrap", bootstrap}}).Set(1);
+}
+
+void Metrics::SetHandoffs(int64_t switching, int64_t draining, absl::Duration oldest_age) {
+  absl::MutexLock lock(&mu_);
+  if (handoffs_switching_ == nullptr) {
+    auto& open = prometheus::BuildGauge()
+                     .Name("bucketmap_handoffs_open")
+                     .Help("Open handoffs (coordinated moves), by phase.")
+                     .Register(*registry_);
+    handoffs_switching_ = &open.Add({{"phase", "SWITCHING"}});
+    handoffs_draining_ = &open.Add({{"phase", "DRAINING"}});
+    handoff_oldest_age_ = &prometheus::BuildGauge()
+                               .Name("bucketmap_handoff_oldest_age_seconds")
+                               .Help("Age of the oldest open handoff; 0 when none is open.")
+                               .Register(*registry_)
+                               .Add({});
+  }
+  handoffs_switching_->Set(static_cast<double>(switching));
+  handoffs_draining_->Set(static_cast<double>(draining));
+  handoff_oldest_age_->Set(absl::ToDoubleSeconds(oldest_age));
+}
+
+void Metrics::SetChangesTopicPartitions(int partitions) {
+  changes_topic_partitions_.Set(partitions);
+}
+
+void Metrics::SetWatchPendingWrites(int64_t count) {
+  watch_pending_writes_.Set(static_cast<double>(count));
+}
+
+void Metrics::SetWatchers(int role, int64_t count) {
+  static const char* const kRoles[] = {"unspecified", "producer", "consumer", "observer"};
+  watchers_.Add({{"role", role >= 0 && role <= 3 ? kRoles[role] : "unknown"}})
+      .Set(static_cast<double>(count));
+}
+
+void Metrics::RecordWatchEvent(const std::string& event) {
+  watch_events_.Add({{"event", event}}).Increment();
+}
+
+absl::Status Metrics::Serve(const std::string& listen) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("--metrics_listen ", listen, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  return absl::OkStatus();
+}
+
+void Metrics::RecordRpc(const std::string& method, int code, double seconds) {
+  rpcs_.Add({{"method", method}, {"code", CodeName(code)}}).Increment();
+  static const prometheus::Histogram::BucketBoundaries kBounds = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  rpc_seconds_.Add({{"method", method}}, kBounds).Observe(seconds);
+}
+
+void Metrics::OnSnapshot(const Snapshot& snapshot) {
+  version_.Set(static_cast<double>(snapshot.version()));
+  assignments_.Set(static_cast<double>(snapshot.assignment_count()));
+  const std::map<int32_t, int64_t> pinned = snapshot.PinnedCounts();
+  absl::MutexLock lock(&mu_);
+  for (const Bucket& bucket : snapshot.buckets()) {
+    auto it = pinned.find(bucket.id);
+    pinned_teams_.Add({{"bucket_id", absl::StrCat(bucket.id)}, {"bucket", bucket.name}})
+        .Set(it == pinned.end() ? 0 : static_cast<double>(it->second));
+  }
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+Metrics::InterceptorFactory() {
+  return std::make_unique<MetricsInterceptorFactory>(this);
+}
+
+}  // namespace bucketmap

@@ -1,0 +1,115 @@
+// Metrics: the server's Prometheus metrics and their /metrics exposer.
+// Every metric of the server is defined here, and only here: components
+// report through the methods below (they take a Metrics*, null in tests
+// that do not look), so docs/operations.md's list has one place to match.
+//
+// Every RPC is counted by a gRPC server interceptor (method and code) and
+// timed (method). Mapping gauges are updated on every published snapshot.
+// Thread-safe: prometheus-cpp families and metrics are internally locked.
+#ifndef BUCKETMAP_SERVER_METRICS_METRICS_H_
+#define BUCKETMAP_SERVER_METRICS_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "domain/snapshot.h"
+#include "grpcpp/support/server_interceptor.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace bucketmap {
+
+class Metrics {
+ public:
+  Metrics();
+
+  // Serves /metrics on `listen` (host:port). Unavailable if it cannot bind.
+  absl::Status Serve(const std::string& listen);
+
+  // Records one finished RPC. `method` is the full gRPC method name.
+  void RecordRpc(const std::string& method, int code, double seconds);
+
+  // Updates the version, assignment and per-bucket gauges.
+  void OnSnapshot(const Snapshot& snapshot) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Sets the number of open watch streams of a role (bucketmap.v1.ClientRole).
+  void SetWatchers(int role, int64_t count);
+  // Messages queued or in flight on all watch streams.
+  void SetWatchPendingWrites(int64_t count);
+  // Counts a watch event: "nack", "ack_timeout".
+  void RecordWatchEvent(const std::string& event);
+
+  // The outbox, as last read from the store.
+  void SetOutboxStats(int64_t backlog, absl::Duration oldest_age, int64_t last_published_version);
+  // The last version the relay marked published.
+  void SetOutboxLastPublished(int64_t version);
+  // Counts a publishing failure that made the relay reset its producer.
+  void RecordOutboxPublishError();
+  // Exports bucketmap_embedded_kafka_info{bootstrap=...} 1.
+  void SetEmbeddedKafka(const std::string& bootstrap);
+  // The changes topic's partition count as found at start (anything but 1
+  // breaks the total order).
+  void SetChangesTopicPartitions(int partitions);
+
+  // Open handoffs by phase ("SWITCHING", "DRAINING"), and the age of the
+  // oldest open one (zero when none is open).
+  void SetHandoffs(int64_t switching, int64_t draining, absl::Duration oldest_age)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Leader election (server/replica/leader.h): the epoch this replica
+  // leads at, 0 when it does not lead; a leadership acquired or lost.
+  void SetLeader(int64_t epoch);
+  void RecordLeaderChange(bool acquired);
+
+  // The version listener (server/replica/pg_listener.h): whether it is
+  // connected; a batch of version notifications received.
+  void SetVersionListenerConnected(bool connected);
+  void RecordVersionNotification();
+
+  // An interceptor factory that calls RecordRpc for every call.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Family<prometheus::Counter>& rpcs_;
+  prometheus::Family<prometheus::Histogram>& rpc_seconds_;
+  prometheus::Gauge& version_;
+  prometheus::Gauge& assignments_;
+  prometheus::Family<prometheus::Gauge>& pinned_teams_;
+  prometheus::Family<prometheus::Gauge>& watchers_;
+  prometheus::Family<prometheus::Counter>& watch_events_;
+  prometheus::Gauge& watch_pending_writes_;
+  prometheus::Gauge& outbox_backlog_;
+  prometheus::Gauge& outbox_oldest_age_;
+  prometheus::Counter& outbox_errors_;
+  prometheus::Gauge& outbox_last_published_;
+  prometheus::Family<prometheus::Gauge>& embedded_kafka_;
+  prometheus::Gauge& changes_topic_partitions_;
+  prometheus::Gauge& leader_;
+  prometheus::Gauge& leader_epoch_;
+  prometheus::Family<prometheus::Counter>& leader_changes_;
+  prometheus::Counter& leader_acquired_;
+  prometheus::Counter& leader_lost_;
+  prometheus::Gauge& listener_connected_;
+  prometheus::Counter& version_notifications_;
+  absl::Mutex mu_;
+  // Registered on first use by SetHandoffs.
+  prometheus::Gauge* handoffs_switching_ ABSL_GUARDED_BY(mu_) = nullptr;
+  prometheus::Gauge* handoffs_draining_ ABSL_GUARDED_BY(mu_) = nullptr;
+  prometheus::Gauge* handoff_oldest_age_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace bucketmap
+
+#endif  // BUCKETMAP_SERVER_METRICS_METRICS_H_

@@ -1,0 +1,252 @@
+#include "tools/bucketctl/runner.h"
+
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "bucketmap/read_file.h"
+#include "google/protobuf/util/json_util.h"
+#include "tools/bucketctl/format.h"
+
+namespace bucketmap::bucketctl {
+namespace {
+
+using Admin = v1::AdminService::StubInterface;
+using Mapping = v1::MappingService::StubInterface;
+
+// What one run of a command has to hand.
+struct Invocation {
+  const CommandSpec& command;
+  const ParsedArgs& args;
+  bool json;
+  Connection& connection;
+};
+
+int RpcError(const Invocation& in, const grpc::Status& status) {
+  std::cerr << RpcErrorText(status, in.connection.options());
+  return kExitRpcError;
+}
+
+int PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions json_options;
+  json_options.preserve_proto_field_names = true;
+  json_options.always_print_primitive_fields = true;
+  std::string json;
+  auto status = google::protobuf::util::MessageToJsonString(message, &json, json_options);
+  if (!status.ok()) {
+    std::cerr << "error: INTERNAL: cannot print the response as JSON: " << status.ToString()
+              << "\n";
+    return kExitRpcError;
+  }
+  std::cout << json << "\n";
+  return kExitOk;
+}
+
+// The id of the bucket named `name`, from ListBuckets.
+grpc::Status FindBucketId(Connection& connection, const std::string& name, int32_t* id) {
+  v1::ListBucketsResponse response;
+  grpc::Status status = connection.Call(&Admin::ListBuckets, v1::ListBucketsRequest(), &response);
+  if (!status.ok()) return status;
+  for (const v1::Bucket& bucket : response.buckets()) {
+    if (bucket.name() == name) {
+      *id = bucket.id();
+      return grpc::Status::OK;
+    }
+  }
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no bucket named '", name, "'"));
+}
+
+// BuildRequest() sets *request from the flags with one of the two kinds of
+// builders of commands.h, and returns kExitOk or the exit code of the error
+// it printed. A builder's error is a usage error.
+
+template <typename Request>
+int BuildRequest(const Invocation& in, absl::StatusOr<Request> (*build)(const ParsedArgs&),
+                 Request* request) {
+  absl::StatusOr<Request> built = build(in.args);
+  if (!built.ok()) return UsageError(&in.command, built.status().message());
+  *request = *std::move(built);
+  return kExitOk;
+}
+
+// A builder that leaves a bucket given by name (--bucket NAME) unset: the
+// name is looked up here, and a failed lookup is an RPC error.
+template <typename Request>
+int BuildRequest(const Invocation& in,
+                 absl::StatusOr<Request> (*build)(const ParsedArgs&, std::string*),
+                 Request* request) {
+  std::string bucket_name;
+  absl::StatusOr<Request> built = build(in.args, &bucket_name);
+  if (!built.ok()) return UsageError(&in.command, built.status().message());
+  *request = *std::move(built);
+  if (bucket_name.empty()) return kExitOk;
+  int32_t id = 0;
+  if (grpc::Status status = FindBucketId(in.connection, bucket_name, &id); !status.ok()) {
+    return RpcError(in, status);
+  }
+  request->set_bucket_id(id);
+  return kExitOk;
+}
+
+// Text() is the human output, by one of the two kinds of printers of
+// format.h: of the response, or of the request and its response.
+
+template <typename Request, typename Response>
+std::string Text(std::string (*format)(const Response&), const Request&, const Response& response) {
+  return format(response);
+}
+
+template <typename Request, typename Response>
+std::string Text(std::string (*format)(const Request&, const Response&), const Request& request,
+                 const Response& response) {
+  return format(request, response);
+}
+
+// One page, or with --all every page, merged into *merged: MergeFrom
+// appends the repeated fields; next_page_token is the last page's.
+template <typename Stub, typename Request, typename Response>
+grpc::Status CallPages(const Invocation& in, Method<Stub, Request, Response> method,
+                       Request request, Response* merged) {
+  const bool all = in.args.GetBool("all");
+  std::string previous_token;
+  while (true) {
+    Response page;
+    grpc::Status status = in.connection.Call(method, request, &page);
+    if (!status.ok()) return status;
+    const std::string next = page.next_page_token();
+    merged->MergeFrom(page);
+    merged->set_next_page_token(next);
+    if (!all || next.empty()) return grpc::Status::OK;
+    if (next == previous_token) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "the server repeated a page token");
+    }
+    previous_token = next;
+    request.set_page_token(next);
+  }
+}
+
+// The one runner: builds the request, calls `method` (page by page when
+// kPaged), and prints the response.
+template <bool kPaged, typename Stub, typename Request, typename Response, typename Build,
+          typename Format>
+int Run(const Invocation& in, Method<Stub, Request, Response> method, Build build, Format format) {
+  Request request;
+  if (int rc = BuildRequest(in, build, &request); rc != kExitOk) return rc;
+  Response response;
+  grpc::Status status;
+  if constexpr (kPaged) {
+    status = CallPages(in, method, request, &response);
+  } else {
+    status = in.connection.Call(method, request, &response);
+  }
+  if (!status.ok()) return RpcError(in, status);
+  if (in.json) return PrintJson(response);
+  std::cout << Text(format, request, response);
+  if constexpr (kPaged) {
+    if (!response.next_page_token().empty()) {
+      std::cout << "more: add --page-token " << response.next_page_token() << " (or --all)\n";
+    }
+  }
+  return kExitOk;
+}
+
+using Runner = std::function<int(const Invocation&)>;
+
+// A command that makes one call.
+template <typename Stub, typename Request, typename Response, typename Build, typename Format>
+Runner OneCall(Method<Stub, Request, Response> method, Build build, Format format) {
+  return [=](const Invocation& in) { return Run<false>(in, method, build, format); };
+}
+
+// A command that lists one page, or every page with --all.
+template <typename Stub, typename Request, typename Response, typename Build, typename Format>
+Runner PagedCall(Method<Stub, Request, Response> method, Build build, Format format) {
+  return [=](const Invocation& in) { return Run<true>(in, method, build, format); };
+}
+
+// bulk-assign's request, with the text of --file (a path, or - for stdin).
+absl::StatusOr<v1::BulkAssignRequest> BuildBulkAssignFromFile(const ParsedArgs& args) {
+  const std::string file = args.Get("file");
+  if (file.empty()) return absl::InvalidArgumentError("--file is required (- reads stdin)");
+  if (file == "-") {
+    std::stringstream text;
+    text << std::cin.rdbuf();
+    return BuildBulkAssign(args, text.str(), "stdin");
+  }
+  absl::StatusOr<std::string> text = ReadFile(file, "--file");
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
+  return BuildBulkAssign(args, *text, file);
+}
+
+// The request of a command without flags.
+template <typename Request>
+absl::StatusOr<Request> NoFlags(const ParsedArgs&) {
+  return Request();
+}
+
+std::string FormatHistoryAsAsked(const v1::GetHistoryRequest& request,
+                                 const v1::GetHistoryResponse& response) {
+  return FormatHistory(response, request.include_delta());
+}
+
+struct TableEntry {
+  const char* name;
+  Runner run;
+};
+
+// Every command, in the order of Commands().
+const std::vector<TableEntry>& Table() {
+  static const auto* table = new std::vector<TableEntry>{
+      {"create-bucket", OneCall(&Admin::CreateBucket, BuildCreateBucket, FormatCreateBucket)},
+      {"update-bucket", OneCall(&Admin::UpdateBucket, BuildUpdateBucket, FormatUpdateBucket)},
+      {"list-buckets", OneCall(&Admin::ListBuckets, BuildListBuckets, FormatListBuckets)},
+      {"assign", OneCall(&Admin::AssignTeam, BuildAssignTeam, FormatAssignTeam)},
+      {"unassign", OneCall(&Admin::UnassignTeam, BuildUnassignTeam, FormatUnassignTeam)},
+      {"bulk-assign", OneCall(&Admin::BulkAssign, BuildBulkAssignFromFile, FormatBulkAssign)},
+      {"list-assignments",
+       PagedCall(&Admin::ListAssignments, BuildListAssignments, FormatListAssignments)},
+      {"history", PagedCall(&Admin::GetHistory, BuildGetHistory, FormatHistoryAsAsked)},
+      {"get-mapping", OneCall(&Mapping::GetMapping, BuildGetMapping, FormatMapping)},
+      {"get-team", OneCall(&Mapping::GetTeam, BuildGetTeam, FormatTeam)},
+      {"list-clients",
+       OneCall(&Admin::ListClients, NoFlags<v1::ListClientsRequest>, FormatClients)},
+      {"list-handoffs", OneCall(&Admin::ListHandoffs, BuildListHandoffs, FormatHandoffs)},
+      {"cancel-handoff", OneCall(&Admin::CancelHandoff, BuildCancelHandoff, FormatCancelHandoff)},
+  };
+  return *table;
+}
+
+const Runner* FindRunner(absl::string_view name) {
+  for (const TableEntry& entry : Table()) {
+    if (name == entry.name) return &entry.run;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int UsageError(const CommandSpec* command, absl::string_view message) {
+  std::cerr << "error: " << message << "\n";
+  if (command != nullptr) {
+    std::cerr << "usage: " << UsageLine(*command) << "\n";
+  } else {
+    std::cerr << "run `bucketctl help` for the commands\n";
+  }
+  return kExitUsage;
+}
+
+bool CanRun(absl::string_view name) { return FindRunner(name) != nullptr; }
+
+int RunCommand(const CommandSpec& command, const ParsedArgs& args, bool json,
+               Connection& connection) {
+  const Runner* run = FindRunner(command.name);
+  if (run == nullptr)
+    return UsageError(nullptr, absl::StrCat("unknown command '", command.name, "'"));
+  return (*run)(Invocation{command, args, json, connection});
+}
+
+}  // namespace bucketmap::bucketctl
