@@ -59,7 +59,7 @@
 #include "bucketmap/v1/types.pb.h"
 #include "domain/move_policy.h"
 #include "server/base/clock.h"
-#include "server/handoff/kafka_offsets.h"
+#include "server/kafka/kafka_offsets.h"
 #include "server/state/handoff_view.h"
 #include "server/state/mapping_manager.h"
 #include "server/store/store.h"

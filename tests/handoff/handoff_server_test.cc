@@ -17,7 +17,7 @@
 #include "bucketmap/v1/events.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/handoff/kafka_offsets.h"
+#include "server/kafka/kafka_offsets.h"
 #include "server/outbox/embedded_kafka.h"
 #include "tests/handoff/handoff_test_util.h"
 #include "tests/handoff/kafka_test_util.h"

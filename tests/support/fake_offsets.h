@@ -1,4 +1,4 @@
-// FakeOffsetReader: an OffsetReader (server/handoff/kafka_offsets.h) in
+// FakeOffsetReader: an OffsetReader (server/kafka/kafka_offsets.h) in
 // memory, for unit tests of the handoff coordinator without Kafka: the
 // test sets each topic's partition count and end offsets and each
 // consumer group's committed offsets, and moves them between rounds.
@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -26,14 +27,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/handoff/kafka_offsets.h"
+#include "server/kafka/kafka_offsets.h"
 #include "tests/support/fake_calls.h"
 
 namespace bucketmap {
 
 class FakeOffsetReader final : public OffsetReader {
  public:
-  enum Method { kPartitionCounts, kEndOffsets, kCommittedOffsets };
+  enum Method { kPartitionCounts, kEndOffsets, kCommittedOffsets, kWatermarks, kTimestamps };
 
   FakeOffsetReader() = default;
   FakeOffsetReader(const FakeOffsetReader&) = delete;
@@ -77,7 +78,57 @@ class FakeOffsetReader final : public OffsetReader {
     return out;
   }
 
+  // Low watermarks are 0 unless SetLowWatermarks says otherwise.
+  absl::StatusOr<std::vector<Watermarks>> PartitionWatermarks(const std::string& topic,
+                                                              int32_t partitions,
+                                                              absl::Duration) override {
+    if (absl::Status s = calls_.Enter(kWatermarks); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    auto it = topics_.find(topic);
+    if (it == topics_.end() || partitions < 0 ||
+        static_cast<size_t>(partitions) > it->second.size()) {
+      return absl::UnavailableError(absl::StrCat("read end offset of ", topic, ": unknown"));
+    }
+    std::vector<Watermarks> out;
+    const std::vector<int64_t>& lows = low_[topic];
+    for (int32_t p = 0; p < partitions; ++p) {
+      out.push_back({static_cast<size_t>(p) < lows.size() ? lows[p] : 0, it->second[p]});
+    }
+    return out;
+  }
+
+  // A message without a timestamp set by SetMessageTimestamp is
+  // Unavailable, as a message the real reader cannot fetch in time.
+  absl::StatusOr<std::vector<int64_t>> MessageTimestamps(const std::string& topic,
+                                                         const std::vector<PartitionOffset>& at,
+                                                         absl::Duration) override {
+    if (absl::Status s = calls_.Enter(kTimestamps); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    std::vector<int64_t> out;
+    for (const PartitionOffset& po : at) {
+      auto it = timestamps_.find({topic, po.partition, po.offset});
+      if (it == timestamps_.end()) {
+        return absl::UnavailableError(absl::StrCat("read message timestamps of ", topic,
+                                                   ": no message at ", po.partition, "@",
+                                                   po.offset));
+      }
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
   // Test controls.
+
+  void SetLowWatermarks(const std::string& topic, std::vector<int64_t> lows) {
+    absl::MutexLock lock(&mu_);
+    low_[topic] = std::move(lows);
+  }
+  // The timestamp (ms since the epoch) of the message at `offset`.
+  void SetMessageTimestamp(const std::string& topic, int32_t partition, int64_t offset,
+                           int64_t ts_ms) {
+    absl::MutexLock lock(&mu_);
+    timestamps_[{topic, partition, offset}] = ts_ms;
+  }
 
   // SetTopic()
   //
@@ -118,6 +169,8 @@ class FakeOffsetReader final : public OffsetReader {
   std::map<std::string, std::vector<int64_t>> topics_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, std::vector<int64_t>> committed_
       ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<int64_t>> low_ ABSL_GUARDED_BY(mu_);
+  std::map<std::tuple<std::string, int32_t, int64_t>, int64_t> timestamps_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bucketmap

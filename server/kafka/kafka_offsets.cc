@@ -1,7 +1,9 @@
-#include "server/handoff/kafka_offsets.h"
+#include "server/kafka/kafka_offsets.h"
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,17 +20,20 @@ void QuietLog(const rd_kafka_t*, int level, const char* facility, const char* me
   if (level <= 3) spdlog::debug("librdkafka (offsets) {}: {}", facility, message);
 }
 
-absl::StatusOr<rd_kafka_t*> NewHandle(const std::string& brokers, const std::string& group) {
+absl::StatusOr<rd_kafka_t*> NewHandle(
+    const std::string& brokers, const std::string& group,
+    const std::vector<std::pair<std::string, std::string>>& extra = {}) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char error[512];
   std::vector<std::pair<std::string, std::string>> settings = {
       {"bootstrap.servers", brokers},
-      {"client.id", "bucketmap-handoff"},
+      {"client.id", "bucketmap-offsets"},
       // Never create topics by asking about them.
       {"allow.auto.create.topics", "false"},
       {"enable.auto.commit", "false"},
   };
   if (!group.empty()) settings.emplace_back("group.id", group);
+  settings.insert(settings.end(), extra.begin(), extra.end());
   for (const auto& [name, value] : settings) {
     if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), error, sizeof(error)) !=
         RD_KAFKA_CONF_OK) {
@@ -64,6 +69,10 @@ absl::StatusOr<std::unique_ptr<RdKafkaOffsetReader>> RdKafkaOffsetReader::Create
 RdKafkaOffsetReader::~RdKafkaOffsetReader() {
   absl::MutexLock lock(&mu_);
   for (auto& [group, rk] : groups_) rd_kafka_destroy(rk);
+  if (fetch_ != nullptr) {
+    rd_kafka_consumer_close(fetch_);
+    rd_kafka_destroy(fetch_);
+  }
   if (meta_ != nullptr) rd_kafka_destroy(meta_);
 }
 
@@ -85,18 +94,98 @@ absl::StatusOr<std::map<std::string, int32_t>> RdKafkaOffsetReader::PartitionCou
 absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::EndOffsets(const std::string& topic,
                                                                      int32_t partitions,
                                                                      absl::Duration timeout) {
+  absl::StatusOr<std::vector<Watermarks>> marks = PartitionWatermarks(topic, partitions, timeout);
+  if (!marks.ok()) return marks.status();
+  std::vector<int64_t> out;
+  out.reserve(marks->size());
+  for (const Watermarks& m : *marks) out.push_back(m.high);
+  return out;
+}
+
+absl::StatusOr<std::vector<Watermarks>> RdKafkaOffsetReader::PartitionWatermarks(
+    const std::string& topic, int32_t partitions, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   const absl::Time deadline = absl::Now() + timeout;
-  std::vector<int64_t> out;
+  std::vector<Watermarks> out;
   for (int32_t p = 0; p < partitions; ++p) {
-    int64_t low = 0;
-    int64_t high = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(meta_, topic.c_str(), p, &low, &high,
-                                                               TimeoutMs(deadline - absl::Now()));
+    Watermarks m;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        meta_, topic.c_str(), p, &m.low, &m.high, TimeoutMs(deadline - absl::Now()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       return KafkaError(err, absl::StrCat("read end offset of ", topic, "[", p, "]"));
     }
-    out.push_back(high);
+    out.push_back(m);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::MessageTimestamps(
+    const std::string& topic, const std::vector<PartitionOffset>& at, absl::Duration timeout) {
+  std::vector<int64_t> out(at.size(), -1);
+  if (at.empty()) return out;
+  absl::MutexLock lock(&mu_);
+  if (fetch_ == nullptr) {
+    // No group: assign() needs none, and nothing is ever committed. Small
+    // fetches: one message per partition is all that is wanted.
+    absl::StatusOr<rd_kafka_t*> rk = NewHandle(brokers_, "",
+                                               {{"fetch.wait.max.ms", "50"},
+                                                {"max.partition.fetch.bytes", "65536"},
+                                                {"queued.min.messages", "1"},
+                                                {"queued.max.messages.kbytes", "1024"},
+                                                {"enable.partition.eof", "false"}});
+    if (!rk.ok()) return rk.status();
+    fetch_ = *rk;
+  }
+  std::map<int32_t, size_t> index;  // partition -> position in `at`
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(at.size());
+  for (size_t i = 0; i < at.size(); ++i) {
+    if (!index.emplace(at[i].partition, i).second) {
+      rd_kafka_topic_partition_list_destroy(list);
+      return absl::InvalidArgumentError(
+          absl::StrCat("MessageTimestamps: partition ", at[i].partition, " asked twice"));
+    }
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), at[i].partition)->offset = at[i].offset;
+  }
+  rd_kafka_resp_err_t err = rd_kafka_assign(fetch_, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(err, absl::StrCat("assign ", topic, " to read message timestamps"));
+  }
+  absl::Status status;
+  size_t missing = at.size();
+  const absl::Time deadline = absl::Now() + timeout;
+  while (missing > 0) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      status = absl::UnavailableError(absl::StrCat("read message timestamps of ", topic, ": ",
+                                                   missing, " partitions did not answer in ",
+                                                   absl::FormatDuration(timeout)));
+      break;
+    }
+    rd_kafka_message_t* m =
+        rd_kafka_consumer_poll(fetch_, TimeoutMs(std::min(left, absl::Milliseconds(100))));
+    if (m == nullptr) continue;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        status = KafkaError(m->err, absl::StrCat("read message timestamps of ", topic));
+      }
+      rd_kafka_message_destroy(m);
+      if (!status.ok()) break;
+      continue;
+    }
+    auto it = index.find(m->partition);
+    if (it != index.end() && out[it->second] == -1 && m->offset >= at[it->second].offset) {
+      rd_kafka_timestamp_type_t type;
+      const int64_t ts = rd_kafka_message_timestamp(m, &type);
+      out[it->second] = type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -2 : ts;
+      --missing;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_assign(fetch_, nullptr);
+  if (!status.ok()) return status;
+  for (int64_t& ts : out) {
+    if (ts == -2) ts = -1;
   }
   return out;
 }
