@@ -257,4 +257,39 @@ void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out) {
   for (const Handoff& h : effect.handoffs) ToProto(h, out->add_handoffs());
 }
 
+LoadReport FromProto(const v1::WatchRequest::LoadReport& r) {
+  LoadReport out;
+  out.window_ms = r.window_ms();
+  out.team_ids.assign(r.team_ids().begin(), r.team_ids().end());
+  out.events.assign(r.events().begin(), r.events().end());
+  out.processing_us.assign(r.processing_us().begin(), r.processing_us().end());
+  out.other_events = r.other_events();
+  out.other_processing_us = r.other_processing_us();
+  out.other_bucket_ids.assign(r.other_bucket_ids().begin(), r.other_bucket_ids().end());
+  out.other_bucket_events.assign(r.other_bucket_events().begin(), r.other_bucket_events().end());
+  out.other_bucket_processing_us.assign(r.other_bucket_processing_us().begin(),
+                                        r.other_bucket_processing_us().end());
+  return out;
+}
+
+void ToProto(const LoadReport& r, v1::WatchRequest::LoadReport* out) {
+  out->Clear();
+  out->set_window_ms(r.window_ms);
+  out->mutable_team_ids()->Add(r.team_ids.begin(), r.team_ids.end());
+  out->mutable_events()->Add(r.events.begin(), r.events.end());
+  out->mutable_processing_us()->Add(r.processing_us.begin(), r.processing_us.end());
+  out->set_other_events(r.other_events);
+  out->set_other_processing_us(r.other_processing_us);
+  out->mutable_other_bucket_ids()->Add(r.other_bucket_ids.begin(), r.other_bucket_ids.end());
+  out->mutable_other_bucket_events()->Add(r.other_bucket_events.begin(),
+                                          r.other_bucket_events.end());
+  out->mutable_other_bucket_processing_us()->Add(r.other_bucket_processing_us.begin(),
+                                                 r.other_bucket_processing_us.end());
+}
+
+void ToProto(const LoadRate& rate, v1::LoadRate* out) {
+  out->set_events_per_second(rate.events);
+  out->set_processing_seconds_per_second(rate.processing);
+}
+
 }  // namespace bucketmap

@@ -19,9 +19,11 @@
 
 #include "absl/status/statusor.h"
 #include "bucketmap/v1/admin.pb.h"
+#include "bucketmap/v1/mapping.pb.h"
 #include "bucketmap/v1/types.pb.h"
 #include "domain/change.h"
 #include "domain/handoff.h"
+#include "domain/load.h"
 #include "domain/model.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
@@ -61,6 +63,13 @@ void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out);
 absl::StatusOr<Change> ChangeFromProto(const v1::MappingDelta& delta, const std::string& field);
 
 void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out);
+
+// The load report as the domain validates it (ValidateLoadReport); the
+// conversion itself cannot fail. The client library builds its reports
+// with ToProto.
+LoadReport FromProto(const v1::WatchRequest::LoadReport& report);
+void ToProto(const LoadReport& report, v1::WatchRequest::LoadReport* out);
+void ToProto(const LoadRate& rate, v1::LoadRate* out);
 
 }  // namespace bucketmap
 

@@ -11,6 +11,7 @@
 //   pg_change_log.cc    history, deltas, pruning, the outbox
 //   pg_clients.cc       watch clients' states (watch_clients)
 //   pg_handoff_store.cc handoffs and move times
+//   pg_signals.cc       lag readings and load averages (SPEC §9)
 #ifndef BUCKETMAP_SERVER_STORE_PG_SESSION_H_
 #define BUCKETMAP_SERVER_STORE_PG_SESSION_H_
 

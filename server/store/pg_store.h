@@ -109,6 +109,12 @@ class PgStore final : public Store {
   // Handoffs and move times (server/pg_handoff_store.h).
   absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) override;
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
+  // Signals (pg_signals.cc; migrations/0006_lag_and_load.sql).
+  absl::Status SaveLagReadings(const std::vector<LagReading>& readings) override;
+  absl::StatusOr<std::vector<LagReading>> LoadLagReadings() override;
+  absl::Status AddLoad(const LoadConfig& config, const LoadSlots& slots, int64_t fold_through,
+                       double min_rate) override;
+  absl::StatusOr<LoadTable> LoadLoadTable() override;
   using Store::Write;
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
                                     const ReadingPlanFn& plan) override;

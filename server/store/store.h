@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "bucketmap/v1/types.pb.h"
+#include "domain/load.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
 
@@ -165,6 +166,23 @@ struct MoveTimes {
   std::map<std::string, absl::Time, std::less<>> pools;  // every pool that moved
 };
 
+// One lag reading of a bucket's role (SPEC §9), as the leader's lag
+// exporter took it. When !up, messages and seconds are meaningless (the
+// store keeps them NULL) and `error` says what could not be read.
+struct LagReading {
+  int32_t bucket_id = 0;
+  std::string role;
+  std::string consumer_group;
+  bool up = false;
+  int64_t messages = 0;
+  double seconds = 0;
+  std::string error;
+  absl::Time read_at = absl::InfinitePast();
+};
+
+// Rates added to load windows, by window (slot) and key (domain/load.h).
+using LoadSlots = std::map<int64_t, std::map<LoadKey, LoadRate>>;
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -289,6 +307,49 @@ class Store {
   // unreachable.
   virtual absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) {
     return MoveTimes{};
+  }
+
+  // SaveLagReadings()
+  //
+  // Replaces every stored lag reading with `readings` (at most one per
+  // bucket and role), in one transaction. Unavailable when unreachable;
+  // Unimplemented by stores without signals.
+  virtual absl::Status SaveLagReadings(const std::vector<LagReading>& readings) {
+    return absl::UnimplementedError("SaveLagReadings");
+  }
+
+  // LoadLagReadings()
+  //
+  // Returns the stored lag readings, ascending by bucket id and role.
+  virtual absl::StatusOr<std::vector<LagReading>> LoadLagReadings() {
+    return absl::UnimplementedError("LoadLagReadings");
+  }
+
+  // AddLoad()
+  //
+  // In one transaction, under the load_meta row lock (so replicas
+  // serialise here):
+  //   1. if the stored window or half-life differs from `config`, drops
+  //      every load row and adopts `config` (all replicas must run the
+  //      same --load_window and --load_half_life);
+  //   2. adds `slots` into the stored windows; a window already folded
+  //      (a late report, a replica's clock behind) is added to the first
+  //      window not yet folded instead;
+  //   3. folds every window up to `fold_through`, in order, into the
+  //      averages (domain/load.h), and deletes averages whose rates have
+  //      decayed below `min_rate` (events and processing both).
+  // Unavailable when unreachable; Unimplemented by stores without signals.
+  virtual absl::Status AddLoad(const LoadConfig& config, const LoadSlots& slots,
+                               int64_t fold_through, double min_rate) {
+    return absl::UnimplementedError("AddLoad");
+  }
+
+  // LoadLoadTable()
+  //
+  // Returns the stored averages with the configuration and windows they
+  // were folded with.
+  virtual absl::StatusOr<LoadTable> LoadLoadTable() {
+    return absl::UnimplementedError("LoadLoadTable");
   }
 };
 
