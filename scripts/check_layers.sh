@@ -20,10 +20,11 @@ LAYERS=(
   "server/store: server/store server/base codec domain bucketmap/v1"
   "server/state: server/state server/store server/base codec domain bucketmap/v1"
   "server/replica: server/replica server/store server/metrics server/base domain"
+  "server/signals: server/signals server/kafka server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "server/outbox: server/outbox server/store server/metrics server/base codec domain bucketmap/v1"
   "server/handoff: server/handoff server/kafka server/state server/store server/metrics server/base codec domain bucketmap/v1"
-  "server/watch: server/watch server/state server/store server/metrics server/base codec domain bucketmap/v1"
-  "server/rpc: server/rpc server/watch server/state server/store server/metrics server/base codec domain bucketmap/v1"
+  "server/watch: server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
+  "server/rpc: server/rpc server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "tools/bucketctl: tools/bucketctl bucketmap codec domain"
 )
 

@@ -139,6 +139,22 @@ ABSL_FLAG(int64_t, max_move_lag, Defaults().handoff.max_move_lag,
 ABSL_FLAG(absl::Duration, handoff_poll_interval, Defaults().handoff.poll_interval,
           "How often the handoff coordinator checks producers and consumer offsets.");
 
+// Signals (SPEC §9, docs/autoscaling.md).
+ABSL_FLAG(absl::Duration, lag_interval, Defaults().lag.interval,
+          "How often the leader reads each bucket role's consumer lag from Kafka; 0 turns the "
+          "lag exporter off.");
+ABSL_FLAG(absl::Duration, lag_read_timeout, Defaults().lag.read_timeout,
+          "The longest the lag exporter waits for one Kafka call.");
+ABSL_FLAG(int64_t, lag_max_partitions, Defaults().lag.max_partitions,
+          "Partitions the lag exporter reads per round at most; groups beyond it are read in "
+          "later rounds, in turn.");
+ABSL_FLAG(absl::Duration, load_window, Defaults().load.config.window,
+          "The load window: clients' load reports are summed per window, then averaged. Every "
+          "replica must run the same.");
+ABSL_FLAG(absl::Duration, load_half_life, Defaults().load.config.half_life,
+          "Half-life of the per-team and per-bucket load averages (EWMA). Every replica must run "
+          "the same.");
+
 // Test only (tests/hostile/frozen_replica_test.cc).
 ABSL_FLAG(std::string, TEST_pause_before_commit, "",
           "Test only: a write with this request_id pauses inside its transaction, holding the "
@@ -208,6 +224,23 @@ int Run() {
     spdlog::error("--handoff_poll_interval must be positive");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_lag_interval) < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_lag_read_timeout) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_lag_max_partitions) < 1) {
+    spdlog::error(
+        "--lag_interval must not be negative, --lag_read_timeout must be positive, and "
+        "--lag_max_partitions at least 1");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_load_window) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_load_window) > absl::Minutes(10) ||
+      absl::GetFlag(FLAGS_load_window) % absl::Milliseconds(1) != absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_load_half_life) < absl::GetFlag(FLAGS_load_window)) {
+    spdlog::error(
+        "--load_window must be 1s..10m in whole milliseconds, and --load_half_life at least "
+        "one window");
+    return 2;
+  }
 
   // Block the stop and reload signals in every thread; one thread waits
   // for them.
@@ -273,6 +306,11 @@ int Run() {
   options.handoff.move_cooldown = absl::GetFlag(FLAGS_move_cooldown);
   options.handoff.max_move_lag = absl::GetFlag(FLAGS_max_move_lag);
   options.handoff.poll_interval = absl::GetFlag(FLAGS_handoff_poll_interval);
+  options.lag.interval = absl::GetFlag(FLAGS_lag_interval);
+  options.lag.read_timeout = absl::GetFlag(FLAGS_lag_read_timeout);
+  options.lag.max_partitions = absl::GetFlag(FLAGS_lag_max_partitions);
+  options.load.config.window = absl::GetFlag(FLAGS_load_window);
+  options.load.config.half_life = absl::GetFlag(FLAGS_load_half_life);
   options.watch.replica = absl::GetFlag(FLAGS_replica_name);
   options.outbox.kafka_brokers = absl::GetFlag(FLAGS_kafka_brokers);
   options.outbox.create_topics = absl::GetFlag(FLAGS_kafka_create_topics);

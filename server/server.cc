@@ -97,16 +97,18 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   server->leader_ = std::make_unique<LeaderElection>(election, metrics);
   RETURN_IF_ERROR(server->StartOutbox());
   RETURN_IF_ERROR(server->StartHandoffs());
+  RETURN_IF_ERROR(server->StartSignals());
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);
-  server->watch_hub_ = std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(),
-                                                  metrics, options.watch);
+  server->watch_hub_ =
+      std::make_unique<WatchHub>(server->manager_.get(), server->store_.get(), metrics,
+                                 options.watch, Clock::Real(), server->load_aggregator_.get());
   server->watch_hub_->Start();
   RETURN_IF_ERROR(server->StartAuth());
   server->mapping_service_ = std::make_unique<MappingServiceImpl>(
       server->manager_.get(), server->workers_.get(), server->watch_hub_.get(),
-      server->authorizer_.get(), server->handoffs_.get());
+      server->authorizer_.get(), server->handoffs_.get(), server->signals_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
       server->authorizer_.get(), server->handoffs_.get());
@@ -180,6 +182,8 @@ void BucketmapServer::Shutdown(absl::Duration grace) {
   }
   if (upkeep_.joinable()) upkeep_.join();
   if (listener_ != nullptr) listener_->Stop();
+  // The streams are gone: flush the load they reported.
+  if (load_aggregator_ != nullptr) load_aggregator_->Stop();
   // Drain queued work before the services it references go away.
   workers_.reset();
   // No write can commit any more: publish what is left, within bounds,
@@ -248,6 +252,31 @@ absl::Status BucketmapServer::StartHandoffs() {
   leader_->AddLeaderTask(
       "handoff coordinator", [coordinator](int64_t epoch) { coordinator->Start(epoch); },
       [coordinator] { coordinator->Stop(); });
+  return absl::OkStatus();
+}
+
+absl::Status BucketmapServer::StartSignals() {
+  load_aggregator_ = std::make_unique<LoadAggregator>(store_.get(), metrics_.get(), options_.load);
+  load_aggregator_->Start();
+  SignalsOptions signals;
+  signals.lag_interval = options_.lag.interval;
+  signals_ = std::make_unique<SignalsReader>(store_.get(), signals);
+  std::shared_ptr<OffsetReader> offsets = options_.lag_offsets;
+  if (offsets == nullptr && !kafka_bootstrap_.empty() &&
+      options_.lag.interval > absl::ZeroDuration()) {
+    // A reader of its own: a slow lag round must not hold up the handoff
+    // coordinator's reads, which share a reader's lock.
+    ASSIGN_OR_RETURN(offsets, RdKafkaOffsetReader::Create(kafka_bootstrap_));
+  }
+  lag_exporter_ = std::make_unique<LagExporter>(manager_.get(), store_.get(), std::move(offsets),
+                                                metrics_.get(), options_.lag);
+  if (options_.lag.interval <= absl::ZeroDuration()) {
+    spdlog::info("the lag exporter is off (--lag_interval=0)");
+    return absl::OkStatus();
+  }
+  LagExporter* exporter = lag_exporter_.get();
+  leader_->AddLeaderTask(
+      "lag exporter", [exporter](int64_t) { exporter->Start(); }, [exporter] { exporter->Stop(); });
   return absl::OkStatus();
 }
 

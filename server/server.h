@@ -20,20 +20,22 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "server/base/worker_pool.h"
+#include "server/handoff/handoff_coordinator.h"
+#include "server/metrics/metrics.h"
+#include "server/outbox/embedded_kafka.h"
+#include "server/outbox/event_publisher.h"
+#include "server/outbox/outbox_relay.h"
+#include "server/replica/leader.h"
+#include "server/replica/pg_listener.h"
 #include "server/rpc/admin_service.h"
 #include "server/rpc/auth.h"
-#include "server/outbox/embedded_kafka.h"
-#include "server/handoff/handoff_coordinator.h"
-#include "server/outbox/event_publisher.h"
-#include "server/replica/leader.h"
-#include "server/state/mapping_manager.h"
 #include "server/rpc/mapping_service.h"
-#include "server/metrics/metrics.h"
-#include "server/outbox/outbox_relay.h"
-#include "server/replica/pg_listener.h"
+#include "server/signals/lag_exporter.h"
+#include "server/signals/load_signals.h"
+#include "server/state/mapping_manager.h"
 #include "server/store/store.h"
 #include "server/watch/watch_hub.h"
-#include "server/base/worker_pool.h"
 
 namespace bucketmap {
 
@@ -115,6 +117,12 @@ struct ServerOptions {
   HandoffOptions handoff;
   // Tests: read Kafka offsets through this instead.
   std::shared_ptr<OffsetReader> handoff_offsets;
+  // Signals (SPEC §9): the leader's lag exporter, which reads the bucket
+  // topics on the outbox's cluster, and the load reports' averages.
+  LagOptions lag;
+  LoadOptions load;
+  // Tests: the lag exporter reads through this instead.
+  std::shared_ptr<OffsetReader> lag_offsets;
 };
 
 class BucketmapServer {
@@ -143,6 +151,11 @@ class BucketmapServer {
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
   // The handoff coordinator (SPEC §5). Never null.
   HandoffCoordinator& handoffs() { return *handoffs_; }
+  // The lag exporter (runs while this replica leads), the load aggregator
+  // and the reader GetLoad uses. Never null.
+  LagExporter& lag_exporter() { return *lag_exporter_; }
+  LoadAggregator& load_aggregator() { return *load_aggregator_; }
+  SignalsReader& signals() { return *signals_; }
 
   // Re-reads --auth_tokens_file (SIGHUP). On error the old tokens stay.
   // FailedPrecondition when the server runs without a tokens file.
@@ -163,12 +176,18 @@ class BucketmapServer {
   void StopRelay();
   // Creates the handoff coordinator and registers its leader task.
   absl::Status StartHandoffs();
+  // Creates the load aggregator, the signals reader and the lag exporter
+  // (a leader task).
+  absl::Status StartSignals();
 
   ServerOptions options_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<MappingManager> manager_;
   std::unique_ptr<WorkerPool> workers_;
+  // Before watch_hub_, whose streams add to it.
+  std::unique_ptr<LoadAggregator> load_aggregator_;
+  std::unique_ptr<SignalsReader> signals_;
   std::unique_ptr<WatchHub> watch_hub_;
   std::shared_ptr<TokenStore> tokens_;
   std::unique_ptr<Authorizer> authorizer_;
@@ -186,6 +205,7 @@ class BucketmapServer {
   std::vector<std::unique_ptr<OutboxRelay>> retired_relays_ ABSL_GUARDED_BY(relay_mu_);
   // Before leader_, which stops its leader task on destruction.
   std::unique_ptr<HandoffCoordinator> handoffs_;
+  std::unique_ptr<LagExporter> lag_exporter_;
   std::unique_ptr<LeaderElection> leader_;
   std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;

@@ -169,7 +169,85 @@ Metrics::Metrics()
                                  .Name("bucketmap_version_notifications_total")
                                  .Help("Batches of version notifications received (NOTIFY)")
                                  .Register(*registry_)
-                                 .Add({})) {}
+                                 .Add({})),
+      lag_messages_(prometheus::BuildGauge()
+                        .Name("bucketmap_bucket_lag_messages")
+                        .Help("Messages of the role's topic not yet consumed by its consumer "
+                              "group, summed over partitions (leader only; absent when "
+                              "bucketmap_bucket_lag_up is 0)")
+                        .Register(*registry_)),
+      lag_seconds_(prometheus::BuildGauge()
+                       .Name("bucketmap_bucket_lag_seconds")
+                       .Help("Age of the oldest message the consumer group has not consumed, max "
+                             "over partitions; 0 only when nothing is unconsumed (leader only; "
+                             "absent when bucketmap_bucket_lag_up is 0)")
+                       .Register(*registry_)),
+      lag_up_(prometheus::BuildGauge()
+                  .Name("bucketmap_bucket_lag_up")
+                  .Help("1 when the last lag read of the group succeeded, 0 when the group, "
+                        "topic or broker could not be read (leader only)")
+                  .Register(*registry_)),
+      lag_round_seconds_(prometheus::BuildGauge()
+                             .Name("bucketmap_lag_round_duration_seconds")
+                             .Help("How long the lag exporter's last round took (leader only)")
+                             .Register(*registry_)
+                             .Add({})),
+      lag_round_partitions_(prometheus::BuildGauge()
+                                .Name("bucketmap_lag_round_partitions")
+                                .Help("Partitions the lag exporter's last round read (leader "
+                                      "only; at most --lag_max_partitions)")
+                                .Register(*registry_)
+                                .Add({})),
+      load_reports_(prometheus::BuildCounter()
+                        .Name("bucketmap_load_reports_total")
+                        .Help("Load reports received on watch streams, by result: accepted, "
+                              "too_frequent (dropped), invalid (stream ended)")
+                        .Register(*registry_)),
+      load_flush_errors_(prometheus::BuildCounter()
+                             .Name("bucketmap_load_flush_errors_total")
+                             .Help("Failed flushes of this replica's load windows to "
+                                   "PostgreSQL (retried with the next flush)")
+                             .Register(*registry_)
+                             .Add({})) {}
+
+void Metrics::SetBucketLags(const std::vector<BucketLag>& lags) {
+  std::map<std::vector<std::string>, BucketLag> next;
+  for (const BucketLag& lag : lags) {
+    next[{absl::StrCat(lag.bucket_id), lag.bucket, lag.role, lag.group}] = lag;
+  }
+  absl::MutexLock lock(&mu_);
+  for (const auto& [key, old] : lag_series_) {
+    const prometheus::Labels labels = {
+        {"bucket_id", key[0]}, {"bucket", key[1]}, {"role", key[2]}, {"group", key[3]}};
+    auto it = next.find(key);
+    if (it == next.end()) lag_up_.Remove(&lag_up_.Add(labels));
+    if (old.up && (it == next.end() || !it->second.up)) {
+      lag_messages_.Remove(&lag_messages_.Add(labels));
+      lag_seconds_.Remove(&lag_seconds_.Add(labels));
+    }
+  }
+  for (const auto& [key, lag] : next) {
+    const prometheus::Labels labels = {
+        {"bucket_id", key[0]}, {"bucket", key[1]}, {"role", key[2]}, {"group", key[3]}};
+    lag_up_.Add(labels).Set(lag.up ? 1 : 0);
+    if (lag.up) {
+      lag_messages_.Add(labels).Set(static_cast<double>(lag.messages));
+      lag_seconds_.Add(labels).Set(lag.seconds);
+    }
+  }
+  lag_series_ = std::move(next);
+}
+
+void Metrics::SetLagRound(absl::Duration took, int64_t partitions) {
+  lag_round_seconds_.Set(absl::ToDoubleSeconds(took));
+  lag_round_partitions_.Set(static_cast<double>(partitions));
+}
+
+void Metrics::RecordLoadReport(const std::string& result) {
+  load_reports_.Add({{"result", result}}).Increment();
+}
+
+void Metrics::RecordLoadFlushError() { load_flush_errors_.Increment(); }
 
 void Metrics::SetLeader(int64_t epoch) {
   leader_.Set(epoch == 0 ? 0 : 1);

@@ -9,6 +9,7 @@
 #ifndef BUCKETMAP_SERVER_METRICS_METRICS_H_
 #define BUCKETMAP_SERVER_METRICS_METRICS_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,31 @@ class Metrics {
   void SetVersionListenerConnected(bool connected);
   void RecordVersionNotification();
 
+  // One bucket role's consumer-group lag, as the leader's lag exporter
+  // read it (server/signals/lag_exporter.h).
+  struct BucketLag {
+    int32_t bucket_id = 0;
+    std::string bucket;
+    std::string role;
+    std::string group;
+    bool up = false;
+    int64_t messages = 0;
+    double seconds = 0;
+  };
+  // Replaces every bucketmap_bucket_lag_* series with `lags`: lag_up is 1
+  // or 0; lag_messages and lag_seconds exist only for the readings that are
+  // up (unknown is absent, never 0). Series of (bucket, role, group) not in
+  // `lags` are removed. An empty list removes them all (leadership lost).
+  void SetBucketLags(const std::vector<BucketLag>& lags) ABSL_LOCKS_EXCLUDED(mu_);
+  // The lag exporter's last round: how long it took, and partitions read.
+  void SetLagRound(absl::Duration took, int64_t partitions);
+  // Counts a load report by outcome: "accepted", "too_frequent" (dropped),
+  // "invalid" (the stream was ended).
+  void RecordLoadReport(const std::string& result);
+  // Counts a failed flush of this replica's load windows to the store
+  // (retried with the next flush).
+  void RecordLoadFlushError();
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -103,7 +129,16 @@ class Metrics {
   prometheus::Counter& leader_lost_;
   prometheus::Gauge& listener_connected_;
   prometheus::Counter& version_notifications_;
+  prometheus::Family<prometheus::Gauge>& lag_messages_;
+  prometheus::Family<prometheus::Gauge>& lag_seconds_;
+  prometheus::Family<prometheus::Gauge>& lag_up_;
+  prometheus::Gauge& lag_round_seconds_;
+  prometheus::Gauge& lag_round_partitions_;
+  prometheus::Family<prometheus::Counter>& load_reports_;
+  prometheus::Counter& load_flush_errors_;
   absl::Mutex mu_;
+  // The bucketmap_bucket_lag_* series now exported, by their labels.
+  std::map<std::vector<std::string>, BucketLag> lag_series_ ABSL_GUARDED_BY(mu_);
   // Registered on first use by SetHandoffs.
   prometheus::Gauge* handoffs_switching_ ABSL_GUARDED_BY(mu_) = nullptr;
   prometheus::Gauge* handoffs_draining_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -13,6 +13,7 @@
 #include "server/base/worker_pool.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/unary_call.h"
+#include "server/signals/load_signals.h"
 #include "server/state/handoff_view.h"
 #include "server/state/mapping_manager.h"
 #include "server/watch/watch_hub.h"
@@ -28,14 +29,18 @@ class MappingServiceImpl final
   // `authorizer` allows every call (development mode).
   // `handoffs`, when set, adds the coordinator's live view to GetTeam's
   // handoff; null: the persisted state only.
+  // `signals`, when set, serves GetLoad (else it is UNAVAILABLE).
   MappingServiceImpl(MappingManager* manager, WorkerPool* workers, WatchHub* watch_hub,
-                     const Authorizer* authorizer = nullptr, const HandoffView* handoffs = nullptr);
+                     const Authorizer* authorizer = nullptr, const HandoffView* handoffs = nullptr,
+                     SignalsReader* signals = nullptr);
 
   grpc::ServerUnaryReactor* GetMapping(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request,
                                        grpc::ByteBuffer* response) override;
   // Bound by the constructor (unary_call.h: parsed and checked first).
   void GetTeam(UnaryCall<v1::GetTeamRequest, v1::TeamRoute>* call);
+  // Reads the store (through SignalsReader's cache) on a worker thread.
+  void GetLoad(UnaryCall<v1::GetLoadRequest, v1::GetLoadResponse>* call);
   // Streams are raw too: pushes are assembled from shared, pre-encoded
   // frames (see WatchHub).
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchMapping(
@@ -48,6 +53,7 @@ class MappingServiceImpl final
   const Authorizer dev_authorizer_{nullptr, false};
   const Authorizer* const authorizer_;
   const HandoffView* const handoffs_;
+  SignalsReader* const signals_;
 };
 
 }  // namespace bucketmap

@@ -14,11 +14,12 @@
 namespace bucketmap {
 
 WatchHub::WatchHub(MappingManager* manager, Store* store, Metrics* metrics, WatchOptions options,
-                   const Clock* clock)
+                   const Clock* clock, LoadAggregator* load)
     : manager_(manager),
       store_(store),
       metrics_(metrics),
       clock_(clock),
+      load_(load),
       options_(std::move(options)) {}
 
 WatchHub::~WatchHub() { Stop(); }

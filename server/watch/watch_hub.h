@@ -48,6 +48,7 @@
 #include "server/base/clock.h"
 #include "server/base/log_limit.h"
 #include "server/metrics/metrics.h"
+#include "server/signals/load_signals.h"
 #include "server/state/mapping_manager.h"
 #include "server/store/store.h"
 #include "server/watch/push_frames.h"
@@ -76,15 +77,20 @@ struct WatchOptions {
   // RESOURCE_EXHAUSTED naming the limit.
   int max_streams = 0;
   int max_streams_per_client = 0;
+  // A WatchRequest larger than this ends the stream (INVALID_ARGUMENT)
+  // before it is parsed: the largest valid one, a load report of 1,000
+  // teams, is about 30 KB.
+  size_t max_request_bytes = 256 << 10;
 };
 
 class WatchStream;
 
 class WatchHub {
  public:
-  // All dependencies must outlive the hub.
+  // All dependencies must outlive the hub. Streams hand accepted load
+  // reports to `load`; without one (null) they are validated and dropped.
   WatchHub(MappingManager* manager, Store* store, Metrics* metrics, WatchOptions options,
-           const Clock* clock = Clock::Real());
+           const Clock* clock = Clock::Real(), LoadAggregator* load = nullptr);
   ~WatchHub();
 
   // Preloads recent deltas from the store, subscribes to the manager and
@@ -103,6 +109,8 @@ class WatchHub {
   MappingManager& manager() { return *manager_; }
   const Clock& clock() const { return *clock_; }
   Metrics& metrics() { return *metrics_; }
+  // Null when load reports are dropped.
+  LoadAggregator* load() { return load_; }
 
   // Builds a push taking a stream from `acked` to the current version.
   // `force_snapshot` sends the snapshot whatever the gap. Sets *to_version.
@@ -155,6 +163,7 @@ class WatchHub {
   Store* const store_;
   Metrics* const metrics_;
   const Clock* const clock_;
+  LoadAggregator* const load_;
   const WatchOptions options_;
 
   mutable absl::Mutex mu_;

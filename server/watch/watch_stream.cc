@@ -5,6 +5,8 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "codec/codec.h"
+#include "domain/load.h"
 #include "domain/validation.h"
 #include "server/base/grpc_status.h"
 #include "server/base/request_checks.h"
@@ -87,6 +89,12 @@ void WatchStream::OnReadDone(bool ok) {
     Close(grpc::Status::OK);
     return;
   }
+  if (read_buffer_.Length() > hub_->options().max_request_bytes) {
+    Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("request: ", read_buffer_.Length(), " bytes; at most ",
+                                    hub_->options().max_request_bytes, " on a watch stream")));
+    return;
+  }
   v1::WatchRequest request;
   if (!ParseRequestBody(read_buffer_, &request)) {
     Close(UnparseableRequest());
@@ -163,8 +171,11 @@ grpc::Status WatchStream::Handle(const v1::WatchRequest& request) {
       return Ack(request.ack());
     case v1::WatchRequest::kNack:
       return Nack(request.nack());
+    case v1::WatchRequest::kLoad:
+      return Load(request.load());
     default:
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: set subscribe, ack or nack");
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "kind: set subscribe, ack, nack or load");
   }
 }
 
@@ -322,6 +333,37 @@ grpc::Status WatchStream::Nack(const v1::WatchRequest::Nack& nack) {
                  suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : "");
   }
   Poke();
+  return grpc::Status::OK;
+}
+
+grpc::Status WatchStream::Load(const v1::WatchRequest::LoadReport& load) {
+  if (!subscribed_) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "load: subscribe first");
+  }
+  if (client_role_ != v1::PRODUCER && client_role_ != v1::CONSUMER) {
+    hub_->metrics().RecordLoadReport("invalid");
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "load: only producers and consumers report load");
+  }
+  const LoadReport report = FromProto(load);
+  if (absl::Status valid = ValidateLoadReport(
+          report, client_role_ == v1::PRODUCER ? LoadReporter::kProducer : LoadReporter::kConsumer);
+      !valid.ok()) {
+    hub_->metrics().RecordLoadReport("invalid");
+    return ToGrpcStatus(valid);
+  }
+  const absl::Time now = hub_->clock().Now();
+  // One report per window: half a window of slack for the jitter of the
+  // client's timer and the network. A client sending more often is not
+  // ended (its counts are lost to itself only), but cannot add more than
+  // two windows of counts per window.
+  if (now - last_load_ < absl::Milliseconds(report.window_ms) / 2) {
+    hub_->metrics().RecordLoadReport("too_frequent");
+    return grpc::Status::OK;
+  }
+  last_load_ = now;
+  if (hub_->load() != nullptr) hub_->load()->Add(report);
+  hub_->metrics().RecordLoadReport("accepted");
   return grpc::Status::OK;
 }
 

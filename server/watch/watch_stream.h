@@ -69,6 +69,13 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   grpc::Status Nack(const v1::WatchRequest::Nack& nack);
 
+  // A load report (SPEC §9): validated (INVALID_ARGUMENT naming the field
+  // ends the stream), then accepted at most once per half of its window
+  // (by the server's clock; an earlier one is dropped and counted as
+  // too_frequent, and the stream goes on), and handed to the hub's
+  // LoadAggregator.
+  grpc::Status Load(const v1::WatchRequest::LoadReport& load);
+
   // Returns the next push, if one is due. A NACK or a first subscription
   // forces the snapshot even when the stream is at the current version.
   //
@@ -99,6 +106,8 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // read on that path, in OnDone, and under mu_.
   bool subscribed_ = false;
   int client_role_ = 0;
+  // The read path only: when the last load report was accepted.
+  absl::Time last_load_ = absl::InfinitePast();
 
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
