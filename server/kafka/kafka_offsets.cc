@@ -50,6 +50,9 @@ absl::StatusOr<rd_kafka_t*> NewHandle(
   return rk;
 }
 
+// The group.id of MessageTimestamps' handle (never joined, never committed).
+constexpr char kTimestampGroup[] = "bucketmap-lag-timestamps";
+
 absl::Status KafkaError(rd_kafka_resp_err_t err, const std::string& what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", rd_kafka_err2str(err)));
 }
@@ -125,9 +128,11 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::MessageTimestamps(
   if (at.empty()) return out;
   absl::MutexLock lock(&mu_);
   if (fetch_ == nullptr) {
-    // No group: assign() needs none, and nothing is ever committed. Small
-    // fetches: one message per partition is all that is wanted.
-    absl::StatusOr<rd_kafka_t*> rk = NewHandle(brokers_, "",
+    // librdkafka's assign() wants a group.id, but this handle never
+    // subscribes (so it never joins the group) and never commits: the
+    // group is a name only. Small fetches: one message per partition is
+    // all that is wanted.
+    absl::StatusOr<rd_kafka_t*> rk = NewHandle(brokers_, kTimestampGroup,
                                                {{"fetch.wait.max.ms", "50"},
                                                 {"max.partition.fetch.bytes", "65536"},
                                                 {"queued.min.messages", "1"},

@@ -98,8 +98,10 @@ class OffsetReader {
 // committed offsets with rd_kafka_committed from one consumer handle per
 // group (carrying that group.id; it never subscribes, so it never joins
 // the group), kept for reuse, and message timestamps from one more
-// consumer handle without a group that assigns the asked partitions at the
-// asked offsets, takes the first message of each, and unassigns.
+// consumer handle (group.id "bucketmap-lag-timestamps", which it never
+// joins nor commits to: librdkafka's assign() wants a group name) that
+// assigns the asked partitions at the asked offsets, takes the first
+// message of each, and unassigns.
 class RdKafkaOffsetReader final : public OffsetReader {
  public:
   // `brokers`: bootstrap servers. InvalidArgument when librdkafka rejects
