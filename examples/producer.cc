@@ -10,11 +10,14 @@
 //      team's bucket for our role, produce keyed by team with the tracker's
 //      ticket as the message opaque, and stamp the route's version in the
 //      `bucketmap-version` header;
-//   4. in the delivery-report callback, give every message's ticket back
+//   4. count each routed event per team in a LoadCounter, which the watch
+//      connection reports to the server once per window (SPEC §9: the
+//      server's per-team and per-bucket rates, GetLoad, rebalancing);
+//   5. in the delivery-report callback, give every message's ticket back
 //      to the tracker: the watch connection then ACKs drained_version, and
 //      handoffs pass their switch barrier (SPEC §5) without waiting for
 //      their grace period;
-//   5. at the end, flush and count delivery failures from the delivery
+//   6. at the end, flush and count delivery failures from the delivery
 //      reports.
 //
 // Usage:
@@ -52,6 +55,7 @@
 #include "bucketmap/client.h"
 #include "bucketmap/delivery_tracker.h"
 #include "bucketmap/kafka_hold.h"
+#include "bucketmap/load_counter.h"
 #include "bucketmap/watch.h"
 
 ABSL_FLAG(std::string, servers, "localhost:50051",
@@ -67,6 +71,12 @@ ABSL_FLAG(int64_t, events, 1000, "Number of events to generate.");
 ABSL_FLAG(double, rate, 0, "Events per second; 0: as fast as possible.");
 ABSL_FLAG(std::string, role_topic, "ingestion", "The role whose topic events are produced to.");
 ABSL_FLAG(int32_t, wait_for_mapping, 10, "Seconds to wait for the first mapping.");
+ABSL_FLAG(absl::Duration, load_window, bucketmap::kDefaultLoadWindow,
+          "Report per-team event counts to the server once per window (keep it equal to the "
+          "server's --load_window); 0: report nothing.");
+ABSL_FLAG(int64_t, start_at_unix_ms, 0,
+          "Wait until this wall-clock time (Unix milliseconds) before the first event, so that "
+          "several producers of a load test start together; 0: at once.");
 ABSL_FLAG(int32_t, delivery_timeout, 30,
           "Seconds librdkafka may spend delivering one event (message.timeout.ms).");
 
@@ -179,6 +189,11 @@ int main(int argc, char** argv) {
   bucketmap::DeliveryTracker tracker(&client);
   bucketmap::WatchConnectionOptions watch_options;
   watch_options.delivery_tracker = &tracker;
+  // Per-team event counts, reported once per window on the watch stream.
+  bucketmap::LoadCounter::Options load_options;
+  load_options.window = absl::GetFlag(FLAGS_load_window);
+  bucketmap::LoadCounter load(load_options);
+  if (load_options.window > absl::ZeroDuration()) watch_options.load_counter = &load;
   // Declared after the client and the tracker, so it is destroyed
   // (stopped) first.
   bucketmap::WatchConnection watch(&client, watch_options);
@@ -207,6 +222,11 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+
+  const absl::Time start_at = absl::FromUnixMillis(absl::GetFlag(FLAGS_start_at_unix_ms));
+  while (!g_stop && absl::Now() < start_at) {
+    absl::SleepFor(std::min(start_at - absl::Now(), absl::Milliseconds(100)));
+  }
 
   std::vector<int64_t> next_seq(teams + 1, 0);
   std::map<std::string, int64_t> produced;  // by topic
@@ -254,6 +274,8 @@ int main(int argc, char** argv) {
       ++without_topic;
       continue;
     }
+    // Lock-free and allocation-free: one relaxed add (load_counter.h).
+    load.CountEvent(team);
     min_version = std::min(min_version, route.version());
     max_version = std::max(max_version, route.version());
     ++produced[*topic];
@@ -270,8 +292,7 @@ int main(int argc, char** argv) {
     // events routed after it (SPEC §5).
     const std::string version = absl::StrCat(route.version());
     const std::string bucket = absl::StrCat(route.bucket_id());
-    const rd_kafka_resp_err_t err =
-        Produce(rk, *topic, key, value, version, bucket, viewed.ticket);
+    const rd_kafka_resp_err_t err = Produce(rk, *topic, key, value, version, bucket, viewed.ticket);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       // Never enqueued, so no delivery report will come for it.
       tracker.Done(viewed.ticket);

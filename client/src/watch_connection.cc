@@ -1,12 +1,12 @@
-#include "bucketmap/watch.h"
-
 #include <algorithm>
 #include <random>
 #include <utility>
 
 #include "bucketmap/read_file.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
+#include "bucketmap/watch.h"
 #include "client/src/tsan.h"
+#include "codec/codec.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "spdlog/spdlog.h"
@@ -166,6 +166,33 @@ bool WatchConnection::RunStream(const std::string& address) {
       }
     });
   }
+  // Load reports, one per window, from a thread of their own; they are
+  // written under ack_mu like every other write, once the stream synced.
+  bool load_synced = false;
+  absl::Notification load_stop;
+  std::thread load_reporter;
+  LoadCounter* const counter = options_.load_counter;
+  const v1::ClientRole role = client_->options().role;
+  if (counter != nullptr && (role == v1::PRODUCER || role == v1::CONSUMER)) {
+    load_reporter = std::thread([&] {
+      for (;;) {
+        const absl::Time due = counter->NextReport(absl::Now());
+        if (load_stop.WaitForNotificationWithTimeout(due - absl::Now())) return;
+        {
+          client_internal::MutexLock lock(&ack_mu);
+          if (stream_done) return;
+          if (!load_synced) continue;  // kept for the next window
+        }
+        LoadReport report;
+        std::shared_ptr<const MappingView> view = client_->Current();
+        if (!counter->TakeReport(absl::Now(), view.get(), role == v1::CONSUMER, &report)) continue;
+        v1::WatchRequest request;
+        ToProto(report, request.mutable_load());
+        client_internal::MutexLock lock(&ack_mu);
+        if (stream_done || !stream->Write(request)) return;
+      }
+    });
+  }
   if (stream->Write(subscribe)) {
     v1::WatchResponse response;
     while (stream->Read(&response)) {
@@ -209,6 +236,7 @@ bool WatchConnection::RunStream(const std::string& address) {
         synced = true;
         synced_.store(true, std::memory_order_release);
         client_internal::MutexLock lock(&ack_mu);
+        load_synced = true;
         if (tracker != nullptr && !reporting) {
           // Resumed at the server's version, so no push to ACK: report
           // drained_version anyway (the ACK of "push" 0), or a server that
@@ -230,6 +258,12 @@ bool WatchConnection::RunStream(const std::string& address) {
     }
   }
   synced_.store(false, std::memory_order_release);
+  {
+    client_internal::MutexLock lock(&ack_mu);
+    stream_done = true;
+  }
+  load_stop.Notify();
+  if (load_reporter.joinable()) load_reporter.join();
   if (reporter.joinable()) {
     {
       client_internal::MutexLock lock(&ack_mu);

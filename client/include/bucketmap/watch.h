@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "bucketmap/client.h"
 #include "bucketmap/delivery_tracker.h"
+#include "bucketmap/load_counter.h"
 
 namespace grpc {
 class ChannelCredentials;
@@ -75,6 +76,12 @@ struct WatchConnectionOptions {
   // drained_version 0: the producer never passes a barrier and handoffs
   // wait for their grace deadline.
   DeliveryTracker* delivery_tracker = nullptr;
+  // The load this process counts (not owned; must outlive the
+  // connection). A producer's or consumer's stream then sends one load
+  // report per window (LoadCounter::NextReport), once the stream has
+  // synced; a window that ends while no stream is synced is reported with
+  // the next. Observers report nothing.
+  LoadCounter* load_counter = nullptr;
   // The bearer token comes from ClientOptions::bearer_token.
   WatchTlsOptions tls;
 };
