@@ -98,7 +98,7 @@ TEST(ValueParsersTest, IntegersKeyValuesLists) {
 TEST(CommandsTest, EveryUnaryRpcHasACommand) {
   for (const char* name : {"create-bucket", "update-bucket", "list-buckets", "assign", "unassign",
                            "bulk-assign", "list-assignments", "history", "get-mapping", "get-team",
-                           "list-clients", "list-handoffs"}) {
+                           "list-clients", "list-handoffs", "top"}) {
     const CommandSpec* spec = FindCommand(name);
     ASSERT_NE(spec, nullptr) << name;
     EXPECT_THAT(HelpText(), HasSubstr(UsageLine(*spec)));

@@ -161,6 +161,48 @@ std::vector<CommandSpec> MakeCommands() {
                   0,
                   0});
   commands.push_back(CommandSpec{
+      "top",
+      "[--pool P] [--top-teams N] [--include-retired] [--once] [--interval D]",
+      "Per-bucket load and lag (GetLoad), as a table refreshed every --interval.",
+      "Rates are EWMAs of the clients' load reports (events/s from producers, processing\n"
+      "seconds/s from consumers); LAG is each role's consumer lag as the leader last read\n"
+      "it (\"?\" when unknown, never 0). --once prints one table and exits (for scripts);\n"
+      "--json prints GetLoad's response once.\n",
+      {{"pool", FlagKind::kValue},
+       {"top-teams", FlagKind::kValue},
+       {"include-retired", FlagKind::kBool},
+       {"once", FlagKind::kBool},
+       {"interval", FlagKind::kValue}},
+      0,
+      0});
+  commands.push_back(
+      CommandSpec{"render",
+                  "<KIND> [flags of the kind]",
+                  "Render deployment artifacts from the live mapping. Kinds: keda.",
+                  "keda [--bucket ID|NAME]... [--role R]... [--namespace NS] [--prometheus URL]\n"
+                  "     [--deployment TEMPLATE] [--metric seconds|messages] [--threshold N]\n"
+                  "     [--min-replicas N] [--max-replicas N] [--fallback-replicas N]\n"
+                  "     [--failure-threshold N] [--polling-interval SECONDS]\n"
+                  "  One KEDA ScaledObject per bucket and role with a consumer group, scaling the\n"
+                  "  deployment named by --deployment ({bucket} and {role} replaced; default\n"
+                  "  {bucket}-{role}) on max(bucketmap_bucket_lag_<metric>{bucket_id,role}) with\n"
+                  "  ignoreNullValues false: a missing series is an error and KEDA runs\n"
+                  "  --fallback-replicas, never scales down on it. See docs/autoscaling.md.\n",
+                  {{"bucket", FlagKind::kRepeated},
+                   {"role", FlagKind::kRepeated},
+                   {"namespace", FlagKind::kValue},
+                   {"prometheus", FlagKind::kValue},
+                   {"deployment", FlagKind::kValue},
+                   {"metric", FlagKind::kValue},
+                   {"threshold", FlagKind::kValue},
+                   {"min-replicas", FlagKind::kValue},
+                   {"max-replicas", FlagKind::kValue},
+                   {"fallback-replicas", FlagKind::kValue},
+                   {"failure-threshold", FlagKind::kValue},
+                   {"polling-interval", FlagKind::kValue}},
+                  1,
+                  1});
+  commands.push_back(CommandSpec{
       "cancel-handoff", absl::StrCat("<HANDOFF_ID> ", kWriteUsage),
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
       absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),

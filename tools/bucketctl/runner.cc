@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "bucketmap/read_file.h"
 #include "google/protobuf/util/json_util.h"
 #include "tools/bucketctl/format.h"
+#include "tools/bucketctl/load_commands.h"
 
 namespace bucketmap::bucketctl {
 namespace {
@@ -193,6 +195,46 @@ std::string FormatHistoryAsAsked(const v1::GetHistoryRequest& request,
   return FormatHistory(response, request.include_delta());
 }
 
+// top: GetLoad once (--once, --json), or refreshed every --interval
+// until interrupted.
+int RunTop(const Invocation& in) {
+  v1::GetLoadRequest request;
+  if (int rc = BuildRequest(in, BuildGetLoad, &request); rc != kExitOk) return rc;
+  absl::StatusOr<absl::Duration> interval = TopInterval(in.args);
+  if (!interval.ok()) return UsageError(&in.command, interval.status().message());
+  const bool once = in.args.GetBool("once") || in.json;
+  for (;;) {
+    v1::GetLoadResponse response;
+    grpc::Status status = in.connection.Call(&Mapping::GetLoad, request, &response);
+    if (!status.ok()) return RpcError(in, status);
+    if (in.json) return PrintJson(response);
+    // Clear the screen before each refresh, not for --once.
+    if (!once) std::cout << "\033[H\033[2J";
+    std::cout << FormatLoad(response, absl::Now()) << std::flush;
+    if (once) return kExitOk;
+    absl::SleepFor(*interval);
+  }
+}
+
+// render KIND: each kind renders from the live mapping on its own.
+int RunRender(const Invocation& in) {
+  const std::string kind = in.args.positional().at(0);
+  if (kind == "keda") {
+    absl::StatusOr<KedaOptions> options = BuildKedaOptions(in.args);
+    if (!options.ok()) return UsageError(&in.command, options.status().message());
+    v1::ListBucketsResponse response;
+    grpc::Status status =
+        in.connection.Call(&Admin::ListBuckets, v1::ListBucketsRequest(), &response);
+    if (!status.ok()) return RpcError(in, status);
+    absl::StatusOr<std::string> yaml = RenderKeda(
+        std::vector<v1::Bucket>(response.buckets().begin(), response.buckets().end()), *options);
+    if (!yaml.ok()) return UsageError(&in.command, yaml.status().message());
+    std::cout << *yaml;
+    return kExitOk;
+  }
+  return UsageError(&in.command, absl::StrCat("render: unknown kind '", kind, "' (keda)"));
+}
+
 struct TableEntry {
   const char* name;
   Runner run;
@@ -215,6 +257,8 @@ const std::vector<TableEntry>& Table() {
       {"list-clients",
        OneCall(&Admin::ListClients, NoFlags<v1::ListClientsRequest>, FormatClients)},
       {"list-handoffs", OneCall(&Admin::ListHandoffs, BuildListHandoffs, FormatHandoffs)},
+      {"top", RunTop},
+      {"render", RunRender},
       {"cancel-handoff", OneCall(&Admin::CancelHandoff, BuildCancelHandoff, FormatCancelHandoff)},
   };
   return *table;
