@@ -493,4 +493,29 @@ absl::StatusOr<MoveTimes> FakeStore::LoadMoveTimes(const std::vector<int64_t>& t
   return times;
 }
 
+absl::Status FakeStore::SaveLagReadings(const std::vector<LagReading>& readings) {
+  RETURN_IF_ERROR(calls_.Enter(kSaveLagReadings));
+  absl::MutexLock lock(&mu_);
+  lag_.clear();
+  for (const LagReading& r : readings) {
+    LagReading kept = r;
+    // Unknown lag is stored without numbers (NULL), as PgStore does.
+    if (!kept.up) {
+      kept.messages = 0;
+      kept.seconds = 0;
+    }
+    kept.read_at = absl::FromUnixMicros(absl::ToUnixMicros(r.read_at));
+    lag_.emplace(std::make_pair(r.bucket_id, r.role), kept);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<LagReading>> FakeStore::LoadLagReadings() {
+  RETURN_IF_ERROR(calls_.Enter(kLoadLagReadings));
+  absl::MutexLock lock(&mu_);
+  std::vector<LagReading> out;
+  for (const auto& [key, r] : lag_) out.push_back(r);
+  return out;
+}
+
 }  // namespace bucketmap

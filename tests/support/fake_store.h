@@ -18,6 +18,8 @@
 //     unpublished row, and LoadDeltas is NotFound for pruned versions;
 //   * a write whose ctx.deadline has passed (by the fake's clock) before it
 //     starts, or before it commits, is Unavailable and writes nothing;
+//   * lag readings are replaced whole, as PgStore's; load windows are not
+//     kept (AddLoad and LoadLoadTable are Unimplemented);
 //   * handoffs: the open ones are in the snapshot; ListHandoffs lists them
 //     and the ended ones; an ended handoff never changes again
 //     (FailedPrecondition); LoadMoveTimes has the open_time of every
@@ -86,6 +88,8 @@ class FakeStore final : public Store {
     kGetOutboxStats,
     kListHandoffs,
     kLoadMoveTimes,
+    kSaveLagReadings,
+    kLoadLagReadings,
   };
 
   // The cluster id of a FakeStore whose initial snapshot has none.
@@ -134,6 +138,12 @@ class FakeStore final : public Store {
   absl::StatusOr<OutboxStats> GetOutboxStats() override;
   absl::StatusOr<std::vector<v1::Handoff>> ListHandoffs(const HandoffQuery& query) override;
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
+  // Kept as given (one per bucket and role, the first of duplicates),
+  // read back ascending by bucket id and role. The load windows
+  // (AddLoad, LoadLoadTable) are not faked: their folding is PostgreSQL's
+  // (tests/store/signals_store_test.cc).
+  absl::Status SaveLagReadings(const std::vector<LagReading>& readings) override;
+  absl::StatusOr<std::vector<LagReading>> LoadLagReadings() override;
 
   // FailNext()
   //
@@ -208,6 +218,7 @@ class FakeStore final : public Store {
   std::map<int64_t, Handoff> handoffs_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, absl::Time> team_moves_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time, std::less<>> pool_moves_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<int32_t, std::string>, LagReading> lag_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace bucketmap
