@@ -16,6 +16,9 @@ PACKAGES=(
   postgresql kcat libspdlog-dev liburcu-dev libxxhash-dev
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
   openssl libssl-dev
+  # Prometheus 2.42 and promtool: tests/signals scrape the server with them
+  # and ask the KEDA trigger's query (docs/autoscaling.md).
+  prometheus
 )
 
 missing=()
