@@ -131,11 +131,13 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::MessageTimestamps(
     // librdkafka's assign() wants a group.id, but this handle never
     // subscribes (so it never joins the group) and never commits: the
     // group is a name only. Small fetches: one message per partition is
-    // all that is wanted.
+    // all that is wanted. queued.min.messages stays at its default: at 1,
+    // a partition leaves the fetch list once a message is queued, and the
+    // broker thread only looks again at its next 1 s wake-up, which cost
+    // every read after the first about a second (bench/lag_bench).
     absl::StatusOr<rd_kafka_t*> rk = NewHandle(brokers_, kTimestampGroup,
                                                {{"fetch.wait.max.ms", "50"},
                                                 {"max.partition.fetch.bytes", "65536"},
-                                                {"queued.min.messages", "1"},
                                                 {"queued.max.messages.kbytes", "1024"},
                                                 {"enable.partition.eof", "false"}});
     if (!rk.ok()) return rk.status();
