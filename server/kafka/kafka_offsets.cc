@@ -153,10 +153,24 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::MessageTimestamps(
     }
     rd_kafka_topic_partition_list_add(list, topic.c_str(), at[i].partition)->offset = at[i].offset;
   }
-  rd_kafka_resp_err_t err = rd_kafka_assign(fetch_, list);
+  // Ask for the topic's metadata first: assign() of a topic the handle
+  // does not know waits for librdkafka's topic scan (once a second) to
+  // request it, which cost every read of another topic about a second
+  // (bench/lag_bench). The handle is held until the read ends, so that
+  // the answer is kept for the topic.
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(fetch_, topic.c_str(), nullptr);
+  if (rkt == nullptr) {
+    rd_kafka_topic_partition_list_destroy(list);
+    return KafkaError(rd_kafka_last_error(), absl::StrCat("open topic ", topic));
+  }
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(fetch_, 0, rkt, &md, TimeoutMs(timeout));
+  if (md != nullptr) rd_kafka_metadata_destroy(md);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_assign(fetch_, list);
   rd_kafka_topic_partition_list_destroy(list);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return KafkaError(err, absl::StrCat("assign ", topic, " to read message timestamps"));
+    rd_kafka_topic_destroy(rkt);
+    return KafkaError(err, absl::StrCat("read message timestamps of ", topic));
   }
   absl::Status status;
   size_t missing = at.size();
@@ -190,6 +204,7 @@ absl::StatusOr<std::vector<int64_t>> RdKafkaOffsetReader::MessageTimestamps(
     rd_kafka_message_destroy(m);
   }
   rd_kafka_assign(fetch_, nullptr);
+  rd_kafka_topic_destroy(rkt);
   if (!status.ok()) return status;
   for (int64_t& ts : out) {
     if (ts == -2) ts = -1;
