@@ -518,4 +518,25 @@ absl::StatusOr<std::vector<LagReading>> FakeStore::LoadLagReadings() {
   return out;
 }
 
+absl::Status FakeStore::AddLoad(const LoadConfig&, const LoadSlots& slots, int64_t fold_through,
+                                double) {
+  RETURN_IF_ERROR(calls_.Enter(kAddLoad));
+  absl::MutexLock lock(&mu_);
+  for (const auto& [slot, rates] : slots) {
+    for (const auto& [key, rate] : rates) load_added_[slot][key] += rate;
+  }
+  last_fold_through_ = fold_through;
+  return absl::OkStatus();
+}
+
+LoadSlots FakeStore::load_added() const {
+  absl::MutexLock lock(&mu_);
+  return load_added_;
+}
+
+int64_t FakeStore::last_fold_through() const {
+  absl::MutexLock lock(&mu_);
+  return last_fold_through_;
+}
+
 }  // namespace bucketmap

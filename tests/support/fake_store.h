@@ -18,8 +18,10 @@
 //     unpublished row, and LoadDeltas is NotFound for pruned versions;
 //   * a write whose ctx.deadline has passed (by the fake's clock) before it
 //     starts, or before it commits, is Unavailable and writes nothing;
-//   * lag readings are replaced whole, as PgStore's; load windows are not
-//     kept (AddLoad and LoadLoadTable are Unimplemented);
+//   * lag readings are replaced whole, as PgStore's; load windows are
+//     recorded, not folded: AddLoad sums what it is given per window
+//     (load_added()) and keeps the last fold_through; LoadLoadTable is
+//     Unimplemented;
 //   * handoffs: the open ones are in the snapshot; ListHandoffs lists them
 //     and the ended ones; an ended handoff never changes again
 //     (FailedPrecondition); LoadMoveTimes has the open_time of every
@@ -49,6 +51,7 @@
 #define BUCKETMAP_TESTS_SUPPORT_FAKE_STORE_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -90,6 +93,7 @@ class FakeStore final : public Store {
     kLoadMoveTimes,
     kSaveLagReadings,
     kLoadLagReadings,
+    kAddLoad,
   };
 
   // The cluster id of a FakeStore whose initial snapshot has none.
@@ -140,10 +144,12 @@ class FakeStore final : public Store {
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
   // Kept as given (one per bucket and role, the first of duplicates),
   // read back ascending by bucket id and role. The load windows
-  // (AddLoad, LoadLoadTable) are not faked: their folding is PostgreSQL's
-  // (tests/store/signals_store_test.cc).
+  // are recorded by AddLoad (load_added(), last_fold_through()), not
+  // folded: the folding is PostgreSQL's (tests/store/signals_store_test.cc).
   absl::Status SaveLagReadings(const std::vector<LagReading>& readings) override;
   absl::StatusOr<std::vector<LagReading>> LoadLagReadings() override;
+  absl::Status AddLoad(const LoadConfig& config, const LoadSlots& slots, int64_t fold_through,
+                       double min_rate) override;
 
   // FailNext()
   //
@@ -177,6 +183,10 @@ class FakeStore final : public Store {
   int64_t version() const;
   std::shared_ptr<const Snapshot> snapshot() const;
   std::vector<OutboxRow> ChangeLog() const;
+  // Every rate AddLoad was given, summed per window and key, and the
+  // fold_through of its last call (INT64_MIN before any).
+  LoadSlots load_added() const;
+  int64_t last_fold_through() const;
 
  private:
   struct LogRow {
@@ -219,6 +229,8 @@ class FakeStore final : public Store {
   std::map<int64_t, absl::Time> team_moves_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time, std::less<>> pool_moves_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<int32_t, std::string>, LagReading> lag_ ABSL_GUARDED_BY(mu_);
+  LoadSlots load_added_ ABSL_GUARDED_BY(mu_);
+  int64_t last_fold_through_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
 };
 
 }  // namespace bucketmap
