@@ -30,12 +30,16 @@
 //     largest share). Reported as needing a bucket of its own;
 //   * teams whose load is below `min_move_share` of the pool's, or whose
 //     move alone would exceed the load budget.
-// What cannot leave a bucket is its floor. The ideal loads share the
-// pool's load by weight, except that a bucket whose floor exceeds its part
-// holds its floor alone ("floored": it takes no team, and sheds what it
-// can), and the other buckets share the rest (water filling). Without
-// giants or heavy teams the ideal load is the weighted share, and the
-// imbalance is the max load / weighted share.
+// What cannot leave a bucket (giants, frozen teams, teams below the
+// minimum move, background) is its floor. The ideal loads share the ACTIVE
+// buckets' load by weight, except that a bucket whose floor exceeds its
+// part should hold its floor alone ("floored": it takes no team, and sheds
+// whatever can leave it), the others sharing the rest (water filling).
+// Teams too heavy for the load budget are not excused: the moves balance
+// the other buckets around them, and a plan that leaves their bucket over
+// its target lists them as `anchored`. Without giants or floors the ideal
+// load is the weighted share, and the imbalance is the max load /
+// weighted share.
 //
 // PAUSED buckets are in placement, but their consumers are stopped: a team
 // moved into one would stop being processed, and a handoff out of one
