@@ -2,7 +2,7 @@
 // C++ side): a cache file written by either is read by the other with the
 // same routes, handoffs, version and confirmation time; and placement
 // tables agree on all 65,536 slots for pools beyond the committed vector.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as child_process from 'child_process';
 import * as fs from 'fs';
@@ -13,9 +13,10 @@ import { BucketState } from '../../src/model';
 import { PlacementTable } from '../../src/placement';
 import { ClientRole } from '../../src/proto';
 import { WatchConnection } from '../../src/watch';
-import { Admin, ServerProcess, env, tempDir, waitFor } from '../support/stack';
+import { killChildren, Admin, ServerProcess, env, tempDir, waitFor } from '../support/stack';
 
 const e = env();
+after(killChildren);
 
 function tool(args: string[]): string {
   return child_process.execFileSync(e.cacheTool, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -29,7 +30,11 @@ interface Dumped {
 }
 
 function dump(file: string, teams: number[]): Dumped {
-  const lines = tool(['dump', file, ...teams.map(String)]).trim().split('\n');
+  // The C++ library's own log lines (spdlog) share stdout.
+  const lines = tool(['dump', file, ...teams.map(String)])
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('version ') || l.startsWith('route '));
   const head = /^version (\d+) cluster (\S+) confirmed_ms (\d+)$/.exec(lines[0]);
   assert.ok(head, lines[0]);
   const routes: Dumped['routes'] = new Map();
@@ -81,7 +86,7 @@ test('placement: every slot of several pools equals the C++ library', () => {
 });
 
 test('cache file: written by C++, read by Node; written by Node, read by C++', async () => {
-  const server = await ServerProcess.start(e, ['--watch_heartbeat=1s', '--client_flush=100ms', '--handoff_grace=10m', '--move_cooldown=0s']);
+  const server = await ServerProcess.start(e, ['--watch_heartbeat=1s', '--handoff_grace=10m', '--move_cooldown=0s']);
   const admin = new Admin(server.address);
   const dir = tempDir('bucketmap-node-cross-');
   // A leased producer that never reports drained versions keeps the

@@ -4,14 +4,15 @@
 // per bucket (kafkajs, partition hold). Teams move between buckets while
 // events flow; every event is processed, and per team the sequence is
 // strictly increasing with none missing; every handoff completes.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ExampleConsumer } from '../../examples/consumer';
 import { ExampleProducer } from '../../examples/producer';
 import { HandoffPhase } from '../../src/proto';
-import { Admin, KafkaMock, ServerProcess, env, sleep, waitFor } from '../support/stack';
+import { killChildren, Admin, KafkaMock, ServerProcess, env, sleep, waitFor } from '../support/stack';
 
 const e = env();
+after(killChildren);
 const PARTITIONS = 3;
 
 test('handoff: Node producers and consumers, teams moving mid-stream, no loss, no reordering', { timeout: 240000 }, async () => {
@@ -29,7 +30,6 @@ test('handoff: Node producers and consumers, teams moving mid-stream, no loss, n
     '--max_hold=5m',
     '--move_cooldown=0s',
     '--client_lease=3s',
-    '--client_flush=100ms',
     '--handoff_poll_interval=100ms',
     '--watch_heartbeat=1s',
   ]);
@@ -41,6 +41,9 @@ test('handoff: Node producers and consumers, teams moving mid-stream, no loss, n
     const b1 = await admin.createBucket('nb1', { topic: 'node_ev_1', group: 'node_g_1' });
     const b2 = await admin.createBucket('nb2', { topic: 'node_ev_2', group: 'node_g_2' });
     const teams = Array.from({ length: 16 }, (_, i) => i + 1);
+    // Creating nb2 moved default-placed teams off nb1: that handoff must end
+    // before they can be pinned.
+    await waitFor('the first handoff to end', async () => (await admin.listHandoffs(false)).length === 0, 30000);
     for (const t of teams) await admin.assign(t, b1);
     await waitFor('the setup handoffs to end', async () => (await admin.listHandoffs(false)).length === 0, 30000);
 

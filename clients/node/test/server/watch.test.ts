@@ -2,7 +2,7 @@
 // subscribe, snapshot, deltas and ACKs; resume after a server restart; a
 // NACK answered by the snapshot; a cluster reset; the cache file at start;
 // several addresses; bearer tokens and TLS.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as child_process from 'child_process';
 import * as crypto from 'crypto';
@@ -13,10 +13,11 @@ import { silentLogger } from '../../src/log';
 import { BucketState, RouteSource } from '../../src/model';
 import { ClientRole, MappingDeltaMsg, MappingSnapshotMsg } from '../../src/proto';
 import { WatchConnection, WatchConnectionOptions } from '../../src/watch';
-import { Admin, ServerProcess, env, freePort, sleep, tempDir, waitFor } from '../support/stack';
+import { killChildren, Admin, ServerProcess, env, freePort, sleep, tempDir, waitFor } from '../support/stack';
 
-const FAST = ['--watch_heartbeat=1s', '--client_flush=100ms'];
+const FAST = ['--watch_heartbeat=1s'];
 const e = env();
+after(killChildren);
 
 // A client that counts what it applies.
 class CountingClient extends Client {
@@ -223,14 +224,18 @@ test('watch: bearer token and TLS', async () => {
   const token = crypto.randomBytes(16).toString('hex');
   const sha = crypto.createHash('sha256').update(token).digest('hex');
   fs.writeFileSync(path.join(dir, 'tokens'), `node-reader reader ${sha}\n`);
-  const server = await ServerProcess.start(e, [
-    ...FAST,
-    `--auth_tokens_file=${path.join(dir, 'tokens')}`,
-    `--tls_cert=${path.join(dir, 'server.pem')}`,
-    `--tls_key=${path.join(dir, 'server.key')}`,
-  ]).catch((err) => {
-    throw err;
-  });
+  const server = await ServerProcess.start(
+    e,
+    [
+      ...FAST,
+      `--auth_tokens_file=${path.join(dir, 'tokens')}`,
+      `--tls_cert=${path.join(dir, 'server.pem')}`,
+      `--tls_key=${path.join(dir, 'server.key')}`,
+    ],
+    undefined,
+    undefined,
+    { caFile: path.join(dir, 'ca.pem'), token },
+  );
   const tls = { enabled: true, rootCaFile: path.join(dir, 'ca.pem') };
   try {
     // No token: refused, retried, never synced.

@@ -65,9 +65,15 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 
 let dbCounter = 0;
 const children = new Set<child_process.ChildProcess>();
-process.on('exit', () => {
+/**
+ * Kills every child process still running. Each test file calls it from
+ * after(): a test that fails half-way must not leave a server or helper
+ * behind, whose open pipes would keep the test process from exiting.
+ */
+export function killChildren(): void {
   for (const c of children) c.kill('SIGKILL');
-});
+}
+process.on('exit', killChildren);
 
 /** A fresh, empty database on the test PostgreSQL; returns its URL. */
 export function createDatabase(e: Env): string {
@@ -86,6 +92,8 @@ export class ServerProcess {
   readonly address: string;
   readonly log: string;
   private proc: child_process.ChildProcess | null = null;
+  // How the readiness probe reaches the server (TLS, token).
+  private access: AdminAccess = {};
 
   private constructor(
     private readonly e: Env,
@@ -103,9 +111,16 @@ export class ServerProcess {
    * Starts a server on a fresh database (or `postgresUrl`), on a free port
    * (or `port`), and waits until it serves.
    */
-  static async start(e: Env, flags: string[] = [], postgresUrl?: string, port?: number): Promise<ServerProcess> {
+  static async start(
+    e: Env,
+    flags: string[] = [],
+    postgresUrl?: string,
+    port?: number,
+    access: AdminAccess = {},
+  ): Promise<ServerProcess> {
     const dir = tempDir('bucketmap-node-server-');
     const s = new ServerProcess(e, postgresUrl ?? createDatabase(e), flags, port ?? (await freePort()), path.join(dir, 'server.log'));
+    s.access = access;
     await s.launch();
     return s;
   }
@@ -127,7 +142,8 @@ export class ServerProcess {
     this.proc = proc;
     children.add(proc);
     proc.on('exit', () => children.delete(proc));
-    const admin = new Admin(this.address);
+
+    const admin = new Admin(this.address, this.access);
     try {
       await waitFor(
         `the server on ${this.address} to serve (log: ${this.log})`,
@@ -166,12 +182,23 @@ export class ServerProcess {
   }
 }
 
+/** TLS (the CA that signed the server's certificate) and a bearer token. */
+export interface AdminAccess {
+  caFile?: string;
+  token?: string;
+}
+
 /** Unary calls to a server's AdminService and MappingService (protobufjs types). */
 export class Admin {
   private readonly client: grpc.Client;
+  private readonly token: string;
 
-  constructor(address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+  constructor(address: string, access: AdminAccess = {}) {
+    this.token = access.token ?? '';
+    const creds = access.caFile
+      ? grpc.credentials.createSsl(fs.readFileSync(access.caFile))
+      : grpc.credentials.createInsecure();
+    this.client = new grpc.Client(address, creds, {
       'grpc.max_receive_message_length': 64 << 20,
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
@@ -194,11 +221,17 @@ export class Admin {
         (r: object) => Buffer.from(req.encode(req.fromObject(r)).finish()),
         (b: Buffer) => resp.toObject(resp.decode(b), { longs: Number, enums: Number, defaults: true, arrays: true }) as T,
         request,
-        new grpc.Metadata(),
+        this.metadata(),
         { deadline: Date.now() + timeoutMs },
         (err, value) => (err ? reject(err) : resolve(value as T)),
       );
     });
+  }
+
+  private metadata(): grpc.Metadata {
+    const m = new grpc.Metadata();
+    if (this.token) m.set('authorization', `Bearer ${this.token}`);
+    return m;
   }
 
   /** CreateBucket; returns the bucket id. */
@@ -280,6 +313,7 @@ export class KafkaMock {
     const proc = child_process.spawn(e.kafkaMock, args, { stdio: ['pipe', 'pipe', 'inherit'] });
     children.add(proc);
     proc.on('exit', () => children.delete(proc));
+
     const bootstrap = await new Promise<string>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error('kafka_mock_helper printed no BOOTSTRAP in 10 s')), 10000);
