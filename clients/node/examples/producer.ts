@@ -3,8 +3,9 @@
 // read), sent to its bucket's topic keyed by team with its route version
 // in the `bucketmap-version` header, and its ticket is given back when the
 // send settles, so the watch stream's ACKs carry the exact drained_version
-// that a handoff's switch barrier waits for. The producer is idempotent
-// and sends one batch at a time, so a team's events stay in order.
+// that a handoff's switch barrier waits for. It sends one batch at a time
+// with one request in flight (and is idempotent unless told otherwise), so
+// a team's events stay in order.
 //
 //   node dist/examples/producer.js --server HOST:PORT --brokers HOST:PORT --teams 1-50
 //
@@ -23,6 +24,13 @@ export interface ExampleProducerOptions {
   /** Pause between rounds (one event per team per round). Default 20 ms. */
   roundMs?: number;
   cachePath?: string;
+  /**
+   * kafkajs's idempotent producer (default true). librdkafka's mock
+   * cluster, which the tests use, reports no controller broker, and
+   * kafkajs looks its producer id up there: the tests turn it off. Order
+   * per team does not depend on it here: one batch is in flight at a time.
+   */
+  idempotent?: boolean;
 }
 
 export class ExampleProducer {
@@ -46,7 +54,7 @@ export class ExampleProducer {
     this.tracker = new DeliveryTracker(this.client);
     this.watch = new WatchConnection(this.client, { deliveryTracker: this.tracker, initialBackoffMs: 50, maxBackoffMs: 1000 });
     const kafka = new Kafka({ clientId: options.clientId, brokers: options.brokers, logLevel: logLevel.ERROR });
-    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    this.producer = kafka.producer({ idempotent: options.idempotent ?? true, maxInFlightRequests: 1 });
     for (const t of options.teams) this.nextSeq.set(t, 0);
   }
 

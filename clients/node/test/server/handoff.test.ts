@@ -70,8 +70,8 @@ test('handoff: Node producers and consumers, teams moving mid-stream, no loss, n
     for (const c of consumers) await c.start();
     await waitFor('both consumers to get partitions', () => consumers.every((c) => c.assigned), 60000);
     producers.push(
-      new ExampleProducer({ servers: [server.address], brokers: [kafka.bootstrap], clientId: 'node-e2e-producer-0', teams: teams.slice(0, 8) }),
-      new ExampleProducer({ servers: [server.address], brokers: [kafka.bootstrap], clientId: 'node-e2e-producer-1', teams: teams.slice(8) }),
+      new ExampleProducer({ servers: [server.address], brokers: [kafka.bootstrap], clientId: 'node-e2e-producer-0', teams: teams.slice(0, 8), idempotent: false }),
+      new ExampleProducer({ servers: [server.address], brokers: [kafka.bootstrap], clientId: 'node-e2e-producer-1', teams: teams.slice(8), idempotent: false }),
     );
     for (const p of producers) await p.start();
     await waitFor('events to flow', () => order.length > 200, 30000);
