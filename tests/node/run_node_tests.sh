@@ -9,7 +9,8 @@
 # 1. Copies the package (clients/node, without node_modules and dist) and
 #    the wire contract (proto/) to WORK/pkg, installs its dependencies with
 #    `npm ci` from the committed package-lock.json (only when the lock file
-#    changed since the last install there), and compiles it with tsc.
+#    changed since the last install there), and compiles it with tsc,
+#    together with the plugin-server example of docs/client-node.md.
 # 2. Tests (default): starts a private PostgreSQL (scripts/pg.sh, fsync
 #    off) and runs `node --test` over the unit tests and the integration
 #    tests, which start the bucketmap-server binary, the Kafka mock helper
@@ -52,6 +53,13 @@ cp -r "$SOURCE/clients/node/src" "$SOURCE/clients/node/test" "$SOURCE/clients/no
   "$SOURCE/clients/node/examples" "$SOURCE/clients/node/scripts" "$PKG/"
 cp "$SOURCE/clients/node/package.json" "$SOURCE/clients/node/package-lock.json" \
   "$SOURCE/clients/node/tsconfig.json" "$PKG/"
+# The integration example of docs/client-node.md, compiled with the rest.
+awk '/<!-- example:plugin-server -->/{on=1; next} /<!-- \/example -->/{on=0} on && !/^```/' \
+  "$SOURCE/docs/client-node.md" >"$PKG/examples/doc_plugin_server.ts"
+[[ -s $PKG/examples/doc_plugin_server.ts ]] || {
+  echo "run_node_tests.sh: no plugin-server example in docs/client-node.md" >&2
+  exit 1
+}
 lock_sum=$(sha256sum "$PKG/package-lock.json" | cut -d' ' -f1)
 if [[ ! -f $PKG/node_modules/.bucketmap-lock || $(cat "$PKG/node_modules/.bucketmap-lock") != "$lock_sum" ]]; then
   (cd "$PKG" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error)
