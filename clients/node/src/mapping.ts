@@ -168,7 +168,9 @@ export class Mapping {
     this.clusterId = clusterId;
     this.buckets = Object.freeze(buckets);
     this.pools = Object.freeze(pools);
-    this.teamIds = Object.freeze(teamIds);
+    // Not frozen: freezing a large array costs a copy; it is never
+    // written after construction (readonly in the type).
+    this.teamIds = teamIds;
     this.targets = targets;
     this.poolCounts = poolCounts;
     this.byId = new Map(buckets.map((b) => [b.id, b]));
@@ -319,39 +321,44 @@ export class Mapping {
     const remap = identity ? null : this.pools.map((p) => poolIndex(pools, p));
     const setTargets = set.map(([, t]) => (t.bucketId > 0 ? t.bucketId : -poolIndex(pools, t.pool) - 1));
 
-    // Linear merge of the sorted old columns with the sorted set/unset.
+    // Linear merge of the sorted old columns with the sorted set/unset,
+    // into arrays sized for the largest outcome (no growth, no copies).
     const n = this.teamIds.length;
-    const teamIds: TeamId[] = [];
-    const targets: number[] = [];
+    const old = this.teamIds;
+    const oldTargets = this.targets;
+    const teamIds: TeamId[] = new Array(n + set.length);
+    const targets = new Int32Array(n + set.length);
+    let out = 0;
     let i = 0;
     let j = 0;
     let u = 0;
     while (i < n || j < set.length) {
-      if (j < set.length && (i >= n || compareTeamIds(set[j][0], this.teamIds[i]) <= 0)) {
-        if (i < n && compareTeamIds(this.teamIds[i], set[j][0]) === 0) ++i;
-        teamIds.push(set[j][0]);
-        targets.push(setTargets[j]);
+      if (j < set.length && (i >= n || compareTeamIds(set[j][0], old[i]) <= 0)) {
+        if (i < n && compareTeamIds(old[i], set[j][0]) === 0) ++i;
+        teamIds[out] = set[j][0];
+        targets[out++] = setTargets[j];
         ++j;
         continue;
       }
-      const team = this.teamIds[i];
+      const team = old[i];
       while (u < unset.length && compareTeamIds(unset[u], team) < 0) ++u;
       if (u < unset.length && compareTeamIds(unset[u], team) === 0) {
         ++i;
         continue;
       }
-      const enc = this.targets[i];
-      teamIds.push(team);
-      targets.push(remap === null || enc > 0 ? enc : -remap[-enc - 1] - 1);
+      const enc = oldTargets[i];
+      teamIds[out] = team;
+      targets[out++] = remap === null || enc > 0 ? enc : -remap[-enc - 1] - 1;
       ++i;
     }
+    teamIds.length = out;
     return new Mapping(
       this.version + 1,
       this.clusterId,
       buckets,
       pools,
       teamIds,
-      Int32Array.from(targets),
+      out === targets.length ? targets : targets.slice(0, out),
       poolCounts,
       this,
     );
