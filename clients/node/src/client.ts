@@ -418,10 +418,7 @@ export class Client {
         rebuild = rebuild || (h.pool_before ?? []).length > 0;
       }
       handoffs = handoffs.apply(d.handoffs ?? [], `${field}.handoffs`, ended);
-      for (const h of d.handoffs ?? []) {
-        const entry = handoffs.entries.find((e) => e.id === toInt(h.id));
-        if (entry !== undefined) touched.push(...entry.teamIds);
-      }
+      for (const h of d.handoffs ?? []) for (const t of h.team_ids ?? []) touched.push(normalizeTeamIdLong(t));
       const next = mapping.applyDelta(d, field);
       for (const t of d.set?.team_ids ?? []) touched.push(normalizeTeamIdLong(t));
       for (const t of d.unset_team_ids ?? []) touched.push(normalizeTeamIdLong(t));

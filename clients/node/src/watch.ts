@@ -26,7 +26,7 @@ import Long from 'long';
 import { Client } from './client';
 import type { DeliveryTracker } from './delivery_tracker';
 import type { LoadReporter } from './load_report';
-import { ClientRole, PushMsg, WatchResponseMsg, messageType, toInt } from './proto';
+import { PushMsg, WatchResponseMsg, messageType, toInt } from './proto';
 
 export interface WatchTlsOptions {
   /** Connect with TLS, verifying the server against rootCaFile or the system roots. */
@@ -369,4 +369,3 @@ export class WatchConnection {
   }
 }
 
-export { ClientRole };
