@@ -11,6 +11,7 @@ import * as path from 'path';
 import { Client, ClientOptions } from '../../src/client';
 import { silentLogger } from '../../src/log';
 import { BucketState, RouteSource } from '../../src/model';
+import { DeliveryTracker } from '../../src/delivery_tracker';
 import { ClientRole, MappingDeltaMsg, MappingSnapshotMsg } from '../../src/proto';
 import { WatchConnection, WatchConnectionOptions } from '../../src/watch';
 import { killChildren, Admin, ServerProcess, env, freePort, sleep, tempDir, waitFor } from '../support/stack';
@@ -207,6 +208,57 @@ test('watch: a server of another cluster resets the client; several addresses, t
     admin.close();
     await server.kill();
     await other?.kill();
+  }
+});
+
+test('watch: drained_version is exact: an ACK of nonce 0 after a SYNC with no push, a re-ACK when old events are delivered', async () => {
+  const server = await ServerProcess.start(e, FAST);
+  const admin = new Admin(server.address);
+  const dir = tempDir('bucketmap-node-drained-');
+  const cachePath = path.join(dir, 'mapping.cache');
+  try {
+    const b1 = await admin.createBucket('d1');
+    const v1 = await admin.assign(3, b1);
+    // Another client leaves a cache file at v1.
+    const writer = newClient([server.address], { cachePath });
+    const w = watch(writer);
+    await w.start();
+    assert.ok(await writer.waitForVersion(v1, 10000));
+    await waitFor('the cache file', () => fs.existsSync(cachePath));
+    await w.stop();
+
+    // A producer starts from that file: it subscribes at the server's
+    // version, gets SYNC and no push, and reports drained_version anyway.
+    const producer = newClient([server.address], { cachePath, role: ClientRole.PRODUCER });
+    const tracker = new DeliveryTracker(producer);
+    const conn = watch(producer, { deliveryTracker: tracker });
+    await conn.start();
+    const record = async () => (await admin.listClients()).find((c) => c.client_id === producer.options.clientId);
+    await waitFor('drained_version v1 from the ACK of nonce 0', async () => {
+      const c = await record();
+      return c !== undefined && c.drained_version === v1 && c.applied_version === v1;
+    });
+    assert.equal(producer.snapshots + producer.deltaPushes, 0, 'no push came');
+
+    // An event routed at v1 is still in flight when v2 arrives: the ACK of
+    // v2 says drained v1; its delivery report re-ACKs drained v2.
+    const { ticket } = tracker.route(3);
+    const v2 = await admin.assign(4, b1);
+    assert.ok(await producer.waitForVersion(v2, 10000));
+    await waitFor('applied v2, drained v1', async () => {
+      const c = await record();
+      return c !== undefined && c.applied_version === v2 && c.drained_version === v1;
+    });
+    await sleep(1500);
+    assert.equal((await record())!.drained_version, v1, 'not drained while the event is in flight');
+    tracker.done(ticket);
+    await waitFor('drained v2 from the re-ACK', async () => (await record())?.drained_version === v2);
+    assert.equal(conn.streamsOpened, 1, 'the server accepted every ACK');
+    await conn.stop();
+  } finally {
+    admin.close();
+    await server.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
