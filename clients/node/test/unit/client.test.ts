@@ -294,7 +294,14 @@ test('cache file: round trip, atomic write, corrupt and foreign files', async ()
   const c = new Client({ clientId: 'unit', logger: silentLogger, clock: () => now, cachePath: file });
   await assert.rejects(c.writeCache(), (e: BucketmapError) => e.code === 'FAILED_PRECONDITION');
   c.applySnapshot(
-    snapshot({ ...base(), version: 5, buckets: [{ id: 1 }, { id: 2 }, { id: 3, pool: 'paid' }], pools: ['paid'], teams: [7, 9, BIG], targets: [3, -1, 2], handoffs: [handoff({ id: 2, openedVersion: 5, source: 1, teams: [7], to: [3] })] } as never),
+    snapshot({
+      version: 5,
+      buckets: [{ id: 1 }, { id: 2 }, { id: 3, pool: 'paid' }],
+      pools: ['paid'],
+      teams: [7, 9, BIG],
+      targets: [3, -1, 2],
+      handoffs: [handoff({ id: 2, openedVersion: 5, source: 1, teams: [7], to: [3] })],
+    }),
   );
   await c.writeCache();
   assert.deepEqual(fs.readdirSync(dir), ['mapping.cache']);
