@@ -29,6 +29,13 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# Node.js and npm for the Node client (clients/node): any node >= 18 with
+# its npm will do (a machine may have them from elsewhere, e.g. NodeSource's
+# nodejs, which bundles npm); otherwise Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+
 if ((${#missing[@]} == 0)); then
   exit 0
 fi
