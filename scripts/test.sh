@@ -10,7 +10,8 @@
 #   clang   clang-14 build of every annotated target with
 #           -Werror=thread-safety, instrumented for libFuzzer+ASan+UBSan,
 #           then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its seed corpus
-#   asan    gcc ASan+UBSan build of everything, then the whole ctest suite
+#   asan    gcc ASan+UBSan build of everything but bench/, then the whole
+#           ctest suite
 #   main    the normal build and the whole ctest suite
 #   bench   every program in bench/ with --quick, on the main stage's
 #           binaries, and the Node client's route_bench --quick
@@ -110,7 +111,7 @@ if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
   stage asan
   ASAN_DIR=${BUILD_DIR}-asan
   cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DBUCKETMAP_SANITIZE=ON
+    -DBUCKETMAP_SANITIZE=ON -DBUCKETMAP_BENCH=OFF
   ninja -C "$ASAN_DIR" -j"$JOBS"
   # scripts/lsan.supp: leaks inside uninstrumented Debian libraries.
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1 ${ASAN_OPTIONS:-}" \
