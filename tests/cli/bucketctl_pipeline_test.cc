@@ -128,6 +128,7 @@ TEST(ClickHouseTemplateTest, ErrorsNameTheLine) {
   EXPECT_THAT(error("column b"), HasSubstr("needs a type"));
   EXPECT_THAT(error("engine MergeTree(); DROP TABLE x"), HasSubstr("';'"));
   EXPECT_THAT(error("database my-db"), HasSubstr("expected an identifier"));
+  EXPECT_THAT(error("max_block_size 0"), HasSubstr("max_block_size: expected 1.."));
   EXPECT_FALSE(ParseClickHouseTemplate("column a String\n", "t").ok());  // no order_by
   EXPECT_FALSE(ParseClickHouseTemplate("order_by a\n", "t").ok());       // no column
 }
@@ -148,6 +149,7 @@ TEST_F(PipelineTest, ClickHouseTablesPerBucketWithRoleConsumersCappedAtPartition
   EXPECT_EQ(ddl->objects[3].settings.at("kafka_num_consumers"), "1");  // 1 partition
   EXPECT_EQ(ddl->objects[1].settings.at("kafka_group_name"), "g_clickhouse_1");
   EXPECT_EQ(ddl->objects[1].settings.at("kafka_broker_list"), "kafka:9092");
+  EXPECT_EQ(ddl->objects[1].settings.at("kafka_max_block_size"), "8192");  // the template's
 
   const std::string text = ClickHouseDdlText(*ddl);
   EXPECT_THAT(text, HasSubstr("CREATE DATABASE IF NOT EXISTS posthog;"));
@@ -156,7 +158,8 @@ TEST_F(PipelineTest, ClickHouseTablesPerBucketWithRoleConsumersCappedAtPartition
   EXPECT_THAT(text,
               HasSubstr("ENGINE = Kafka\nSETTINGS kafka_broker_list = 'kafka:9092', "
                         "kafka_topic_list = 'clickhouse_1', kafka_group_name = 'g_clickhouse_1', "
-                        "kafka_format = 'JSONEachRow', kafka_num_consumers = 2;"));
+                        "kafka_format = 'JSONEachRow', kafka_num_consumers = 2, "
+                        "kafka_max_block_size = 8192;"));
   EXPECT_THAT(text, HasSubstr("CREATE MATERIALIZED VIEW IF NOT EXISTS posthog.events_b1_mv TO "
                               "posthog.events\nAS SELECT uuid, event,"));
   EXPECT_THAT(text, HasSubstr("'clickhouse_1' AS _topic FROM posthog.kafka_events_b1;"));

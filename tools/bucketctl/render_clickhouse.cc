@@ -20,6 +20,7 @@ namespace {
 constexpr char kDefaultRole[] = "clickhouse";
 constexpr char kTopicColumn[] = "_topic";
 constexpr int64_t kMaxConsumers = 64;
+constexpr int64_t kMaxBlockSize = 1 << 24;
 
 bool IsIdentifier(absl::string_view s) {
   if (s.empty() || s.size() > 128) return false;
@@ -94,7 +95,8 @@ ClickHouseObject EventsTable(const ClickHouseTemplate& t) {
 }
 
 ClickHouseObject KafkaTable(const ClickHouseTemplate& t, int32_t bucket, const std::string& brokers,
-                            const std::string& topic, const std::string& group, int32_t consumers) {
+                            const std::string& topic, const std::string& group, int32_t consumers,
+                            int64_t max_block_size) {
   ClickHouseObject o;
   o.kind = ClickHouseObject::Kind::kKafkaTable;
   o.name = KafkaTableName(t, bucket);
@@ -114,6 +116,10 @@ ClickHouseObject KafkaTable(const ClickHouseTemplate& t, int32_t bucket, const s
   }
   o.settings["kafka_num_consumers"] = absl::StrCat(consumers);
   text.push_back(absl::StrCat("kafka_num_consumers = ", consumers));
+  if (max_block_size > 0) {
+    o.settings["kafka_max_block_size"] = absl::StrCat(max_block_size);
+    text.push_back(absl::StrCat("kafka_max_block_size = ", max_block_size));
+  }
   o.create =
       absl::StrCat("CREATE TABLE IF NOT EXISTS ", Qualified(t, o.name), "\n", ColumnList(o.columns),
                    "\nENGINE = Kafka\nSETTINGS ", absl::StrJoin(text, ", "));
@@ -296,6 +302,12 @@ absl::StatusOr<ClickHouseTemplate> ParseClickHouseTemplate(absl::string_view tex
       RETURN_IF_ERROR(identifier(&t.table));
     } else if (directive == "format") {
       RETURN_IF_ERROR(identifier(&t.format));
+    } else if (directive == "max_block_size") {
+      if (!absl::SimpleAtoi(value, &t.max_block_size) || t.max_block_size < 1 ||
+          t.max_block_size > kMaxBlockSize) {
+        return error(
+            absl::StrCat("max_block_size: expected 1..", kMaxBlockSize, ", got '", value, "'"));
+      }
     } else if (directive == "engine") {
       t.engine = std::string(value);
     } else if (directive == "partition_by") {
@@ -321,8 +333,8 @@ absl::StatusOr<ClickHouseTemplate> ParseClickHouseTemplate(absl::string_view tex
       t.columns.emplace_back(std::string(name), std::string(type));
     } else {
       return error(absl::StrCat("unknown directive '", directive,
-                                "' (database, table, format, engine, partition_by, order_by, "
-                                "column)"));
+                                "' (database, table, format, max_block_size, engine, "
+                                "partition_by, order_by, column)"));
     }
   }
   if (t.columns.empty()) {
@@ -350,6 +362,8 @@ absl::StatusOr<ClickHouseDdl> RenderClickHouseDdl(const RenderInput& input) {
   ASSIGN_OR_RETURN(ddl.tmpl, TemplateFor(input));
   const std::string role = RoleOf(input);
   ASSIGN_OR_RETURN(int64_t wanted, IntFlagOr(args, "consumers", 1, 1, kMaxConsumers));
+  ASSIGN_OR_RETURN(int64_t max_block_size,
+                   IntFlagOr(args, "max-block-size", ddl.tmpl.max_block_size, 1, kMaxBlockSize));
   const std::string brokers = args.Get("clickhouse-kafka-brokers", args.Get("kafka-brokers"));
   if (brokers.empty()) {
     return absl::InvalidArgumentError(
@@ -374,8 +388,8 @@ absl::StatusOr<ClickHouseDdl> RenderClickHouseDdl(const RenderInput& input) {
     if (partitions) absl::StrAppend(&note, ", ", partitions->at(topic), " partitions");
     absl::StrAppend(&note, ", ", consumers, consumers == 1 ? " consumer" : " consumers");
     ddl.notes.push_back(std::move(note));
-    ddl.objects.push_back(
-        KafkaTable(ddl.tmpl, bucket->id(), brokers, topic, group->second, consumers));
+    ddl.objects.push_back(KafkaTable(ddl.tmpl, bucket->id(), brokers, topic, group->second,
+                                     consumers, max_block_size));
     ddl.objects.push_back(View(ddl.tmpl, bucket->id(), topic));
   }
   return ddl;
@@ -584,7 +598,8 @@ std::string DiffClickHouse(const ClickHouseDdl& desired, const std::vector<LiveT
 RenderKind ClickHouseRenderKind() {
   return RenderKind{
       "clickhouse",
-      "[--template FILE] [--clickhouse_role R] [--consumers N] [--kafka_brokers B] "
+      "[--template FILE] [--clickhouse_role R] [--consumers N] [--max_block_size N] "
+      "[--kafka_brokers B] "
       "[--clickhouse_kafka_brokers B] [--diff --clickhouse_url URL]",
       "ClickHouse DDL: per bucket a Kafka engine table and a materialized view into the "
       "events table.",
@@ -594,7 +609,8 @@ RenderKind ClickHouseRenderKind() {
       "which records each event's topic in _topic. The columns come from --template\n"
       "(default: the built-in PostHog-like schema, deploy/clickhouse/posthog_events.template).\n"
       "kafka_num_consumers is --consumers (default 1) capped at the topic's partition\n"
-      "count, read from --kafka_brokers; without it only 1 is allowed. The tables connect\n"
+      "count, read from --kafka_brokers; without it only 1 is allowed. kafka_max_block_size\n"
+      "is --max_block_size (default: the template's). The tables connect\n"
       "to --clickhouse_kafka_brokers (default --kafka_brokers).\n"
       "--diff compares with the ClickHouse at --clickhouse_url (HTTP interface) and prints\n"
       "the SQL that brings it in line: tables to add, tables to drop (RETIRED buckets),\n"
@@ -602,6 +618,7 @@ RenderKind ClickHouseRenderKind() {
       {{"template", FlagKind::kValue},
        {"clickhouse-role", FlagKind::kValue},
        {"consumers", FlagKind::kValue},
+       {"max-block-size", FlagKind::kValue},
        {"clickhouse-kafka-brokers", FlagKind::kValue},
        {"diff", FlagKind::kBool},
        {"clickhouse-url", FlagKind::kValue}},

@@ -33,6 +33,8 @@ struct ClickHouseTemplate {
   std::string database = "default";
   std::string table = "events";
   std::string format = "JSONEachRow";
+  // kafka_max_block_size; 0: not set (ClickHouse's max_block_size, 65536).
+  int64_t max_block_size = 0;
   std::string engine = "MergeTree()";
   std::string partition_by;  // empty: none
   std::string order_by;
@@ -80,6 +82,7 @@ struct ClickHouseDdl {
 //
 // The DDL for `input` with the flags of render clickhouse: --template,
 // --clickhouse_role (default "clickhouse"), --consumers (default 1),
+// --max_block_size (default: the template's),
 // --clickhouse_kafka_brokers (default --kafka_brokers; one is required).
 // Buckets other than RETIRED that have a topic for the role get tables;
 // each needs a consumer group for the role (FailedPrecondition naming the
