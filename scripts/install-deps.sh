@@ -6,6 +6,9 @@
 # exists; otherwise it prints the exact command to run and exits 1.
 # Installing `postgresql` may create and start Debian's system cluster on
 # port 5432; bucketmap never uses it (scripts/pg.sh runs a private one).
+# Likewise `clickhouse-server` (18.16, for tests/clickhouse_e2e) may start
+# Debian's system ClickHouse on ports 9000 and 8123; the tests run their
+# own (tests/support/clickhouse_harness.h).
 set -euo pipefail
 
 PACKAGES=(
@@ -16,6 +19,7 @@ PACKAGES=(
   postgresql kcat libspdlog-dev liburcu-dev libxxhash-dev
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
   openssl libssl-dev
+  clickhouse-server clickhouse-client
 )
 
 missing=()

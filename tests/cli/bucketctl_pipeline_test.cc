@@ -1,8 +1,10 @@
 // Unit tests of bucketctl's pipeline artifacts (render clickhouse, render
 // helm-values, check-pipeline) over fake sources: no server, no Kafka, no
 // ClickHouse. tests/clickhouse_e2e runs them against the real parts.
+#include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -423,6 +425,41 @@ TEST_F(PipelineTest, HelmValuesOneDeploymentPerBucketAndRole) {
             "          value: \"b1\"\n"
             "        - name: BUCKETMAP_SERVERS\n"
             "          value: \"bucketmap:50051\"\n");
+}
+
+// docs/pipeline.md shows the full output for two buckets of its layout: it
+// is what bucketctl prints.
+TEST_F(PipelineTest, HelmValuesExampleOfTheDocsIsCurrent) {
+  std::ifstream in(std::string(BUCKETMAP_SOURCE_DIR) + "/docs/pipeline.md");
+  std::stringstream doc;
+  doc << in.rdbuf();
+  const std::string text = doc.str();
+  const std::string open = "```yaml\n# bucketctl render helm-values";
+  const size_t start = text.find(open);
+  ASSERT_NE(start, std::string::npos);
+  const std::string example = text.substr(start + 8, text.find("```", start + 8) - (start + 8));
+  for (int32_t id : {1, 2}) {
+    v1::Bucket b;
+    b.set_id(id);
+    b.set_name(absl::StrCat("b", id));
+    b.set_state(v1::ACTIVE);
+    (*b.mutable_topics())["ingestion"] = absl::StrCat("events_plugin_ingestion_", id);
+    (*b.mutable_topics())["clickhouse"] = absl::StrCat("clickhouse_events_json_", id);
+    (*b.mutable_topics())["async"] = absl::StrCat("clickhouse_events_json_", id);
+    for (const char* role : {"ingestion", "clickhouse", "async"}) {
+      (*b.mutable_consumer_groups())[role] = absl::StrCat(role, "_", id);
+    }
+    buckets_.push_back(b);
+  }
+  sources_.partitions = {{{"events_plugin_ingestion_1", 16},
+                          {"events_plugin_ingestion_2", 16},
+                          {"clickhouse_events_json_1", 8},
+                          {"clickhouse_events_json_2", 8}}};
+  Flags("render", {"helm-values", "--kafka_brokers", "kafka:9092", "--replicas", "4",
+                   "--bucketmap_address", "bucketmap.bucketmap.svc:50051"});
+  absl::StatusOr<std::string> yaml = RenderHelmValues(Input());
+  ASSERT_TRUE(yaml.ok()) << yaml.status();
+  EXPECT_EQ(*yaml, example);
 }
 
 TEST_F(PipelineTest, HelmValuesAutoscalingRolesAndRefusals) {
