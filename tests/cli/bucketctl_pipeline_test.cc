@@ -11,7 +11,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "tools/bucketctl/args.h"
 #include "tools/bucketctl/commands.h"
@@ -52,12 +51,6 @@ class FakeSources : public PipelineSources {
     return it->second;
   }
 };
-
-v1::Bucket Bucket(const std::string& text) {
-  v1::Bucket b;
-  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &b)) << text;
-  return b;
-}
 
 // Bucket `id` with a topic and group per role of `roles`: topics
 // <role>_<id>, groups g_<role>_<id>.

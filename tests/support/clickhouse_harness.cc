@@ -223,8 +223,7 @@ absl::StatusOr<std::string> TestClickHouse::Query(const std::string& sql) {
 }
 
 absl::Status TestClickHouse::ApplyWithClient(const std::string& sql) {
-  static int applied = 0;
-  const std::string file = absl::StrCat(dir_, "/apply-", ++applied, ".sql");
+  const std::string file = absl::StrCat(dir_, "/apply-", ++applied_, ".sql");
   if (absl::Status s = WriteFile(file, sql); !s.ok()) return s;
   const std::string command = absl::StrCat(ClientBinary(), " --host 127.0.0.1 --port ", tcp_port_,
                                            " --multiquery < '", file, "' 2>&1");

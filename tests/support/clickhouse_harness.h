@@ -66,6 +66,7 @@ class TestClickHouse {
   int tcp_port_ = 0;
   int http_port_ = 0;
   pid_t pid_ = 0;
+  int applied_ = 0;  // files written by ApplyWithClient
 };
 
 }  // namespace bucketmap
