@@ -45,6 +45,150 @@ std::map<std::string, std::string> Sorted(
   return std::map<std::string, std::string>(m.begin(), m.end());
 }
 
+// Who uses each topic and group, and each (topic, group) pair.
+struct Usage {
+  std::map<int32_t, const v1::Bucket*> by_id;
+  std::map<std::string, std::set<int32_t>> topic_buckets;
+  std::map<std::string, std::set<int32_t>> group_buckets;
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> pair_users;
+};
+
+Usage UsageOf(const std::vector<v1::Bucket>& buckets) {
+  Usage u;
+  for (const v1::Bucket& b : buckets) {
+    u.by_id[b.id()] = &b;
+    for (const auto& [role, topic] : Sorted(b.topics())) {
+      u.topic_buckets[topic].insert(b.id());
+      auto group = b.consumer_groups().find(role);
+      if (group == b.consumer_groups().end()) continue;
+      u.group_buckets[group->second].insert(b.id());
+      u.pair_users[{topic, group->second}].push_back(absl::StrCat(BucketText(b), " role ", role));
+    }
+  }
+  return u;
+}
+
+// No topic, group, or (topic, group) pair shared.
+void SharingProblems(const Usage& u, std::vector<std::string>* problems) {
+  for (const auto& [topic, ids] : u.topic_buckets) {
+    if (ids.size() > 1) {
+      problems->push_back(absl::StrCat("topic ", topic, " is used by ", Names(ids, u.by_id),
+                                       ": their consumers would read each other's events"));
+    }
+  }
+  for (const auto& [pair, users] : u.pair_users) {
+    if (users.size() > 1) {
+      problems->push_back(absl::StrCat("topic ", pair.first, " with group ", pair.second,
+                                       " is consumed by ", absl::StrJoin(users, " and "),
+                                       ": they split its partitions, and one role's commits "
+                                       "satisfy the other's drain"));
+    }
+  }
+  for (const auto& [group, ids] : u.group_buckets) {
+    if (ids.size() > 1) {
+      problems->push_back(absl::StrCat("group ", group, " is used by ", Names(ids, u.by_id),
+                                       ": each bucket needs groups of its own"));
+    }
+  }
+}
+
+// Every bucket in service has a topic and a group for each role of
+// --roles (default: every role an ACTIVE bucket has), and a group for each
+// topic it has.
+void RoleProblems(const RenderInput& input, std::vector<std::string>* problems) {
+  std::vector<std::string> roles = ParseList(input.args->Get("roles"));
+  if (roles.empty()) {
+    std::set<std::string> seen;
+    for (const v1::Bucket& b : input.buckets) {
+      if (b.state() != v1::ACTIVE) continue;
+      for (const auto& [role, topic] : b.topics()) seen.insert(role);
+    }
+    roles.assign(seen.begin(), seen.end());
+  }
+  for (const v1::Bucket& b : input.buckets) {
+    if (b.state() == v1::RETIRED) continue;
+    std::set<std::string> wanted(roles.begin(), roles.end());
+    for (const auto& [role, topic] : b.topics()) wanted.insert(role);
+    for (const std::string& role : wanted) {
+      if (!b.topics().count(role)) {
+        problems->push_back(absl::StrCat(BucketText(b), " (", v1::BucketState_Name(b.state()),
+                                         ") has no topic for role ", role));
+      } else if (!b.consumer_groups().count(role)) {
+        problems->push_back(absl::StrCat(BucketText(b), " (", v1::BucketState_Name(b.state()),
+                                         ") has no consumer group for role ", role));
+      }
+    }
+  }
+}
+
+// The live ClickHouse: no Kafka table with more consumers than partitions,
+// no topic read twice, no managed table of a RETIRED bucket.
+absl::Status LiveClickHouseProblems(const RenderInput& input, const Usage& u,
+                                    const std::map<std::string, int32_t>& partitions,
+                                    std::vector<std::string>* problems) {
+  ASSIGN_OR_RETURN(ClickHouseTemplate tmpl, TemplateFor(input));
+  ASSIGN_OR_RETURN(std::vector<LiveTable> live, ReadLiveTables(input.sources, tmpl.database));
+  std::map<std::string, std::vector<std::string>> readers;  // topic -> Kafka tables
+  for (const LiveTable& table : live) {
+    if (std::optional<int32_t> id = ManagedBucketId(tmpl, table.name)) {
+      auto bucket = u.by_id.find(*id);
+      if (bucket != u.by_id.end() && bucket->second->state() == v1::RETIRED) {
+        problems->push_back(absl::StrCat("ClickHouse still has ", tmpl.database, ".", table.name,
+                                         " of ", BucketText(*bucket->second),
+                                         ", which is RETIRED (see render clickhouse --diff)"));
+      }
+    }
+    if (table.engine != "Kafka") continue;
+    const std::map<std::string, std::string> settings = ParseKafkaSettings(table.engine_full);
+    auto topic = settings.find("kafka_topic_list");
+    if (topic == settings.end()) continue;
+    readers[topic->second].push_back(table.name);
+    auto consumers = settings.find("kafka_num_consumers");
+    auto count = partitions.find(topic->second);
+    int64_t n = 1;
+    if (consumers != settings.end() && absl::SimpleAtoi(consumers->second, &n) &&
+        count != partitions.end() && n > count->second) {
+      problems->push_back(absl::StrCat("ClickHouse table ", tmpl.database, ".", table.name,
+                                       " runs ", n, " consumers on topic ", topic->second,
+                                       ", which has ", count->second, " partitions"));
+    }
+  }
+  for (const auto& [topic, tables] : readers) {
+    if (tables.size() > 1) {
+      problems->push_back(absl::StrCat("topic ", topic, " is read by ClickHouse tables ",
+                                       absl::StrJoin(tables, " and "), " of ", tmpl.database));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// No RETIRED bucket's topic or group in the artifacts given.
+void FileProblems(const std::vector<v1::Bucket>& buckets, const Usage& u,
+                  const std::map<std::string, std::string>& files,
+                  std::vector<std::string>* problems) {
+  for (const auto& [path, text] : files) {
+    for (const v1::Bucket& b : buckets) {
+      if (b.state() != v1::RETIRED) continue;
+      std::set<std::string> names;
+      for (const auto& [role, topic] : b.topics()) names.insert(topic);
+      for (const auto& [role, group] : b.consumer_groups()) names.insert(group);
+      for (const std::string& name : names) {
+        // A name shared with another bucket is reported as shared.
+        auto topic = u.topic_buckets.find(name);
+        auto group = u.group_buckets.find(name);
+        if ((topic != u.topic_buckets.end() && topic->second.size() > 1) ||
+            (group != u.group_buckets.end() && group->second.size() > 1)) {
+          continue;
+        }
+        if (MentionsToken(text, name)) {
+          problems->push_back(absl::StrCat(path, " still names ", name, " of ", BucketText(b),
+                                           ", which is RETIRED: render it again"));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const std::vector<RenderKind>& RenderKinds() {
@@ -147,68 +291,9 @@ absl::StatusOr<int64_t> IntFlagOr(const ParsedArgs& args, absl::string_view name
 absl::StatusOr<std::vector<std::string>> CheckPipeline(
     const RenderInput& input, const std::map<std::string, std::string>& files) {
   std::vector<std::string> problems;
-  std::map<int32_t, const v1::Bucket*> by_id;
-  for (const v1::Bucket& b : input.buckets) by_id[b.id()] = &b;
-
-  // 1. No topic, group, or (topic, group) pair shared.
-  std::map<std::string, std::set<int32_t>> topic_buckets, group_buckets;
-  std::map<std::pair<std::string, std::string>, std::vector<std::string>> pair_users;
-  for (const v1::Bucket& b : input.buckets) {
-    for (const auto& [role, topic] : Sorted(b.topics())) {
-      topic_buckets[topic].insert(b.id());
-      auto group = b.consumer_groups().find(role);
-      if (group == b.consumer_groups().end()) continue;
-      group_buckets[group->second].insert(b.id());
-      pair_users[{topic, group->second}].push_back(absl::StrCat(BucketText(b), " role ", role));
-    }
-  }
-  for (const auto& [topic, ids] : topic_buckets) {
-    if (ids.size() > 1) {
-      problems.push_back(absl::StrCat("topic ", topic, " is used by ", Names(ids, by_id),
-                                      ": their consumers would read each other's events"));
-    }
-  }
-  for (const auto& [pair, users] : pair_users) {
-    if (users.size() > 1) {
-      problems.push_back(absl::StrCat("topic ", pair.first, " with group ", pair.second,
-                                      " is consumed by ", absl::StrJoin(users, " and "),
-                                      ": they split its partitions, and one role's commits "
-                                      "satisfy the other's drain"));
-    }
-  }
-  for (const auto& [group, ids] : group_buckets) {
-    if (ids.size() > 1) {
-      problems.push_back(absl::StrCat("group ", group, " is used by ", Names(ids, by_id),
-                                      ": each bucket needs groups of its own"));
-    }
-  }
-
-  // 2. Every bucket in service has a topic and a group for each role.
-  std::vector<std::string> roles = ParseList(input.args->Get("roles"));
-  if (roles.empty()) {
-    std::set<std::string> seen;
-    for (const v1::Bucket& b : input.buckets) {
-      if (b.state() != v1::ACTIVE) continue;
-      for (const auto& [role, topic] : b.topics()) seen.insert(role);
-    }
-    roles.assign(seen.begin(), seen.end());
-  }
-  for (const v1::Bucket& b : input.buckets) {
-    if (b.state() == v1::RETIRED) continue;
-    std::set<std::string> wanted(roles.begin(), roles.end());
-    for (const auto& [role, topic] : b.topics()) wanted.insert(role);
-    for (const std::string& role : wanted) {
-      if (!b.topics().count(role)) {
-        problems.push_back(absl::StrCat(BucketText(b), " (", v1::BucketState_Name(b.state()),
-                                        ") has no topic for role ", role));
-      } else if (!b.consumer_groups().count(role)) {
-        problems.push_back(absl::StrCat(BucketText(b), " (", v1::BucketState_Name(b.state()),
-                                        ") has no consumer group for role ", role));
-      }
-    }
-  }
-
-  // 3. Every topic in service exists in Kafka.
+  const Usage usage = UsageOf(input.buckets);
+  SharingProblems(usage, &problems);
+  RoleProblems(input, &problems);
   ASSIGN_OR_RETURN(auto partitions, input.sources->PartitionCounts());
   for (const v1::Bucket& b : input.buckets) {
     if (b.state() == v1::RETIRED) continue;
@@ -218,62 +303,10 @@ absl::StatusOr<std::vector<std::string>> CheckPipeline(
       }
     }
   }
-
-  // 3 and 4 on the live ClickHouse: consumers within partitions, no table of
-  // a RETIRED bucket, no topic read twice.
   if (input.args->Has("clickhouse-url")) {
-    ASSIGN_OR_RETURN(ClickHouseTemplate tmpl, TemplateFor(input));
-    ASSIGN_OR_RETURN(std::vector<LiveTable> live, ReadLiveTables(input.sources, tmpl.database));
-    std::map<std::string, std::vector<std::string>> readers;  // topic -> Kafka tables
-    for (const LiveTable& table : live) {
-      if (std::optional<int32_t> id = ManagedBucketId(tmpl, table.name)) {
-        auto bucket = by_id.find(*id);
-        if (bucket != by_id.end() && bucket->second->state() == v1::RETIRED) {
-          problems.push_back(absl::StrCat("ClickHouse still has ", tmpl.database, ".", table.name,
-                                          " of ", BucketText(*bucket->second),
-                                          ", which is RETIRED (see render clickhouse --diff)"));
-        }
-      }
-      if (table.engine != "Kafka") continue;
-      const std::map<std::string, std::string> settings = ParseKafkaSettings(table.engine_full);
-      auto topic = settings.find("kafka_topic_list");
-      if (topic == settings.end()) continue;
-      readers[topic->second].push_back(table.name);
-      auto consumers = settings.find("kafka_num_consumers");
-      auto count = partitions.find(topic->second);
-      int64_t n = 1;
-      if (consumers != settings.end() && absl::SimpleAtoi(consumers->second, &n) &&
-          count != partitions.end() && n > count->second) {
-        problems.push_back(absl::StrCat("ClickHouse table ", tmpl.database, ".", table.name,
-                                        " runs ", n, " consumers on topic ", topic->second,
-                                        ", which has ", count->second, " partitions"));
-      }
-    }
-    for (const auto& [topic, tables] : readers) {
-      if (tables.size() > 1) {
-        problems.push_back(absl::StrCat("topic ", topic, " is read by ClickHouse tables ",
-                                        absl::StrJoin(tables, " and "), " of ", tmpl.database));
-      }
-    }
+    RETURN_IF_ERROR(LiveClickHouseProblems(input, usage, partitions, &problems));
   }
-
-  // 4. No RETIRED bucket in the artifacts given.
-  for (const auto& [path, text] : files) {
-    for (const v1::Bucket& b : input.buckets) {
-      if (b.state() != v1::RETIRED) continue;
-      std::set<std::string> names;
-      for (const auto& [role, topic] : b.topics()) names.insert(topic);
-      for (const auto& [role, group] : b.consumer_groups()) names.insert(group);
-      for (const std::string& name : names) {
-        // A name shared with a bucket in service is reported above.
-        if (topic_buckets[name].size() > 1 || group_buckets[name].size() > 1) continue;
-        if (MentionsToken(text, name)) {
-          problems.push_back(absl::StrCat(path, " still names ", name, " of ", BucketText(b),
-                                          ", which is RETIRED: render it again"));
-        }
-      }
-    }
-  }
+  FileProblems(input.buckets, usage, files, &problems);
   return problems;
 }
 
