@@ -585,5 +585,30 @@ TEST_F(PipelineTest, CheckPipelineFindsRetiredBucketsAndOverConsumption) {
   EXPECT_EQ(sources_.queries, 2);
 }
 
+// A values file whose deployment runs more replicas than its topic has
+// partitions (edited by hand after rendering) is named; the rendered one
+// is clean.
+TEST_F(PipelineTest, CheckPipelineFindsDeploymentsWithMoreReplicasThanPartitions) {
+  buckets_ = {Standard(1, v1::ACTIVE, {"ingestion", "async"})};
+  sources_.partitions = {{{"ingestion_1", 2}, {"async_1", 4}}};
+  Flags("render", {"helm-values", "--kafka_brokers", "k:1", "--replicas", "4"});
+  absl::StatusOr<std::string> yaml = RenderHelmValues(Input());
+  ASSERT_TRUE(yaml.ok()) << yaml.status();
+  EXPECT_THAT(
+      ParseHelmValues(*yaml),
+      ElementsAre(testing::AllOf(testing::Field(&RenderedDeployment::name, "plugins-ingestion-b1"),
+                                 testing::Field(&RenderedDeployment::topic, "ingestion_1"),
+                                 testing::Field(&RenderedDeployment::replicas, 2)),
+                  testing::Field(&RenderedDeployment::replicas, 4)));
+  Flags("check-pipeline", {"--kafka_brokers", "k:1"});
+  EXPECT_THAT(*CheckPipeline(Input(), {{"values.yaml", *yaml}}), IsEmpty());
+
+  std::string edited = *yaml;
+  edited.replace(edited.find("replicaCount: 2"), 15, "replicaCount: 5");
+  EXPECT_THAT(*CheckPipeline(Input(), {{"values.yaml", edited}}),
+              ElementsAre("values.yaml: deployment plugins-ingestion-b1 runs up to 5 replicas on "
+                          "topic ingestion_1, which has 2 partitions"));
+}
+
 }  // namespace
 }  // namespace bucketmap::bucketctl

@@ -163,10 +163,21 @@ absl::Status LiveClickHouseProblems(const RenderInput& input, const Usage& u,
 }
 
 // No RETIRED bucket's topic or group in the artifacts given.
+// And no deployment in them with more replicas than its topic has
+// partitions.
 void FileProblems(const std::vector<v1::Bucket>& buckets, const Usage& u,
+                  const std::map<std::string, int32_t>& partitions,
                   const std::map<std::string, std::string>& files,
                   std::vector<std::string>* problems) {
   for (const auto& [path, text] : files) {
+    for (const RenderedDeployment& d : ParseHelmValues(text)) {
+      auto count = partitions.find(d.topic);
+      if (count != partitions.end() && d.replicas > count->second) {
+        problems->push_back(absl::StrCat(path, ": deployment ", d.name, " runs up to ", d.replicas,
+                                         " replicas on topic ", d.topic, ", which has ",
+                                         count->second, " partitions"));
+      }
+    }
     for (const v1::Bucket& b : buckets) {
       if (b.state() != v1::RETIRED) continue;
       std::set<std::string> names;
@@ -306,7 +317,7 @@ absl::StatusOr<std::vector<std::string>> CheckPipeline(
   if (input.args->Has("clickhouse-url")) {
     RETURN_IF_ERROR(LiveClickHouseProblems(input, usage, partitions, &problems));
   }
-  FileProblems(input.buckets, usage, files, &problems);
+  FileProblems(input.buckets, usage, partitions, files, &problems);
   return problems;
 }
 

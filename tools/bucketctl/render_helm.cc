@@ -5,8 +5,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "domain/status_macros.h"
 
 namespace bucketmap::bucketctl {
@@ -43,7 +47,45 @@ std::string Yaml(absl::string_view s) {
   return out;
 }
 
+// The inverse of Yaml() (a bare value is taken as it is).
+std::string Unyaml(absl::string_view s) {
+  s = absl::StripAsciiWhitespace(s);
+  if (s.size() < 2 || s.front() != '"' || s.back() != '"') return std::string(s);
+  std::string out;
+  for (size_t i = 1; i + 1 < s.size(); ++i) {
+    if (s[i] == '\\' && i + 2 < s.size()) {
+      const char c = s[++i];
+      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<RenderedDeployment> ParseHelmValues(absl::string_view text) {
+  std::vector<RenderedDeployment> out;
+  bool topic_next = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    absl::string_view rest = line;
+    if (absl::ConsumePrefix(&rest, "    - name: ")) {
+      out.push_back(RenderedDeployment{Unyaml(rest), "", 0});
+      continue;
+    }
+    if (out.empty()) continue;
+    rest = absl::StripAsciiWhitespace(rest);
+    if (topic_next && absl::ConsumePrefix(&rest, "value: ")) {
+      out.back().topic = Unyaml(rest);
+    } else if (absl::ConsumePrefix(&rest, "replicaCount: ") ||
+               absl::ConsumePrefix(&rest, "maxReplicas: ")) {
+      absl::SimpleAtoi(rest, &out.back().replicas);
+    }
+    topic_next = rest == "- name: KAFKA_CONSUMPTION_TOPIC";
+  }
+  return out;
+}
 
 absl::StatusOr<std::string> RenderHelmValues(const RenderInput& input) {
   const ParsedArgs& args = *input.args;

@@ -10,9 +10,12 @@
 #ifndef BUCKETMAP_TOOLS_BUCKETCTL_RENDER_HELM_H_
 #define BUCKETMAP_TOOLS_BUCKETCTL_RENDER_HELM_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "tools/bucketctl/pipeline.h"
 
 namespace bucketmap::bucketctl {
@@ -30,6 +33,21 @@ namespace bucketmap::bucketctl {
 // or a name longer than Kubernetes' 63 characters. Deterministic: the
 // mapping version is not in it.
 absl::StatusOr<std::string> RenderHelmValues(const RenderInput& input);
+
+// One deployment of a values fragment as RenderHelmValues writes it.
+struct RenderedDeployment {
+  std::string name;
+  std::string topic;     // KAFKA_CONSUMPTION_TOPIC
+  int64_t replicas = 0;  // replicaCount, or autoscaling's maxReplicas
+};
+
+// ParseHelmValues()
+//
+// The deployments of `text`, read in the layout RenderHelmValues writes
+// (one key a line, values as it quotes them); lines of any other shape are
+// skipped, so a hand-edited or foreign file yields what it has of that
+// layout. For check-pipeline's --file.
+std::vector<RenderedDeployment> ParseHelmValues(absl::string_view text);
 
 // The render kind.
 RenderKind HelmValuesRenderKind();
