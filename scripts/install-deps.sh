@@ -9,6 +9,8 @@
 # Likewise `clickhouse-server` (18.16, for tests/clickhouse_e2e) may start
 # Debian's system ClickHouse on ports 9000 and 8123; the tests run their
 # own (tests/support/clickhouse_harness.h).
+# And `etcd-server` (the baseline of bench/fanout_vs_etcd) may start
+# Debian's etcd on port 2379; the benchmark starts its own on free ports.
 set -euo pipefail
 
 PACKAGES=(
@@ -20,6 +22,7 @@ PACKAGES=(
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
   openssl libssl-dev
   clickhouse-server clickhouse-client
+  etcd-server
 )
 
 missing=()
@@ -29,6 +32,13 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+
+# Node.js and npm for the Node client (clients/node): any node >= 18 with
+# its npm will do (a machine may have them from elsewhere, e.g. NodeSource's
+# nodejs, which bundles npm); otherwise Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
   exit 0
