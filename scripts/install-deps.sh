@@ -6,6 +6,11 @@
 # exists; otherwise it prints the exact command to run and exits 1.
 # Installing `postgresql` may create and start Debian's system cluster on
 # port 5432; bucketmap never uses it (scripts/pg.sh runs a private one).
+# Likewise `clickhouse-server` (18.16, for tests/clickhouse_e2e) may start
+# Debian's system ClickHouse on ports 9000 and 8123; the tests run their
+# own (tests/support/clickhouse_harness.h).
+# And `etcd-server` (the baseline of bench/fanout_vs_etcd) may start
+# Debian's etcd on port 2379; the benchmark starts its own on free ports.
 set -euo pipefail
 
 PACKAGES=(
@@ -19,6 +24,8 @@ PACKAGES=(
   # Prometheus 2.42 and promtool: tests/signals scrape the server with them
   # and ask the KEDA trigger's query (docs/autoscaling.md).
   prometheus
+  clickhouse-server clickhouse-client
+  etcd-server
 )
 
 missing=()
@@ -28,6 +35,13 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+
+# Node.js and npm for the Node client (clients/node): any node >= 18 with
+# its npm will do (a machine may have them from elsewhere, e.g. NodeSource's
+# nodejs, which bundles npm); otherwise Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "domain/status_macros.h"
+#include "tools/bucketctl/pipeline.h"
 
 namespace bucketmap::bucketctl {
 namespace {
@@ -175,38 +176,49 @@ std::vector<CommandSpec> MakeCommands() {
        {"interval", FlagKind::kValue}},
       0,
       0});
-  commands.push_back(
-      CommandSpec{"render",
-                  "<KIND> [flags of the kind]",
-                  "Render deployment artifacts from the live mapping. Kinds: keda.",
-                  "keda [--bucket ID|NAME]... [--role R]... [--namespace NS] [--prometheus URL]\n"
-                  "     [--deployment TEMPLATE] [--metric seconds|messages] [--threshold N]\n"
-                  "     [--min-replicas N] [--max-replicas N] [--fallback-replicas N]\n"
-                  "     [--failure-threshold N] [--polling-interval SECONDS]\n"
-                  "  One KEDA ScaledObject per bucket and role with a consumer group, scaling the\n"
-                  "  deployment named by --deployment ({bucket} and {role} replaced; default\n"
-                  "  {bucket}-{role}) on max(bucketmap_bucket_lag_<metric>{bucket_id,role}) with\n"
-                  "  ignoreNullValues false: a missing series is an error and KEDA runs\n"
-                  "  --fallback-replicas, never scales down on it. See docs/autoscaling.md.\n",
-                  {{"bucket", FlagKind::kRepeated},
-                   {"role", FlagKind::kRepeated},
-                   {"namespace", FlagKind::kValue},
-                   {"prometheus", FlagKind::kValue},
-                   {"deployment", FlagKind::kValue},
-                   {"metric", FlagKind::kValue},
-                   {"threshold", FlagKind::kValue},
-                   {"min-replicas", FlagKind::kValue},
-                   {"max-replicas", FlagKind::kValue},
-                   {"fallback-replicas", FlagKind::kValue},
-                   {"failure-threshold", FlagKind::kValue},
-                   {"polling-interval", FlagKind::kValue}},
-                  1,
-                  1});
   commands.push_back(CommandSpec{
       "cancel-handoff", absl::StrCat("<HANDOFF_ID> ", kWriteUsage),
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
       absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),
       WriteFlags({}), 1, 1});
+  std::string render_details =
+      "Reads the live mapping (ListBuckets) and prints the artifact of KIND on stdout.\n"
+      "Deterministic: the same buckets and flags print the same bytes. --kafka_brokers\n"
+      "names the Kafka cluster of the bucket topics: consumer counts are capped at each\n"
+      "topic's partition count read from it (without it, only 1 consumer is allowed).\n"
+      "A bucket that has a topic for a role but no consumer group for it is an error.\n"
+      "\nKinds:\n";
+  std::vector<std::string> kind_names;
+  for (const RenderKind& kind : RenderKinds()) {
+    kind_names.push_back(kind.name);
+    absl::StrAppend(&render_details, "\n  render ", kind.name, " ", kind.usage, "\n    ",
+                    kind.summary, "\n");
+    for (absl::string_view line : absl::StrSplit(kind.details, '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&render_details, "    ", line, "\n");
+    }
+  }
+  commands.push_back(CommandSpec{
+      "render", absl::StrCat("<", absl::StrJoin(kind_names, "|"), "> [flags of the kind]"),
+      "Render a pipeline artifact from the live mapping (ClickHouse DDL, Helm values, ...).",
+      render_details, RenderFlags(), 1, 1});
+  commands.push_back(CommandSpec{
+      "check-pipeline",
+      "--kafka_brokers B [--clickhouse_url URL [--template F]] [--roles R1,R2] [--file F]...",
+      "Check the pipeline around the mapping; exit 3 naming each problem found.",
+      "Problems: a topic, a group or a (topic, group) pair shared between buckets or\n"
+      "roles; a bucket other than RETIRED without a topic or consumer group for a role\n"
+      "of --roles (default: every role an ACTIVE bucket has); a topic missing from Kafka.\n"
+      "With --clickhouse_url: a Kafka table with more consumers than its topic has\n"
+      "partitions, a topic read by two Kafka tables, a table of a RETIRED bucket.\n"
+      "Each --file (a rendered artifact: SQL, Helm values) must not name a topic or\n"
+      "group of a RETIRED bucket.\n",
+      {{"kafka-brokers", FlagKind::kValue},
+       {"clickhouse-url", FlagKind::kValue},
+       {"template", FlagKind::kValue},
+       {"roles", FlagKind::kValue},
+       {"file", FlagKind::kRepeated}},
+      0,
+      0});
   return commands;
 }
 
@@ -387,7 +399,8 @@ std::string HelpText() {
   absl::StrAppend(&text,
                   "\n"
                   "Run `bucketctl help <command>` for details. Exit codes: 0 success, 1 the\n"
-                  "server returned an error, 2 bad usage.\n");
+                  "server (or Kafka, or ClickHouse) returned an error, 2 bad usage, 3\n"
+                  "check-pipeline found problems.\n");
   return text;
 }
 

@@ -267,4 +267,35 @@ absl::StatusOr<std::string> RenderKeda(const std::vector<v1::Bucket>& buckets,
   return out;
 }
 
+RenderKind KedaRenderKind() {
+  return RenderKind{"keda",
+                    "[--bucket ID|NAME]... [--role R]... [--namespace NS] [--prometheus URL]\n"
+                    "     [--deployment TEMPLATE] [--metric seconds|messages] [--threshold N]\n"
+                    "     [--min-replicas N] [--max-replicas N] [--fallback-replicas N]\n"
+                    "     [--failure-threshold N] [--polling-interval SECONDS]",
+                    "KEDA ScaledObjects scaling each bucket role's consumers on its lag.",
+                    "One ScaledObject per bucket and role with a consumer group, scaling the\n"
+                    "deployment named by --deployment ({bucket} and {role} replaced; default\n"
+                    "{bucket}-{role}) on max(bucketmap_bucket_lag_<metric>{bucket_id,role}) with\n"
+                    "ignoreNullValues false: a missing series is an error and KEDA runs\n"
+                    "--fallback-replicas, never scales down on it. See docs/autoscaling.md.\n",
+                    {{"bucket", FlagKind::kRepeated},
+                     {"role", FlagKind::kRepeated},
+                     {"namespace", FlagKind::kValue},
+                     {"prometheus", FlagKind::kValue},
+                     {"deployment", FlagKind::kValue},
+                     {"metric", FlagKind::kValue},
+                     {"threshold", FlagKind::kValue},
+                     {"min-replicas", FlagKind::kValue},
+                     {"max-replicas", FlagKind::kValue},
+                     {"fallback-replicas", FlagKind::kValue},
+                     {"failure-threshold", FlagKind::kValue},
+                     {"polling-interval", FlagKind::kValue}},
+                    [](const RenderInput& input) -> absl::StatusOr<std::string> {
+                      absl::StatusOr<KedaOptions> options = BuildKedaOptions(*input.args);
+                      if (!options.ok()) return options.status();
+                      return RenderKeda(input.buckets, *options);
+                    }};
+}
+
 }  // namespace bucketmap::bucketctl

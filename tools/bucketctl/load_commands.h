@@ -15,6 +15,7 @@
 #include "bucketmap/v1/admin.pb.h"
 #include "bucketmap/v1/mapping.pb.h"
 #include "tools/bucketctl/args.h"
+#include "tools/bucketctl/pipeline.h"
 
 namespace bucketmap::bucketctl {
 
@@ -76,6 +77,10 @@ std::string KedaQuery(const std::string& metric, int32_t bucket_id, const std::s
 // InvalidArgument naming --bucket or --role when one matches nothing.
 absl::StatusOr<std::string> RenderKeda(const std::vector<v1::Bucket>& buckets,
                                        const KedaOptions& options);
+
+// `render keda` in render's table of kinds (pipeline.h): BuildKedaOptions
+// from the command's flags, then RenderKeda.
+RenderKind KedaRenderKind();
 
 }  // namespace bucketmap::bucketctl
 
