@@ -1,8 +1,9 @@
 // BucketmapServer: wires the store, the mapping manager, the gRPC services
 // (with reflection and grpc.health.v1), metrics, background upkeep, the
 // version listener (LISTEN/NOTIFY from other replicas), the leader
-// election, and the outbox relay that publishes change events to Kafka
-// (a leader task: it runs on one replica at a time).
+// election, and the leader tasks that run on one replica at a time: the
+// outbox relay that publishes change events to Kafka, the handoff
+// coordinator and the expiry of team rules.
 //
 // main.cc runs one; tests run several in-process. Thread-safe: Shutdown()
 // may be called from any thread, once.
@@ -20,20 +21,21 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "server/base/worker_pool.h"
+#include "server/handoff/handoff_coordinator.h"
+#include "server/metrics/metrics.h"
+#include "server/outbox/embedded_kafka.h"
+#include "server/outbox/event_publisher.h"
+#include "server/outbox/outbox_relay.h"
+#include "server/replica/leader.h"
+#include "server/replica/pg_listener.h"
 #include "server/rpc/admin_service.h"
 #include "server/rpc/auth.h"
-#include "server/outbox/embedded_kafka.h"
-#include "server/handoff/handoff_coordinator.h"
-#include "server/outbox/event_publisher.h"
-#include "server/replica/leader.h"
-#include "server/state/mapping_manager.h"
 #include "server/rpc/mapping_service.h"
-#include "server/metrics/metrics.h"
-#include "server/outbox/outbox_relay.h"
-#include "server/replica/pg_listener.h"
+#include "server/rules/rule_expiry.h"
+#include "server/state/mapping_manager.h"
 #include "server/store/store.h"
 #include "server/watch/watch_hub.h"
-#include "server/base/worker_pool.h"
 
 namespace bucketmap {
 
@@ -115,6 +117,8 @@ struct ServerOptions {
   HandoffOptions handoff;
   // Tests: read Kafka offsets through this instead.
   std::shared_ptr<OffsetReader> handoff_offsets;
+  // Removing expired team rules (a leader task; server/rules/rule_expiry.h).
+  RuleExpiryOptions rules;
 };
 
 class BucketmapServer {
@@ -143,6 +147,8 @@ class BucketmapServer {
   const std::string& kafka_bootstrap() const { return kafka_bootstrap_; }
   // The handoff coordinator (SPEC §5). Never null.
   HandoffCoordinator& handoffs() { return *handoffs_; }
+  // The leader task that removes expired team rules. Never null.
+  RuleExpiry& rule_expiry() { return *rule_expiry_; }
 
   // Re-reads --auth_tokens_file (SIGHUP). On error the old tokens stay.
   // FailedPrecondition when the server runs without a tokens file.
@@ -186,6 +192,7 @@ class BucketmapServer {
   std::vector<std::unique_ptr<OutboxRelay>> retired_relays_ ABSL_GUARDED_BY(relay_mu_);
   // Before leader_, which stops its leader task on destruction.
   std::unique_ptr<HandoffCoordinator> handoffs_;
+  std::unique_ptr<RuleExpiry> rule_expiry_;
   std::unique_ptr<LeaderElection> leader_;
   std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;

@@ -37,7 +37,8 @@ class Metrics {
   // Records one finished RPC. `method` is the full gRPC method name.
   void RecordRpc(const std::string& method, int code, double seconds);
 
-  // Updates the version, assignment and per-bucket gauges.
+  // Updates the version, assignment and per-bucket gauges, the team rules
+  // by kind and the paused pools.
   void OnSnapshot(const Snapshot& snapshot) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Sets the number of open watch streams of a role (bucketmap.v1.ClientRole).
@@ -74,6 +75,10 @@ class Metrics {
   void SetVersionListenerConnected(bool connected);
   void RecordVersionNotification();
 
+  // Rule expiry (server/rules/rule_expiry.h): team rules removed because
+  // their expire_time passed.
+  void RecordRulesExpired(int64_t count);
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -103,6 +108,9 @@ class Metrics {
   prometheus::Counter& leader_lost_;
   prometheus::Gauge& listener_connected_;
   prometheus::Counter& version_notifications_;
+  prometheus::Family<prometheus::Gauge>& team_rules_;
+  prometheus::Family<prometheus::Gauge>& pool_paused_;
+  prometheus::Counter& rules_expired_;
   absl::Mutex mu_;
   // Registered on first use by SetHandoffs.
   prometheus::Gauge* handoffs_switching_ ABSL_GUARDED_BY(mu_) = nullptr;
