@@ -1,26 +1,19 @@
 // example-producer end to end: the built binary runs against a real server
 // (in-process, on a throwaway PostgreSQL) and librdkafka's mock Kafka
 // cluster; a real librdkafka consumer then reads back what it produced.
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
-// rdkafka_mock.h needs rdkafka.h first.
-#include <librdkafka/rdkafka_mock.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/examples/example_support.h"
 #include "tests/server/server_fixture.h"
 
 namespace bucketmap {
@@ -28,43 +21,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// A one-broker Kafka-protocol cluster inside this process. The mock does
-// not serve CreateTopics, so topics are made through its own API.
-class MockKafka {
- public:
-  MockKafka() {
-    char error[256];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    // The handle only hosts the cluster; it never connects anywhere, so
-    // silence its notice about having no bootstrap.servers.
-    rd_kafka_conf_set(conf, "log_level", "4", error, sizeof(error));
-    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
-    if (rk_ == nullptr) {
-      rd_kafka_conf_destroy(conf);
-      ADD_FAILURE() << error;
-      return;
-    }
-    cluster_ = rd_kafka_mock_cluster_new(rk_, 1);
-    if (cluster_ == nullptr) ADD_FAILURE() << "rd_kafka_mock_cluster_new failed";
-  }
-  ~MockKafka() {
-    if (cluster_ != nullptr) rd_kafka_mock_cluster_destroy(cluster_);
-    if (rk_ != nullptr) rd_kafka_destroy(rk_);
-  }
-  MockKafka(const MockKafka&) = delete;
-  MockKafka& operator=(const MockKafka&) = delete;
-
-  bool ok() const { return cluster_ != nullptr; }
-  std::string bootstraps() const { return rd_kafka_mock_cluster_bootstraps(cluster_); }
-  rd_kafka_resp_err_t CreateTopic(const std::string& topic, int partitions) {
-    return rd_kafka_mock_topic_create(cluster_, topic.c_str(), partitions, 1);
-  }
-
- private:
-  rd_kafka_t* rk_ = nullptr;
-  rd_kafka_mock_cluster_t* cluster_ = nullptr;
-};
 
 struct Consumed {
   std::string topic;
@@ -160,53 +116,14 @@ struct RunResult {
   std::string err;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// Runs example-producer with `args`; kills it after `timeout`.
+// Runs example-producer with `args` to its end; kills it after `timeout`.
 RunResult RunProducer(const std::vector<std::string>& args, const std::string& dir,
                       absl::Duration timeout = absl::Seconds(60)) {
-  const std::string out_path = dir + "/producer.out";
-  const std::string err_path = dir + "/producer.err";
-  std::vector<std::string> argv_strings = {BUCKETMAP_EXAMPLE_PRODUCER};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
+  ExampleProcess producer(BUCKETMAP_EXAMPLE_PRODUCER, args, dir, "producer");
   RunResult result;
-  const pid_t pid = fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork failed";
-    return result;
-  }
-  if (pid == 0) {
-    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0 || err < 0) _exit(127);
-    dup2(out, STDOUT_FILENO);
-    dup2(err, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  const absl::Time give_up = absl::Now() + timeout;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (absl::Now() > give_up) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      ADD_FAILURE() << "example-producer timed out";
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  result.out = ReadFile(out_path);
-  result.err = ReadFile(err_path);
+  result.exit_code = producer.Wait(timeout);
+  result.out = producer.Out();
+  result.err = producer.Err();
   return result;
 }
 
