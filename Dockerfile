@@ -7,7 +7,8 @@
 
 FROM debian:12 AS build
 # The build packages of scripts/install-deps.sh, minus what only tests,
-# sanitizers and the development run need (PostgreSQL, clang, kcat, curl).
+# sanitizers, benchmarks and the development run need (PostgreSQL, etcd,
+# clang, kcat, curl).
 # The top-level CMakeLists.txt finds GTest and benchmark unconditionally,
 # so their -dev packages stay.
 RUN apt-get update \

@@ -113,6 +113,13 @@ class BenchFlags {
   void Int(std::string name, int* value, int min, std::string help) {
     flags_.push_back(Flag{std::move(name), Kind::kInt32, value, nullptr, min, std::move(help)});
   }
+  // One of `choices`.
+  void Choice(std::string name, std::string* value, std::vector<std::string> choices,
+              std::string help) {
+    Flag f{std::move(name), Kind::kChoice, value, nullptr, 0, std::move(help)};
+    f.choices = std::move(choices);
+    flags_.push_back(std::move(f));
+  }
   // Comma-separated integers of at least `min`; replaces the default list.
   void IntList(std::string name, std::vector<int64_t>* value, int64_t min, std::string help) {
     flags_.push_back(Flag{std::move(name), Kind::kIntList, nullptr, value, min, std::move(help)});
@@ -167,7 +174,7 @@ class BenchFlags {
   bool quick() const { return quick_; }
 
  private:
-  enum class Kind { kBool, kInt, kInt32, kIntList };
+  enum class Kind { kBool, kInt, kInt32, kIntList, kChoice };
   struct Flag {
     std::string name;
     Kind kind;
@@ -175,6 +182,7 @@ class BenchFlags {
     std::vector<int64_t>* list;
     int64_t min;
     std::string help;
+    std::vector<std::string> choices = {};
   };
 
   Flag* Find(const std::string& name) {
@@ -224,6 +232,14 @@ class BenchFlags {
       case Kind::kIntList:
         f.list->clear();
         return SetList(f, text);
+      case Kind::kChoice:
+        for (const std::string& c : f.choices) {
+          if (c == text) {
+            *static_cast<std::string*>(f.value) = text;
+            return true;
+          }
+        }
+        return false;
     }
     return false;
   }
@@ -237,6 +253,11 @@ class BenchFlags {
         return "--" + f.name + "=N";
       case Kind::kIntList:
         return "--" + f.name + "=N,...";
+      case Kind::kChoice: {
+        std::string out = "--" + f.name + "=";
+        for (size_t i = 0; i < f.choices.size(); ++i) out += (i > 0 ? "|" : "") + f.choices[i];
+        return out;
+      }
     }
     return "";
   }

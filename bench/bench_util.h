@@ -110,6 +110,17 @@ inline double ProcessRssMb(pid_t pid) {
   return -1;
 }
 
+// CPU time (user + system) of a process, in seconds, from /proc.
+inline double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  double ticks = 0;
+  for (int i = 1; in >> field && i <= 15; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);
+  }
+  return ticks / sysconf(_SC_CLK_TCK);
+}
+
 }  // namespace bucketmap
 
 #endif  // BUCKETMAP_BENCH_BENCH_UTIL_H_

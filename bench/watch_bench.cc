@@ -19,12 +19,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "bench/mapping_watcher.h"
 #include "bucketmap/v1/admin.grpc.pb.h"
 #include "bucketmap/v1/mapping.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -40,103 +37,8 @@
 namespace bucketmap {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr int kConnections = 50;
 constexpr int kWrites = 11;
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-// Receipt times: receipts[version][watcher], in steady-clock ns.
-struct Receipts {
-  std::vector<std::vector<std::atomic<int64_t>>> at;
-  std::atomic<int64_t> synced{0};
-};
-
-class Watcher final : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchResponse> {
- public:
-  Watcher(v1::MappingService::Stub* stub, int index, Receipts* receipts)
-      : index_(index), receipts_(receipts) {
-    stub->async()->WatchMapping(&ctx_, this);
-    v1::WatchRequest::Subscribe* sub = request_.mutable_subscribe();
-    sub->set_client_id(absl::StrCat("bench-", index));
-    sub->set_role(v1::CONSUMER);
-    writing_ = true;
-    StartWrite(&request_);
-    StartRead(&response_);
-    StartCall();
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    if (response_.has_sync()) receipts_->synced.fetch_add(1);
-    if (response_.has_push()) {
-      const int64_t now = NowNs();
-      const v1::WatchResponse::Push& push = response_.push();
-      for (int64_t v = std::max<int64_t>(1, push.from_version() + 1); v <= push.to_version(); ++v) {
-        if (v < static_cast<int64_t>(receipts_->at.size())) {
-          receipts_->at[v][index_].store(now, std::memory_order_relaxed);
-        }
-      }
-      v1::WatchRequest ack;
-      ack.mutable_ack()->set_nonce(push.nonce());
-      ack.mutable_ack()->set_applied_version(push.to_version());
-      Write(std::move(ack));
-    }
-    StartRead(&response_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (ok && pending_.has_value()) {
-      request_ = *std::move(pending_);
-      pending_.reset();
-      writing_ = true;
-      StartWrite(&request_);
-    }
-  }
-
-  void OnDone(const grpc::Status&) override { done_.store(true); }
-
-  void Cancel() { ctx_.TryCancel(); }
-  bool done() const { return done_.load(); }
-
- private:
-  void Write(v1::WatchRequest request) {
-    absl::MutexLock lock(&mu_);
-    if (writing_) {
-      pending_ = std::move(request);  // only the newest ACK matters
-      return;
-    }
-    request_ = std::move(request);
-    writing_ = true;
-    StartWrite(&request_);
-  }
-
-  const int index_;
-  Receipts* const receipts_;
-  grpc::ClientContext ctx_;
-  v1::WatchResponse response_;
-  absl::Mutex mu_;
-  v1::WatchRequest request_;
-  std::optional<v1::WatchRequest> pending_;
-  bool writing_ = false;
-  std::atomic<bool> done_{false};
-};
-
-// CPU time (user + system) of a process, in seconds, from /proc.
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string field;
-  double ticks = 0;
-  for (int i = 1; in >> field && i <= 15; ++i) {
-    if (i == 14 || i == 15) ticks += std::stod(field);
-  }
-  return ticks / sysconf(_SC_CLK_TCK);
-}
 
 double SelfCpuSeconds() {
   rusage usage;
@@ -197,19 +99,17 @@ int Run(const std::vector<int64_t>& sizes) {
       Check(stubs[0]->GetMapping(&c, v1::GetMappingRequest(), &snap), "GetMapping");
       version = snap.version();
     }
-    Receipts receipts;
-    receipts.at = std::vector<std::vector<std::atomic<int64_t>>>(version + kWrites + 2);
-    for (auto& row : receipts.at) row = std::vector<std::atomic<int64_t>>(n);
+    Receipts receipts(version, kWrites + 2, n);
     const double rss_before = ProcessRssMb(server);
-    std::vector<std::unique_ptr<Watcher>> watchers;
+    std::vector<std::unique_ptr<MappingWatcher>> watchers;
     for (int i = 0; i < n; ++i) {
-      watchers.push_back(std::make_unique<Watcher>(stubs[i % kConnections].get(), i, &receipts));
+      watchers.push_back(std::make_unique<MappingWatcher>(stubs[i % kConnections].get(), i,
+                                                          AckPolicy::kEvery, &receipts));
     }
     const absl::Time sync_deadline = absl::Now() + absl::Minutes(1);
-    while (receipts.synced.load() < n) {
+    while (receipts.synced() < n) {
       if (absl::Now() > sync_deadline) {
-        Fatal("%ld of %d watchers synced in a minute", static_cast<long>(receipts.synced.load()),
-              n);
+        Fatal("%ld of %d watchers synced in a minute", static_cast<long>(receipts.synced()), n);
       }
       absl::SleepFor(absl::Milliseconds(10));
     }
@@ -231,22 +131,21 @@ int Run(const std::vector<int64_t>& sizes) {
       Check(admin->AssignTeam(ctx().get(), req, &resp), "AssignTeam");
       const int64_t replied = NowNs();
       const int64_t v = resp.version();
-      if (v <= last_version || v >= static_cast<int64_t>(receipts.at.size())) {
-        Fatal("AssignTeam returned version %ld after %ld; the watchers were set up for %ld..%zu",
-              static_cast<long>(v), static_cast<long>(last_version), static_cast<long>(version),
-              receipts.at.size() - 1);
+      if (v <= last_version || !receipts.Holds(v)) {
+        Fatal("AssignTeam returned version %ld after %ld; the watchers were set up for %ld..%ld",
+              static_cast<long>(v), static_cast<long>(last_version), static_cast<long>(version + 1),
+              static_cast<long>(version + kWrites + 1));
       }
       last_version = v;
       int missing = 0;
       int early = 0;
       std::vector<double> lat;
       const absl::Time give_up = absl::Now() + absl::Seconds(30);
+      while (receipts.Count(v) < n && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
       for (int i = 0; i < n; ++i) {
-        int64_t t;
-        while ((t = receipts.at[v][i].load(std::memory_order_relaxed)) == 0 &&
-               absl::Now() < give_up) {
-          absl::SleepFor(absl::Microseconds(200));
-        }
+        const int64_t t = receipts.At(v, i);
         if (t == 0) ++missing;
         if (t != 0 && t < sent) ++early;
         // A push can arrive before the reply; it then counts as 0.

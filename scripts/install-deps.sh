@@ -6,6 +6,8 @@
 # exists; otherwise it prints the exact command to run and exits 1.
 # Installing `postgresql` may create and start Debian's system cluster on
 # port 5432; bucketmap never uses it (scripts/pg.sh runs a private one).
+# Likewise `etcd-server` (the baseline of bench/fanout_vs_etcd) may start
+# Debian's etcd on port 2379; the benchmark starts its own on free ports.
 set -euo pipefail
 
 PACKAGES=(
@@ -16,6 +18,7 @@ PACKAGES=(
   postgresql kcat libspdlog-dev liburcu-dev libxxhash-dev
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
   openssl libssl-dev
+  etcd-server
 )
 
 missing=()
@@ -25,6 +28,13 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+
+# Node.js and npm for the Node client (clients/node): any node >= 18 with
+# its npm will do (a machine may have them from elsewhere, e.g. NodeSource's
+# nodejs, which bundles npm); otherwise Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -10,11 +10,13 @@
 #   clang   clang-14 build of every annotated target with
 #           -Werror=thread-safety, instrumented for libFuzzer+ASan+UBSan,
 #           then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its seed corpus
-#   asan    gcc ASan+UBSan build of everything, then the whole ctest suite
+#   asan    gcc ASan+UBSan build of everything but bench/, then the whole
+#           ctest suite
 #   main    the normal build and the whole ctest suite
 #   bench   every program in bench/ with --quick, on the main stage's
-#           binaries: each must exit 0 (its own sanity checks); figures
-#           are printed, not compared
+#           binaries, and the Node client's route_bench --quick
+#           (clients/node/bench): each must exit 0 (its own sanity
+#           checks); figures are printed, not compared
 #
 # Arguments are passed to the main stage's ctest, e.g.
 # `./scripts/test.sh -R readme`.
@@ -109,7 +111,7 @@ if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
   stage asan
   ASAN_DIR=${BUILD_DIR}-asan
   cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DBUCKETMAP_SANITIZE=ON
+    -DBUCKETMAP_SANITIZE=ON -DBUCKETMAP_BENCH=OFF
   ninja -C "$ASAN_DIR" -j"$JOBS"
   # scripts/lsan.supp: leaks inside uninstrumented Debian libraries.
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1 ${ASAN_OPTIONS:-}" \
@@ -162,6 +164,20 @@ if [[ ${BUCKETMAP_BENCH:-1} != 0 ]]; then
     BENCH_TIMES+=("$(printf '%-18s %4d.%d s%s' "$bench" $((ms / 1000)) $((ms % 1000 / 100)) \
       "$note")")
   done
+  # The Node client's route benchmark (clients/node/bench), the same way.
+  echo "--- clients/node route_bench --quick"
+  bench_start=${EPOCHREALTIME/[.,]/}
+  rc=0
+  timeout -k 10 "${BUCKETMAP_BENCH_TIMEOUT:-300}" stdbuf -oL "$ROOT/tests/node/run_node_tests.sh" \
+    --source "$ROOT" --work "$BUILD_DIR/tests/node" --bench-quick || rc=$?
+  ms=$(((${EPOCHREALTIME/[.,]/} - bench_start) / 1000))
+  note=""
+  if ((rc != 0)); then
+    BENCH_FAILED+=("node route_bench")
+    note=" FAILED (exit $rc)"
+  fi
+  BENCH_TIMES+=("$(printf '%-18s %4d.%d s%s' "node route_bench" $((ms / 1000)) $((ms % 1000 / 100)) \
+    "$note")")
   printf '%s\n' "${BENCH_TIMES[@]}"
   stage_done bench
   if ((${#BENCH_FAILED[@]} > 0)); then

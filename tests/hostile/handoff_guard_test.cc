@@ -181,7 +181,13 @@ class D9Test : public HandoffGuardTest {
       return 0;
     }
     EXPECT_EQ(moved.effect().handoffs(0).source_bucket_id(), src_);
-    return moved.effect().handoffs(0).id();
+    const int64_t id = moved.effect().handoffs(0).id();
+    // The coordinator writes the switch (SWITCHING -> DRAINING) as a
+    // version of its own; wait for it, so that callers comparing versions
+    // see only their own writes. The handoff then stays DRAINING until
+    // g_src commits.
+    WaitForHandoff(admin_.get(), id, InState(v1::HANDOFF_DRAINING));
+    return id;
   }
 
   // The handoff is open, lists `team`, and GetTeam routes it to dst.
