@@ -226,6 +226,68 @@ TEST_F(ExampleProducerTest, ProducesEachEventToItsTeamsTopicStampedWithTheRouteV
   }
 }
 
+TEST_F(ExampleProducerTest, AppliesTeamRulesAndKeepsAnOverflowedTeamOnTheOverflowTopic) {
+  // b1 has an overflow topic; teams 1..3 are pinned to it.
+  v1::CreateBucketRequest create;
+  create.mutable_bucket()->set_name("b1");
+  (*create.mutable_bucket()->mutable_topics())["ingestion"] = "events_b1";
+  (*create.mutable_bucket()->mutable_topics())["overflow"] = "overflow_b1";
+  create.set_reason("test setup");
+  v1::CreateBucketResponse created;
+  ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), create, &created).ok());
+  for (int64_t team : {1, 2, 3}) ASSERT_TRUE(Pin(team, created.bucket().id()).ok());
+  auto set_rule = [&](int64_t team, v1::TeamRuleKind kind) {
+    v1::SetTeamRuleRequest req;
+    req.set_team_id(team);
+    req.set_kind(kind);
+    if (kind == v1::RATE_LIMIT) {
+      // A burst of 5, then one event per 100 s: the run never refills it.
+      req.mutable_rate_limit()->set_events_per_second(0.01);
+      req.mutable_rate_limit()->set_burst(5);
+    }
+    req.set_reason("test");
+    v1::SetTeamRuleResponse resp;
+    grpc::Status s = admin_->SetTeamRule(Ctx().get(), req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  set_rule(1, v1::FORCE_OVERFLOW);
+  set_rule(2, v1::DROP);
+  set_rule(3, v1::RATE_LIMIT);
+
+  MockKafka kafka;
+  ASSERT_TRUE(kafka.ok());
+  for (const char* topic : {"events_b1", "overflow_b1"}) {
+    ASSERT_EQ(kafka.CreateTopic(topic, 1), RD_KAFKA_RESP_ERR_NO_ERROR) << topic;
+  }
+  const RunResult run =
+      RunProducer({"--servers=" + ServerAddress(), "--kafka_brokers=" + kafka.bootstraps(),
+                   "--teams=3", "--events=90", "--client_id=example-producer-rules"},
+                  pg_->dir());
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_THAT(run.out, HasSubstr("dropped by a rule: 30\n"));
+  EXPECT_THAT(run.out, HasSubstr("to an overflow topic: 55\n"));
+  EXPECT_THAT(run.out, HasSubstr("topic events_b1: produced 5, delivered 5\n"));
+  EXPECT_THAT(run.out, HasSubstr("topic overflow_b1: produced 55, delivered 55\n"));
+
+  const std::vector<Consumed> consumed =
+      ConsumeAll(kafka.bootstraps(), {{"events_b1", 1}, {"overflow_b1", 1}}, absl::Seconds(15));
+  ASSERT_EQ(consumed.size(), 60u);
+  std::map<std::string, std::vector<long long>> team3_seqs;  // by topic
+  for (const Consumed& c : consumed) {
+    long long team = 0;
+    long long seq = -1;
+    ASSERT_EQ(std::sscanf(c.value.c_str(), R"({"team_id":%lld,"seq":%lld})", &team, &seq), 2);
+    EXPECT_NE(team, 2) << "a dropped team's event was produced";
+    if (team == 1) EXPECT_EQ(c.topic, "overflow_b1");
+    if (team == 3) team3_seqs[c.topic].push_back(seq);
+  }
+  // Team 3: its burst on the main topic, then everything on overflow; once
+  // overflowed, it never went back.
+  EXPECT_THAT(team3_seqs["events_b1"], ElementsAre(0, 1, 2, 3, 4));
+  ASSERT_EQ(team3_seqs["overflow_b1"].size(), 25u);
+  for (size_t i = 0; i < 25; ++i) EXPECT_EQ(team3_seqs["overflow_b1"][i], 5 + i);
+}
+
 TEST_F(ExampleProducerTest, SkipsAndCountsUnroutableTeamsWithoutGuessing) {
   // The only bucket is in pool "paid"; the default pool has none, so the
   // teams left to default placement (2 and 4) must not be routed anywhere.
