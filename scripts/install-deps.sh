@@ -6,7 +6,10 @@
 # exists; otherwise it prints the exact command to run and exits 1.
 # Installing `postgresql` may create and start Debian's system cluster on
 # port 5432; bucketmap never uses it (scripts/pg.sh runs a private one).
-# Likewise `etcd-server` (the baseline of bench/fanout_vs_etcd) may start
+# Likewise `clickhouse-server` (18.16, for tests/clickhouse_e2e) may start
+# Debian's system ClickHouse on ports 9000 and 8123; the tests run their
+# own (tests/support/clickhouse_harness.h).
+# And `etcd-server` (the baseline of bench/fanout_vs_etcd) may start
 # Debian's etcd on port 2379; the benchmark starts its own on free ports.
 set -euo pipefail
 
@@ -18,6 +21,7 @@ PACKAGES=(
   postgresql kcat libspdlog-dev liburcu-dev libxxhash-dev
   clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
   openssl libssl-dev
+  clickhouse-server clickhouse-client
   etcd-server
 )
 

@@ -157,6 +157,24 @@ for cmd in list-clients list-handoffs; do
   fi
 done
 
+# The pipeline commands (docs/pipeline.md; tests/clickhouse_e2e runs them
+# against Kafka and ClickHouse): usage errors name the problem, and
+# helm-values needs no Kafka for one replica.
+run 2 render frobnicate
+expect_err "unknown kind 'frobnicate' \\(kinds: clickhouse, helm-values"
+run 2 render helm-values --diff
+expect_err -- '--diff is not a flag of render helm-values'
+run 2 render clickhouse
+expect_err 'the Kafka tables need a broker list'
+run 2 render clickhouse --kafka_brokers 127.0.0.1:1 --json
+expect_err -- '--json does not apply'
+run 2 render helm-values --replicas 3
+expect_err -- '--replicas 3 needs --kafka_brokers'
+run 0 render helm-values --roles nope
+expect_out '^  deployments: \[\]'
+run 2 check-pipeline
+expect_err -- '--kafka_brokers is required'
+
 # The server counts the calls.
 if command -v curl >/dev/null 2>&1; then
   metrics=$(curl -fsS "http://$METRICS_ADDR/metrics")

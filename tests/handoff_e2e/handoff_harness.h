@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -150,15 +151,24 @@ class EventLog {
   std::vector<Sample> samples_ ABSL_GUARDED_BY(mu_);
 };
 
+// The value of one event, from its team, its sequence number, the topic it
+// is produced to and its route version.
+using EventFormat = std::function<std::string(int64_t team, int64_t seq, const std::string& topic,
+                                              int64_t version)>;
+
 // One producer session: its own client, watch stream, delivery tracker and
-// idempotent producer. Sends one event for each of its teams per round,
-// then sleeps `round_sleep`. Events are "team:seq:produced_unix_us".
+// idempotent producer. Sends one event for each of its teams per round to
+// the topic of `role` in the team's bucket, then sleeps `round_sleep`.
+// Events are "team:seq:produced_unix_us", or what `format` makes.
 class Producer {
  public:
   Producer(int index, const std::string& server, const std::string& bootstrap,
-           const std::vector<int64_t>& teams, absl::Duration round_sleep = absl::Milliseconds(25))
+           const std::vector<int64_t>& teams, absl::Duration round_sleep = absl::Milliseconds(25),
+           std::string role = "ingestion", EventFormat format = nullptr)
       : index_(index),
         round_sleep_(round_sleep),
+        role_(std::move(role)),
+        format_(std::move(format)),
         client_(Options(index, server)),
         tracker_(&client_) {
     WatchConnectionOptions watch_options;
@@ -225,10 +235,9 @@ class Producer {
         // Count the event in flight before reading the route (see
         // delivery_tracker.h), then take the topic from the same view.
         DeliveryTracker::Viewed viewed = tracker_.Current();
-        const RouteResult route =
-            viewed.view == nullptr ? RouteResult() : viewed.view->Route(team);
+        const RouteResult route = viewed.view == nullptr ? RouteResult() : viewed.view->Route(team);
         const std::string* topic =
-            route.routable() ? viewed.view->Topic(route.bucket_id(), "ingestion") : nullptr;
+            route.routable() ? viewed.view->Topic(route.bucket_id(), role_) : nullptr;
         if (topic == nullptr) {
           tracker_.Done(viewed.ticket);
           unroutable_.fetch_add(1);
@@ -236,16 +245,17 @@ class Producer {
         }
         const std::string key = absl::StrCat(team);
         const std::string value =
-            absl::StrCat(team, ":", seq, ":", absl::ToUnixMicros(absl::Now()));
+            format_ ? format_(team, seq, *topic, route.version())
+                    : absl::StrCat(team, ":", seq, ":", absl::ToUnixMicros(absl::Now()));
         const std::string version = absl::StrCat(route.version());
         rd_kafka_resp_err_t err;
         do {
-          err = rd_kafka_producev(
-              rk_, RD_KAFKA_V_TOPIC(topic->c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-              RD_KAFKA_V_KEY(key.data(), key.size()),
-              RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-              RD_KAFKA_V_HEADER(kVersionHeader, version.data(), version.size()),
-              RD_KAFKA_V_OPAQUE(viewed.ticket.ToOpaque()), RD_KAFKA_V_END);
+          err = rd_kafka_producev(rk_, RD_KAFKA_V_TOPIC(topic->c_str()),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_KEY(key.data(), key.size()),
+                                  RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                                  RD_KAFKA_V_HEADER(kVersionHeader, version.data(), version.size()),
+                                  RD_KAFKA_V_OPAQUE(viewed.ticket.ToOpaque()), RD_KAFKA_V_END);
           if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) rd_kafka_poll(rk_, 10);
         } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -262,6 +272,8 @@ class Producer {
 
   const int index_;
   const absl::Duration round_sleep_;
+  const std::string role_;
+  const EventFormat format_;
   Client client_;
   DeliveryTracker tracker_;
   std::unique_ptr<WatchConnection> watch_;
@@ -353,8 +365,7 @@ class Consumer {
   int64_t processed() const { return processed_.load(); }
 
  private:
-  static ClientOptions Options(int32_t bucket, const std::string& role,
-                               const std::string& server) {
+  static ClientOptions Options(int32_t bucket, const std::string& role, const std::string& server) {
     ClientOptions options;
     options.addresses = {server};
     options.client_id = absl::StrCat("e2e-consumer-", role, "-", bucket);

@@ -153,6 +153,12 @@ class HandoffGuardTest : public ServerFixture {
         << what;
   }
 
+  // The coordinator writes handoff `id`'s switch (SWITCHING -> DRAINING) as
+  // a version of its own: waiting for it lets a test compare versions
+  // against its own writes only. The handoff then stays DRAINING while its
+  // source has something unconsumed.
+  void Switched(int64_t id) { WaitForHandoff(admin_.get(), id, InState(v1::HANDOFF_DRAINING)); }
+
   std::unique_ptr<EmbeddedKafka> kafka_;
 };
 
@@ -182,11 +188,7 @@ class D9Test : public HandoffGuardTest {
     }
     EXPECT_EQ(moved.effect().handoffs(0).source_bucket_id(), src_);
     const int64_t id = moved.effect().handoffs(0).id();
-    // The coordinator writes the switch (SWITCHING -> DRAINING) as a
-    // version of its own; wait for it, so that callers comparing versions
-    // see only their own writes. The handoff then stays DRAINING until
-    // g_src commits.
-    WaitForHandoff(admin_.get(), id, InState(v1::HANDOFF_DRAINING));
+    Switched(id);
     return id;
   }
 
@@ -290,6 +292,7 @@ TEST_F(D9Test, BucketChangesThatSendListedTeamsBackToTheSourceAreRefused) {
   const int64_t id = opened.id();
   const int64_t team = opened.team_ids(0);
   const std::string who = absl::StrCat("team ", team);
+  Switched(id);
   const int64_t version = Version();
 
   // DRAINING dst, dst back to its weight, dst out of the pool: each sends
@@ -345,6 +348,7 @@ TEST_F(HandoffGuardTest, UndoOfADrainWhileItsHandoffIsOpenIsRefusedUntilCancelle
   ASSERT_EQ(drained.effect().handoffs_size(), 1);
   const int64_t id = drained.effect().handoffs(0).id();
   EXPECT_EQ(drained.effect().handoffs(0).source_bucket_id(), b);
+  Switched(id);
   const int64_t version = Version();
 
   v1::Bucket active;

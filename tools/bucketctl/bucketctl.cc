@@ -8,8 +8,9 @@
 // commands.h (flags and requests), runner.h (the command table and the one
 // runner), rpc.h (the channel and its calls) and format.h (text output).
 //
-// Exit codes: 0 success, 1 the server (or the connection) returned an
-// error, 2 bad usage. Errors go to stderr as "error: <CODE>: <message>".
+// Exit codes: 0 success, 1 the server (or the connection, Kafka or
+// ClickHouse) returned an error, 2 bad usage, 3 check-pipeline found
+// problems. Errors go to stderr as "error: <CODE>: <message>".
 #include <cstdlib>
 #include <iostream>
 #include <limits>

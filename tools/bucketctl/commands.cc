@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "domain/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "tools/bucketctl/pipeline.h"
 
 namespace bucketmap::bucketctl {
 namespace {
@@ -232,6 +233,44 @@ std::vector<CommandSpec> MakeCommands() {
                                  "Remove a team rule (of one kind, or every rule of the team).",
                                  write_details.substr(1), WriteFlags({{"kind", FlagKind::kValue}}),
                                  1, 1});
+  std::string render_details =
+      "Reads the live mapping (ListBuckets) and prints the artifact of KIND on stdout.\n"
+      "Deterministic: the same buckets and flags print the same bytes. --kafka_brokers\n"
+      "names the Kafka cluster of the bucket topics: consumer counts are capped at each\n"
+      "topic's partition count read from it (without it, only 1 consumer is allowed).\n"
+      "A bucket that has a topic for a role but no consumer group for it is an error.\n"
+      "\nKinds:\n";
+  std::vector<std::string> kind_names;
+  for (const RenderKind& kind : RenderKinds()) {
+    kind_names.push_back(kind.name);
+    absl::StrAppend(&render_details, "\n  render ", kind.name, " ", kind.usage, "\n    ",
+                    kind.summary, "\n");
+    for (absl::string_view line : absl::StrSplit(kind.details, '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&render_details, "    ", line, "\n");
+    }
+  }
+  commands.push_back(CommandSpec{
+      "render", absl::StrCat("<", absl::StrJoin(kind_names, "|"), "> [flags of the kind]"),
+      "Render a pipeline artifact from the live mapping (ClickHouse DDL, Helm values, ...).",
+      render_details, RenderFlags(), 1, 1});
+  commands.push_back(CommandSpec{
+      "check-pipeline",
+      "--kafka_brokers B [--clickhouse_url URL [--template F]] [--roles R1,R2] [--file F]...",
+      "Check the pipeline around the mapping; exit 3 naming each problem found.",
+      "Problems: a topic, a group or a (topic, group) pair shared between buckets or\n"
+      "roles; a bucket other than RETIRED without a topic or consumer group for a role\n"
+      "of --roles (default: every role an ACTIVE bucket has); a topic missing from Kafka.\n"
+      "With --clickhouse_url: a Kafka table with more consumers than its topic has\n"
+      "partitions, a topic read by two Kafka tables, a table of a RETIRED bucket.\n"
+      "Each --file (a rendered artifact: SQL, Helm values) must not name a topic or\n"
+      "group of a RETIRED bucket.\n",
+      {{"kafka-brokers", FlagKind::kValue},
+       {"clickhouse-url", FlagKind::kValue},
+       {"template", FlagKind::kValue},
+       {"roles", FlagKind::kValue},
+       {"file", FlagKind::kRepeated}},
+      0,
+      0});
   return commands;
 }
 
@@ -412,7 +451,8 @@ std::string HelpText() {
   absl::StrAppend(&text,
                   "\n"
                   "Run `bucketctl help <command>` for details. Exit codes: 0 success, 1 the\n"
-                  "server returned an error, 2 bad usage.\n");
+                  "server (or Kafka, or ClickHouse) returned an error, 2 bad usage, 3\n"
+                  "check-pipeline found problems.\n");
   return text;
 }
 

@@ -1,16 +1,22 @@
 #include "tools/bucketctl/runner.h"
 
+#include <algorithm>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "bucketmap/read_file.h"
 #include "google/protobuf/util/json_util.h"
 #include "tools/bucketctl/format.h"
+#include "tools/bucketctl/pipeline.h"
+#include "tools/bucketctl/pipeline_io.h"
 
 namespace bucketmap::bucketctl {
 namespace {
@@ -193,6 +199,95 @@ std::string FormatHistoryAsAsked(const v1::GetHistoryRequest& request,
   return FormatHistory(response, request.include_delta());
 }
 
+// What render and check-pipeline work from: every bucket (by id) from
+// ListBuckets, the flags, and the network behind NetworkSources. Returns
+// kExitOk or the exit code of the error it printed.
+int PipelineInput(const Invocation& in, NetworkSources* sources, RenderInput* input) {
+  if (in.json) {
+    return UsageError(&in.command, absl::StrCat(in.command.name, " prints its artifact; --json ",
+                                                "does not apply"));
+  }
+  v1::ListBucketsResponse response;
+  grpc::Status status =
+      in.connection.Call(&Admin::ListBuckets, v1::ListBucketsRequest(), &response);
+  if (!status.ok()) return RpcError(in, status);
+  input->version = response.version();
+  input->buckets.assign(response.buckets().begin(), response.buckets().end());
+  std::sort(input->buckets.begin(), input->buckets.end(),
+            [](const v1::Bucket& a, const v1::Bucket& b) { return a.id() < b.id(); });
+  input->args = &in.args;
+  input->sources = sources;
+  input->server = in.connection.options().server;
+  return kExitOk;
+}
+
+absl::Duration PipelineTimeout(const Invocation& in) {
+  const double seconds = in.connection.options().timeout_seconds;
+  return seconds > 0 ? absl::Seconds(seconds) : absl::Seconds(30);
+}
+
+// An error of a render kind or of the check: a usage error for
+// InvalidArgument, else printed with its code.
+int PipelineError(const Invocation& in, const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kInvalidArgument) {
+    return UsageError(&in.command, status.message());
+  }
+  std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
+  return kExitRpcError;
+}
+
+// bucketctl render <KIND>: the kind's artifact from the live mapping.
+int RunRender(const Invocation& in) {
+  const std::string& name = in.args.positional().at(0);
+  const RenderKind* kind = FindRenderKind(name);
+  if (kind == nullptr) {
+    std::vector<std::string> names;
+    for (const RenderKind& k : RenderKinds()) names.push_back(k.name);
+    return UsageError(&in.command, absl::StrCat("unknown kind '", name,
+                                                "' (kinds: ", absl::StrJoin(names, ", "), ")"));
+  }
+  if (absl::Status s = CheckKindFlags(*kind, in.args, GlobalFlags()); !s.ok()) {
+    return UsageError(&in.command, s.message());
+  }
+  NetworkSources sources(in.args.Get("kafka-brokers"), in.args.Get("clickhouse-url"),
+                         PipelineTimeout(in));
+  RenderInput input;
+  if (int rc = PipelineInput(in, &sources, &input); rc != kExitOk) return rc;
+  absl::StatusOr<std::string> text = kind->render(input);
+  if (!text.ok()) return PipelineError(in, text.status());
+  std::cout << *text;
+  return kExitOk;
+}
+
+// bucketctl check-pipeline: the problems of CheckPipeline, one a line.
+int RunCheckPipeline(const Invocation& in) {
+  NetworkSources sources(in.args.Get("kafka-brokers"), in.args.Get("clickhouse-url"),
+                         PipelineTimeout(in));
+  if (!in.args.Has("kafka-brokers")) {
+    return UsageError(&in.command, "--kafka_brokers is required: partition counts come from Kafka");
+  }
+  RenderInput input;
+  if (int rc = PipelineInput(in, &sources, &input); rc != kExitOk) return rc;
+  std::map<std::string, std::string> files;
+  for (const std::string& path : in.args.GetAll("file")) {
+    absl::StatusOr<std::string> text = sources.ReadFile(path, "--file");
+    if (!text.ok()) return UsageError(&in.command, text.status().message());
+    files[path] = *std::move(text);
+  }
+  absl::StatusOr<std::vector<std::string>> problems = CheckPipeline(input, files);
+  if (!problems.ok()) return PipelineError(in, problems.status());
+  for (const std::string& problem : *problems) std::cout << "problem: " << problem << "\n";
+  if (!problems->empty()) {
+    std::cout << problems->size() << (problems->size() == 1 ? " problem" : " problems")
+              << " at mapping version " << input.version << "\n";
+    return kExitProblems;
+  }
+  std::cout << "ok: " << input.buckets.size() << " buckets at mapping version " << input.version
+            << ", no problem found\n";
+  return kExitOk;
+}
+
 struct TableEntry {
   const char* name;
   Runner run;
@@ -223,6 +318,8 @@ const std::vector<TableEntry>& Table() {
       {"rules", PagedCall(&Admin::ListTeamRules, BuildListTeamRules, FormatTeamRules)},
       {"set-rule", OneCall(&Admin::SetTeamRule, BuildSetTeamRule, FormatSetTeamRule)},
       {"clear-rule", OneCall(&Admin::ClearTeamRule, BuildClearTeamRule, FormatClearTeamRule)},
+      {"render", RunRender},
+      {"check-pipeline", RunCheckPipeline},
   };
   return *table;
 }

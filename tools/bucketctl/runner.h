@@ -22,6 +22,7 @@ namespace bucketmap::bucketctl {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitRpcError = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitProblems = 3;
 
 // UsageError()
 //
