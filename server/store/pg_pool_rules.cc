@@ -1,4 +1,4 @@
-// Pools as objects and team rules (migrations/0008_pools_and_rules.sql):
+// Pools as objects and team rules (migrations/0007_pools_and_rules.sql):
 // loaded with every snapshot, written with the version that changes them.
 #include <set>
 #include <string>

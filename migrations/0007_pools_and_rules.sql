@@ -1,4 +1,4 @@
--- 0008_pools_and_rules: pools as objects and per-team rules (SPEC §9).
+-- 0007_pools_and_rules: pools as objects and per-team rules (SPEC §9).
 --
 -- Both are part of the mapping: every change is a version, written by the
 -- write transaction that makes it, and loaded with every snapshot. `spec`
