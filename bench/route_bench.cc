@@ -9,13 +9,18 @@
 //      version is published every 10 ms, counting allocations on the
 //      reader threads. Target: at least 1.8x, zero allocations.
 //   3. What a publication costs the writer at 1M teams (for reference).
+//   4. MappingView::RouteEvent() for teams without rules against
+//      Client::Route(), same queries, at 100k teams of which 1% have a
+//      rule (issue 16). Target: at most 1.2x, zero allocations. A
+//      rate-limited team's RouteEvent() is reported beside it.
 //
 // Usage: route_bench [--quick | --only=TEAMS]
 //   --quick: smaller and shorter, for CI; --only: one comparison, for profiling.
 // A plain timing program: each number is the median of several runs, and
 // the two sides of a comparison run interleaved in one process.
 // Sanity checks: Route() answers what the map holds, no time is zero, the
-// read path allocates nothing, every publication advances the version.
+// read path allocates nothing, every publication advances the version,
+// RouteEvent() routes as Route() does and overflows a rate-limited team.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -71,7 +76,8 @@ Bucket MakeBucket(int32_t id, const std::string& pool, int32_t weight) {
   b.pool = pool;
   b.weight = weight;
   b.topics = {{"ingestion", "events_plugin_ingestion_" + std::to_string(id)},
-              {"clickhouse", "clickhouse_events_json_" + std::to_string(id)}};
+              {"clickhouse", "clickhouse_events_json_" + std::to_string(id)},
+              {"overflow", "events_overflow_" + std::to_string(id)}};
   return b;
 }
 
@@ -80,8 +86,9 @@ struct Mapping {
   std::vector<int64_t> teams;  // every team the queries draw from
 };
 
-// `n` teams with distinct random ids; half get an override.
-Mapping MakeMapping(size_t n, uint64_t seed) {
+// `n` teams with distinct random ids; half get an override. The first
+// `with_rules` of `teams` get a rule (a rate limit, or every tenth a drop).
+Mapping MakeMapping(size_t n, uint64_t seed, size_t with_rules = 0) {
   std::mt19937_64 rng(seed);
   MappingState state;
   state.version = 1;
@@ -116,6 +123,16 @@ Mapping MakeMapping(size_t n, uint64_t seed) {
   std::sort(assignments.begin(), assignments.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   state.assignments = std::move(assignments);
+  for (size_t i = 0; i < with_rules; ++i) {
+    TeamRule rule;
+    rule.team_id = teams[i];
+    rule.kind = i % 10 == 9 ? RuleKind::kDrop : RuleKind::kRateLimit;
+    if (rule.kind == RuleKind::kRateLimit) {
+      rule.events_per_second = 1000;
+      rule.burst = 1000;
+    }
+    state.rules.push_back(rule);
+  }
   auto built = Snapshot::Build(std::move(state));
   Die(built.status(), "Snapshot::Build");
   return Mapping{*built, std::move(teams)};
@@ -333,6 +350,97 @@ void PublishCost(size_t n) {
       n, m.snapshot->assignment_count(), snapshot_ms, Median(assign_ms), Median(bucket_ms));
 }
 
+// ---- 4. RouteEvent() against Route() ----
+
+void CompareRouteEvent(size_t n, size_t queries, int runs) {
+  const size_t with_rules = n / 100;
+  const Mapping m = MakeMapping(n, 4242 + n, with_rules);
+  std::unique_ptr<Client> client = LoadedClient(*m.snapshot);
+  const std::shared_ptr<const MappingView> view = client->Current();
+  Expect(view->team_rules().size() == with_rules, "%zu teams: %zu rules loaded, not %zu", n,
+         view->team_rules().size(), with_rules);
+
+  // Teams without rules only (the rules went to teams[0, with_rules)).
+  std::mt19937_64 rng(17 + n);
+  std::uniform_int_distribution<size_t> pick(with_rules, n - 1);
+  std::vector<int64_t> q(queries);
+  for (int64_t& t : q) t = m.teams[pick(rng)];
+  const absl::Time now = absl::FromUnixSeconds(1800000000);
+  const std::string key = "018c5f0e-7a3b-7cde-9f01-23456789abcd";  // a distinct_id
+  for (size_t i = 0; i < std::min<size_t>(queries, 200000); ++i) {
+    const EventRoute e = view->RouteEvent(q[i], key, now);
+    if (e.route().bucket_id() != client->Route(q[i]).bucket_id() || e.overflowed() || e.dropped() ||
+        e.topic() == nullptr) {
+      Fatal("RouteEvent() and Route() disagree on team %lld", static_cast<long long>(q[i]));
+    }
+  }
+
+  std::vector<double> event_ns, route_ns;
+  event_ns.reserve(runs);
+  route_ns.reserve(runs);
+  int64_t sink = 0;
+  const int64_t allocs_before = t_allocations;
+  // Local sums and a local view pointer: a store through a captured
+  // reference would make the compiler reload the view's fields per event.
+  auto time_event = [&] {
+    const MappingView* v = view.get();
+    int64_t sum = 0;
+    const auto t0 = Clock::now();
+    for (int64_t team : q) sum += v->RouteEvent(team, key, now).topic() != nullptr;
+    event_ns.push_back(Seconds(Clock::now() - t0) * 1e9 / queries);
+    sink += sum;
+  };
+  auto time_route = [&] {
+    const Client* c = client.get();
+    int64_t sum = 0;
+    const auto t0 = Clock::now();
+    for (int64_t team : q) sum += c->Route(team).bucket_id();
+    route_ns.push_back(Seconds(Clock::now() - t0) * 1e9 / queries);
+    sink += sum;
+  };
+  // Each side goes first in every other run: whichever runs second finds
+  // the table warmer.
+  for (int r = 0; r < runs; ++r) {
+    if (r % 2 == 0) {
+      time_event();
+      time_route();
+    } else {
+      time_route();
+      time_event();
+    }
+  }
+  const int64_t allocs = t_allocations - allocs_before;
+
+  // For reference: one rate-limited team (1000/s, burst 1000), 10,000
+  // distinct keys, events 100 us apart (10x its limit).
+  const int64_t limited = m.teams[0];
+  std::vector<std::string> keys;
+  for (int i = 0; i < 10000; ++i) keys.push_back("person-" + std::to_string(i));
+  const int64_t limited_allocs_before = t_allocations;
+  int64_t overflowed = 0;
+  const size_t limited_queries = std::min<size_t>(queries, 1000000);
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < limited_queries; ++i) {
+    overflowed += view->RouteEvent(limited, keys[i % keys.size()],
+                                   now + absl::Microseconds(100 * static_cast<int64_t>(i)))
+                      .overflowed();
+  }
+  const double limited_ns = Seconds(Clock::now() - t0) * 1e9 / limited_queries;
+  const int64_t limited_allocs = t_allocations - limited_allocs_before;
+
+  const double e = Median(event_ns), r = Median(route_ns);
+  Expect(e > 0 && r > 0 && limited_ns > 0, "%zu teams: a time is zero", n);
+  Expect(allocs == 0 && limited_allocs == 0, "%zu teams: %lld and %lld allocations while timing", n,
+         static_cast<long long>(allocs), static_cast<long long>(limited_allocs));
+  Expect(overflowed > 0 && overflowed < static_cast<int64_t>(limited_queries),
+         "the rate-limited team overflowed %lld of %zu events", static_cast<long long>(overflowed),
+         limited_queries);
+  std::printf("%-8zu %6zu %14.1f %12.1f %8.2fx %10lld %18.1f %10.1f%%%s\n", n, with_rules, e, r,
+              e / r, static_cast<long long>(allocs + limited_allocs), limited_ns,
+              100.0 * static_cast<double>(overflowed) / static_cast<double>(limited_queries),
+              sink == 42 ? " " : "");
+}
+
 }  // namespace
 }  // namespace bucketmap
 
@@ -398,6 +506,15 @@ int main(int argc, char** argv) {
         "%.1f Mops/s)\n",
         Median(map2) / Median(map1), Median(map2) / 1e6, Median(map1) / 1e6);
   }
+
+  std::printf(
+      "\n== RouteEvent() for teams without rules vs Client::Route(), same queries, ns/op "
+      "(median of %d runs); a rate-limited team at 10x its limit ==\n",
+      quick ? 3 : 7);
+  std::printf("%-8s %6s %14s %12s %9s %10s %18s %11s\n", "teams", "rules", "RouteEvent ns",
+              "Route() ns", "ratio", "allocs", "rate-limited ns", "overflowed");
+  CompareRouteEvent(100000, queries, quick ? 3 : 7);
+  if (!quick) CompareRouteEvent(1000000, queries, 7);
 
   if (!quick) {
     std::printf("\n== Publication cost (writer side) ==\n");

@@ -30,8 +30,9 @@ void SetTime(absl::Time t, Mutable mutable_field) {
       google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
-absl::Time GetTime(bool has, const google::protobuf::Timestamp& ts) {
-  if (!has) return absl::InfinitePast();
+absl::Time GetTime(bool has, const google::protobuf::Timestamp& ts,
+                   absl::Time absent = absl::InfinitePast()) {
+  if (!has) return absent;
   return absl::FromUnixMicros(google::protobuf::util::TimeUtil::TimestampToMicroseconds(ts));
 }
 
@@ -178,6 +179,60 @@ Bucket FromProto(const v1::Bucket& bucket) {
   return out;
 }
 
+void ToProto(const Pool& pool, v1::Pool* out) {
+  out->Clear();
+  out->set_name(pool.name);
+  out->set_state(static_cast<v1::BucketState>(pool.state));
+  out->set_priority(pool.priority);
+  out->mutable_paused_bucket_ids()->Add(pool.paused_bucket_ids.begin(),
+                                        pool.paused_bucket_ids.end());
+  out->set_reason(pool.reason);
+  out->set_actor(pool.actor);
+  out->set_updated_version(pool.updated_version);
+}
+
+Pool FromProto(const v1::Pool& pool) {
+  Pool out;
+  out.name = pool.name();
+  out.state = static_cast<BucketState>(pool.state());
+  out.priority = pool.priority();
+  out.paused_bucket_ids.assign(pool.paused_bucket_ids().begin(), pool.paused_bucket_ids().end());
+  out.reason = pool.reason();
+  out.actor = pool.actor();
+  out.updated_version = pool.updated_version();
+  return out;
+}
+
+void ToProto(const TeamRule& rule, v1::TeamRule* out) {
+  out->Clear();
+  out->set_team_id(rule.team_id);
+  out->set_kind(static_cast<v1::TeamRuleKind>(rule.kind));
+  if (rule.kind == RuleKind::kRateLimit) {
+    out->mutable_rate_limit()->set_events_per_second(rule.events_per_second);
+    out->mutable_rate_limit()->set_burst(rule.burst);
+  }
+  // InfiniteFuture(): never expires, no field.
+  if (rule.expires()) SetTime(rule.expire_time, [out] { return out->mutable_expire_time(); });
+  out->set_reason(rule.reason);
+  out->set_actor(rule.actor);
+  out->set_version(rule.version);
+  SetTime(rule.create_time, [out] { return out->mutable_create_time(); });
+}
+
+TeamRule FromProto(const v1::TeamRule& rule) {
+  TeamRule out;
+  out.team_id = rule.team_id();
+  out.kind = static_cast<RuleKind>(rule.kind());
+  out.events_per_second = rule.rate_limit().events_per_second();
+  out.burst = rule.rate_limit().burst();
+  out.expire_time = GetTime(rule.has_expire_time(), rule.expire_time(), absl::InfiniteFuture());
+  out.reason = rule.reason();
+  out.actor = rule.actor();
+  out.version = rule.version();
+  out.create_time = GetTime(rule.has_create_time(), rule.create_time());
+  return out;
+}
+
 void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out) {
   out->Clear();
   out->set_version(snapshot.version());
@@ -189,6 +244,8 @@ void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out) {
   assignments->mutable_team_ids()->Add(snapshot.team_ids().begin(), snapshot.team_ids().end());
   assignments->mutable_targets()->Add(snapshot.targets().begin(), snapshot.targets().end());
   for (const Handoff& h : snapshot.handoffs()) ToProto(h, out->add_handoffs());
+  for (const Pool& p : snapshot.pool_objects()) ToProto(p, out->add_pool_objects());
+  for (const TeamRule& r : snapshot.team_rules()) ToProto(r, out->add_team_rules());
 }
 
 void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out) {
@@ -206,6 +263,13 @@ void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out) {
   }
   out->mutable_unset_team_ids()->Add(change.unset.begin(), change.unset.end());
   for (const Handoff& h : change.handoffs) ToProto(h, out->add_handoffs());
+  for (const Pool& p : change.pool_objects) ToProto(p, out->add_pool_objects());
+  for (const TeamRule& r : change.rules) ToProto(r, out->add_team_rules());
+  for (const TeamRuleKey& k : change.cleared_rules) {
+    v1::TeamRuleKey* key = out->add_cleared_team_rules();
+    key->set_team_id(k.team_id);
+    key->set_kind(static_cast<v1::TeamRuleKind>(k.kind));
+  }
 }
 
 absl::StatusOr<MappingState> StateFromProto(const v1::MappingSnapshot& snapshot) {
@@ -223,6 +287,8 @@ absl::StatusOr<MappingState> StateFromProto(const v1::MappingSnapshot& snapshot)
   for (const v1::Bucket& b : snapshot.buckets()) state.buckets.push_back(FromProto(b));
   RETURN_IF_ERROR(DecodeAssignments(snapshot.assignments(), snapshot.pools(),
                                     "snapshot.assignments", &state.assignments));
+  for (const v1::Pool& p : snapshot.pool_objects()) state.pool_objects.push_back(FromProto(p));
+  for (const v1::TeamRule& r : snapshot.team_rules()) state.rules.push_back(FromProto(r));
   return state;
 }
 
@@ -234,6 +300,11 @@ absl::StatusOr<Change> ChangeFromProto(const v1::MappingDelta& delta, const std:
       DecodeAssignments(delta.set(), delta.pools(), absl::StrCat(field, ".set"), &change.set));
   change.unset.assign(delta.unset_team_ids().begin(), delta.unset_team_ids().end());
   for (const v1::Handoff& h : delta.handoffs()) change.handoffs.push_back(FromProto(h));
+  for (const v1::Pool& p : delta.pool_objects()) change.pool_objects.push_back(FromProto(p));
+  for (const v1::TeamRule& r : delta.team_rules()) change.rules.push_back(FromProto(r));
+  for (const v1::TeamRuleKey& k : delta.cleared_team_rules()) {
+    change.cleared_rules.push_back(TeamRuleKey{k.team_id(), static_cast<RuleKind>(k.kind())});
+  }
   return change;
 }
 

@@ -27,6 +27,7 @@
 #include "domain/model.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
+#include "domain/team_rule.h"
 
 namespace bucketmap {
 
@@ -38,15 +39,23 @@ Bucket FromProto(const v1::Bucket& bucket);
 void ToProto(const Handoff& handoff, v1::Handoff* out);
 Handoff FromProto(const v1::Handoff& handoff);
 
+// Pools and team rules. The wire state and kind are copied as they are:
+// Snapshot::Build/Apply (CheckPool, CheckTeamRule) judge them.
+void ToProto(const Pool& pool, v1::Pool* out);
+Pool FromProto(const v1::Pool& pool);
+void ToProto(const TeamRule& rule, v1::TeamRule* out);
+TeamRule FromProto(const v1::TeamRule& rule);
+
 // ToProto(Snapshot)
 //
-// The full snapshot with packed assignment columns, and its open handoffs.
+// The full snapshot with packed assignment columns, its open handoffs, its
+// pool objects and its team rules.
 void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out);
 
 // StateFromProto()
 //
-// The state `snapshot` describes, without its handoffs (see
-// Snapshot::WithHandoffs). InvalidArgument, naming the field, for a
+// The state `snapshot` describes (pool objects and team rules included),
+// without its handoffs (see Snapshot::WithHandoffs). InvalidArgument, naming the field, for a
 // negative version, an empty cluster id, or inconsistent assignment
 // columns or pool references.
 absl::StatusOr<MappingState> StateFromProto(const v1::MappingSnapshot& snapshot);
@@ -58,7 +67,8 @@ void ToProto(const Change& change, int64_t to_version, v1::MappingDelta* out);
 
 // ChangeFromProto()
 //
-// The change `delta` describes, handoffs included. InvalidArgument, naming
+// The change `delta` describes, handoffs, pool objects and team rules
+// included. InvalidArgument, naming
 // the field under `field` (e.g. "deltas[2]"), when it is inconsistent.
 absl::StatusOr<Change> ChangeFromProto(const v1::MappingDelta& delta, const std::string& field);
 

@@ -10,6 +10,7 @@
 
 #include "domain/handoff.h"
 #include "domain/model.h"
+#include "domain/team_rule.h"
 
 namespace bucketmap {
 
@@ -28,8 +29,18 @@ struct Change {
   std::vector<Handoff> handoffs;
   // The next handoff id after this change (only grows; 0: unchanged).
   int64_t next_handoff_id = 0;
+  // Full new state of each pool object set (names unique). Pool objects
+  // are never removed.
+  std::vector<Pool> pool_objects;
+  // Team rules set or replaced, ascending and unique by (team_id, kind).
+  std::vector<TeamRule> rules;
+  // Team rules removed, ascending and unique; disjoint from `rules`.
+  std::vector<TeamRuleKey> cleared_rules;
 
-  bool empty() const { return buckets.empty() && set.empty() && unset.empty() && handoffs.empty(); }
+  bool empty() const {
+    return buckets.empty() && set.empty() && unset.empty() && handoffs.empty() &&
+           pool_objects.empty() && rules.empty() && cleared_rules.empty();
+  }
 };
 
 }  // namespace bucketmap

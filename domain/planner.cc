@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <map>
 #include <string_view>
 #include <utility>
 
@@ -80,13 +81,74 @@ Effect ComputeEffect(const Snapshot& before, const Snapshot& after, const Change
   return effect;
 }
 
+// The bucket `team_id` routes to in `s` when it has no overflow topic;
+// nullptr when it has one, or the team is unroutable.
+const Bucket* BucketWithoutOverflow(const Snapshot& s, int64_t team_id) {
+  const Route route = s.RouteOf(team_id);
+  if (!route.routable()) return nullptr;
+  const Bucket* b = s.FindBucket(route.bucket_id);
+  return b != nullptr && b->topics.count(kOverflowRole) == 0 ? b : nullptr;
+}
+
+// Every team with a rule that needs an overflow topic routes, in `after`,
+// to a bucket that has one, unless it already routed to that same bucket
+// without one in `before` (not this write's doing). O(rules).
+absl::Status CheckOverflowRoutes(const Snapshot& before, const Snapshot& after) {
+  for (const TeamRule& rule : after.team_rules()) {
+    if (!NeedsOverflow(rule.kind)) continue;
+    const Bucket* now = BucketWithoutOverflow(after, rule.team_id);
+    if (now == nullptr) continue;
+    const Bucket* was = BucketWithoutOverflow(before, rule.team_id);
+    if (was != nullptr && was->id == now->id) continue;
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "team %d has a %s rule, which sends its events to its bucket's \"%s\" topic, but this "
+        "write would route it to %s, which has no \"%s\" topic; clear the rule first, or route "
+        "the team to a bucket with an overflow topic",
+        rule.team_id, RuleKindName(rule.kind), kOverflowRole, Describe(*now), kOverflowRole));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Plan> Finish(const Snapshot& before, Change change) {
   Plan plan;
   plan.change = std::move(change);
   if (plan.change.empty()) return plan;
   ASSIGN_OR_RETURN(plan.after, before.Apply(plan.change));
+  RETURN_IF_ERROR(CheckOverflowRoutes(before, *plan.after));
   plan.effect = ComputeEffect(before, *plan.after, plan.change);
   return plan;
+}
+
+// The pool objects whose paused_bucket_ids change when bucket `current`
+// (nullptr for a new bucket) becomes `updated`: the bucket leaves its old
+// pool's list when it leaves the pool or stops being PAUSED, and joins its
+// new pool's list when that pool's pause paused it (`paused_by_pool`).
+std::vector<Pool> PausedListChanges(const Snapshot& before, const Bucket* current,
+                                    const Bucket& updated, bool paused_by_pool) {
+  std::map<std::string, Pool> touched;
+  auto pool = [&](const std::string& name) -> Pool& {
+    auto it = touched.find(name);
+    if (it == touched.end()) it = touched.emplace(name, before.PoolOf(name)).first;
+    return it->second;
+  };
+  if (current != nullptr) {
+    const Pool* old = before.FindPoolObject(current->pool);
+    const bool stays = current->pool == updated.pool && updated.state == BucketState::kPaused;
+    if (old != nullptr && !stays &&
+        std::binary_search(old->paused_bucket_ids.begin(), old->paused_bucket_ids.end(),
+                           current->id)) {
+      std::vector<int32_t>& ids = pool(current->pool).paused_bucket_ids;
+      ids.erase(std::find(ids.begin(), ids.end(), current->id));
+    }
+  }
+  if (paused_by_pool) {
+    std::vector<int32_t>& ids = pool(updated.pool).paused_bucket_ids;
+    auto it = std::lower_bound(ids.begin(), ids.end(), updated.id);
+    if (it == ids.end() || *it != updated.id) ids.insert(it, updated.id);
+  }
+  std::vector<Pool> out;
+  for (auto& [name, p] : touched) out.push_back(std::move(p));
+  return out;
 }
 
 int CountPlaceable(const std::vector<Bucket>& buckets, std::string_view pool,
@@ -204,9 +266,15 @@ absl::StatusOr<Plan> PlanCreateBucket(const Snapshot& before, Bucket bucket) {
   bucket.id = before.next_bucket_id();
   bucket.created_version = before.version() + 1;
   bucket.updated_version = before.version() + 1;
+  // A bucket created ACTIVE in a PAUSED pool is paused by the pool, and
+  // resumed with it.
+  const bool paused_by_pool =
+      before.PoolPaused(bucket.pool) && bucket.state == BucketState::kActive;
+  if (paused_by_pool) bucket.state = BucketState::kPaused;
 
   Change change;
   change.next_bucket_id = bucket.id + 1;
+  change.pool_objects = PausedListChanges(before, nullptr, bucket, paused_by_pool);
   change.buckets.push_back(std::move(bucket));
   return Finish(before, std::move(change));
 }
@@ -268,6 +336,22 @@ absl::StatusOr<Plan> PlanUpdateBucket(const Snapshot& before, const BucketUpdate
         absl::StrFormat("bucket.weight: must be >= 1, got %d", updated.weight));
   }
 
+  // A PAUSED pool keeps its buckets PAUSED: one that enters it ACTIVE is
+  // paused by the pool; resuming one of its buckets alone is refused.
+  bool paused_by_pool = false;
+  if (before.PoolPaused(updated.pool) && updated.state == BucketState::kActive) {
+    const bool state_asked =
+        std::find(update.paths.begin(), update.paths.end(), "state") != update.paths.end();
+    if (state_asked && current->state != BucketState::kActive) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "bucket.state: %s is in pool \"%s\", which is PAUSED; resume the pool (UpdatePool) to "
+          "resume its buckets",
+          Describe(*current), updated.pool));
+    }
+    updated.state = BucketState::kPaused;
+    paused_by_pool = true;
+  }
+
   Change change;
   change.next_bucket_id = before.next_bucket_id();
   if (updated == *current) return Finish(before, std::move(change));
@@ -301,6 +385,17 @@ absl::StatusOr<Plan> PlanUpdateBucket(const Snapshot& before, const BucketUpdate
 
   const bool topics_change = updated.topics != current->topics;
   const bool groups_change = updated.consumer_groups != current->consumer_groups;
+  if (topics_change && current->topics.count(kOverflowRole) > 0 &&
+      updated.topics.count(kOverflowRole) == 0) {
+    for (const TeamRule& rule : before.team_rules()) {
+      if (NeedsOverflow(rule.kind) && before.RouteOf(rule.team_id).bucket_id == current->id) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "bucket.topics: %s serves team %d, whose %s rule sends events to its \"%s\" topic; "
+            "clear the rule or move the team before removing the topic",
+            who, rule.team_id, RuleKindName(rule.kind), kOverflowRole));
+      }
+    }
+  }
   if (topics_change || groups_change) {
     std::string why;
     if (HoldsTeams(before, *current, &why)) {
@@ -314,6 +409,7 @@ absl::StatusOr<Plan> PlanUpdateBucket(const Snapshot& before, const BucketUpdate
   RETURN_IF_ERROR(CheckPoolKeepsBucket(before, current->pool, updated));
 
   updated.updated_version = before.version() + 1;
+  change.pool_objects = PausedListChanges(before, current, updated, paused_by_pool);
   change.buckets.push_back(std::move(updated));
   return Finish(before, std::move(change));
 }
@@ -382,6 +478,130 @@ absl::StatusOr<Plan> PlanAssignments(const Snapshot& before, std::vector<Assignm
   std::sort(change.set.begin(), change.set.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   std::sort(change.unset.begin(), change.unset.end());
+  return Finish(before, std::move(change));
+}
+
+absl::StatusOr<Plan> PlanUpdatePool(const Snapshot& before, const PoolUpdate& update) {
+  if (update.name.empty()) return absl::InvalidArgumentError("name: required");
+  if (update.state.has_value() && *update.state != BucketState::kActive &&
+      *update.state != BucketState::kPaused) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: a pool is ACTIVE or PAUSED, got ",
+                     ValidState(*update.state) ? BucketStateName(*update.state)
+                                               : std::to_string(static_cast<int>(*update.state))));
+  }
+  if (update.priority.has_value() &&
+      (*update.priority < 0 || *update.priority > kMaxPoolPriority)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority: must be 0..", kMaxPoolPriority, ", got ", *update.priority));
+  }
+  const Pool current = before.PoolOf(update.name);
+  Pool next = current;
+  if (update.state.has_value()) next.state = *update.state;
+  if (update.priority.has_value()) next.priority = *update.priority;
+
+  Change change;
+  change.next_bucket_id = before.next_bucket_id();
+  if (next.state == current.state && next.priority == current.priority) {
+    return Finish(before, std::move(change));
+  }
+  const int64_t version = before.version() + 1;
+  if (next.state != current.state) {
+    if (next.paused()) {
+      // Every ACTIVE bucket of the pool, in this one version.
+      for (const Bucket& b : before.buckets()) {
+        if (b.pool != update.name || b.state != BucketState::kActive) continue;
+        Bucket paused = b;
+        paused.state = BucketState::kPaused;
+        paused.updated_version = version;
+        change.buckets.push_back(std::move(paused));
+        next.paused_bucket_ids.push_back(b.id);
+      }
+      std::sort(next.paused_bucket_ids.begin(), next.paused_bucket_ids.end());
+      next.paused_bucket_ids.erase(
+          std::unique(next.paused_bucket_ids.begin(), next.paused_bucket_ids.end()),
+          next.paused_bucket_ids.end());
+    } else {
+      // Only what the pool's pause paused: a bucket paused one by one
+      // stays PAUSED.
+      for (int32_t id : current.paused_bucket_ids) {
+        const Bucket* b = before.FindBucket(id);
+        if (b == nullptr || b->pool != update.name || b->state != BucketState::kPaused) continue;
+        Bucket resumed = *b;
+        resumed.state = BucketState::kActive;
+        resumed.updated_version = version;
+        change.buckets.push_back(std::move(resumed));
+      }
+      next.paused_bucket_ids.clear();
+    }
+  }
+  next.reason = update.reason;
+  next.actor = update.actor;
+  next.updated_version = version;
+  change.pool_objects.push_back(std::move(next));
+  return Finish(before, std::move(change));
+}
+
+absl::StatusOr<Plan> PlanSetTeamRule(const Snapshot& before, TeamRule rule, absl::Time now) {
+  if (rule.kind == RuleKind::kRateLimit) {
+    rule.burst = EffectiveBurst(rule.events_per_second, rule.burst);
+  }
+  // Times are kept to the microsecond, as stored and sent.
+  auto micros = [](absl::Time t) {
+    return t == absl::InfiniteFuture() ? t : absl::FromUnixMicros(absl::ToUnixMicros(t));
+  };
+  rule.expire_time = micros(rule.expire_time);
+  RETURN_IF_ERROR(CheckTeamRule(rule, "rule"));
+  if (rule.expire_time <= now) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expire_time: ", absl::FormatTime(rule.expire_time),
+                     " is not in the future (now ", absl::FormatTime(now), ")"));
+  }
+  if (NeedsOverflow(rule.kind)) {
+    const Route route = before.RouteOf(rule.team_id);
+    if (!route.routable()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "team_id: team %d is unroutable (pool \"%s\" has no ACTIVE or PAUSED bucket); a %s "
+          "rule needs the team's bucket to have an \"%s\" topic",
+          rule.team_id, std::string(route.pool), RuleKindName(rule.kind), kOverflowRole));
+    }
+    const Bucket* bucket = before.FindBucket(route.bucket_id);
+    if (bucket->topics.count(kOverflowRole) == 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "team_id: team %d's %s has no \"%s\" topic, where a %s rule sends events; route the "
+          "team to a bucket with an overflow topic first",
+          rule.team_id, Describe(*bucket), kOverflowRole, RuleKindName(rule.kind)));
+    }
+  }
+  Change change;
+  change.next_bucket_id = before.next_bucket_id();
+  const TeamRule* existing = before.FindRule(rule.team_id, rule.kind);
+  if (existing != nullptr && existing->SameEffect(rule)) return Finish(before, std::move(change));
+  rule.version = before.version() + 1;
+  rule.create_time = micros(now);
+  change.rules.push_back(std::move(rule));
+  return Finish(before, std::move(change));
+}
+
+absl::StatusOr<Plan> PlanClearTeamRules(const Snapshot& before, int64_t team_id,
+                                        std::optional<RuleKind> kind) {
+  if (team_id < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("team_id: must be >= 1, got ", team_id));
+  }
+  Change change;
+  change.next_bucket_id = before.next_bucket_id();
+  for (const TeamRule& rule : before.RulesOf(team_id)) {
+    if (!kind.has_value() || rule.kind == *kind) change.cleared_rules.push_back(KeyOf(rule));
+  }
+  return Finish(before, std::move(change));
+}
+
+absl::StatusOr<Plan> PlanExpireTeamRules(const Snapshot& before, absl::Time now) {
+  Change change;
+  change.next_bucket_id = before.next_bucket_id();
+  for (const TeamRule& rule : before.team_rules()) {
+    if (rule.expire_time <= now) change.cleared_rules.push_back(KeyOf(rule));
+  }
   return Finish(before, std::move(change));
 }
 

@@ -94,6 +94,25 @@ std::vector<std::string> PoolList(const std::vector<Bucket>& buckets, const Coun
   return pools;
 }
 
+bool RuleLess(const TeamRule& a, const TeamRule& b) { return KeyOf(a) < KeyOf(b); }
+TeamRuleKey Key(const TeamRule& rule) { return KeyOf(rule); }
+TeamRuleKey Key(const TeamRuleKey& key) { return key; }
+
+// Sorts `pools` by name and checks each; InvalidArgument for a malformed
+// or duplicate one.
+absl::Status SortPools(std::vector<Pool>* pools, const std::string& field) {
+  std::sort(pools->begin(), pools->end(),
+            [](const Pool& a, const Pool& b) { return a.name < b.name; });
+  for (size_t i = 0; i < pools->size(); ++i) {
+    RETURN_IF_ERROR(CheckPool((*pools)[i], absl::StrCat(field, "[", (*pools)[i].name, "]")));
+    if (i > 0 && (*pools)[i - 1].name == (*pools)[i].name) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: duplicate pool \"%s\"", field, (*pools)[i].name));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState state) {
@@ -157,6 +176,20 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState sta
   s->BuildDerived(nullptr, nullptr);
   s->next_handoff_id_ = std::max<int64_t>(state.next_handoff_id, 1);
   RETURN_IF_ERROR(s->MergeHandoffs(state.handoffs, 0, nullptr));
+
+  RETURN_IF_ERROR(SortPools(&state.pool_objects, "pool_objects"));
+  s->pool_objects_ = std::move(state.pool_objects);
+  std::sort(state.rules.begin(), state.rules.end(), RuleLess);
+  for (size_t i = 0; i < state.rules.size(); ++i) {
+    const TeamRule& rule = state.rules[i];
+    const std::string field = absl::StrCat("team_rules[", i, "]");
+    RETURN_IF_ERROR(CheckTeamRule(rule, field));
+    if (i > 0 && KeyOf(state.rules[i - 1]) == KeyOf(rule)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": team ", rule.team_id, " has two rules of kind ", RuleKindName(rule.kind)));
+    }
+  }
+  s->rules_ = std::move(state.rules);
   return std::shared_ptr<const Snapshot>(std::move(s));
 }
 
@@ -302,6 +335,72 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& ch
   s->handoff_tables_ = handoff_tables_;
   s->next_handoff_id_ = next_handoff_id_;
   RETURN_IF_ERROR(s->MergeHandoffs(change.handoffs, change.next_handoff_id, this));
+
+  // Pool objects: upserted by name.
+  s->pool_objects_ = pool_objects_;
+  {
+    std::vector<Pool> changed = change.pool_objects;
+    RETURN_IF_ERROR(SortPools(&changed, "change.pool_objects"));
+    for (Pool& pool : changed) {
+      auto it = std::lower_bound(s->pool_objects_.begin(), s->pool_objects_.end(), pool.name,
+                                 [](const Pool& p, const std::string& n) { return p.name < n; });
+      if (it != s->pool_objects_.end() && it->name == pool.name) {
+        *it = std::move(pool);
+      } else {
+        s->pool_objects_.insert(it, std::move(pool));
+      }
+    }
+  }
+
+  // Team rules: a linear merge of the sorted rules with the sorted set and
+  // cleared lists. Clearing a rule the team does not have changes nothing.
+  if (change.rules.empty() && change.cleared_rules.empty()) {
+    s->rules_ = rules_;
+  } else {
+    for (size_t i = 0; i < change.rules.size(); ++i) {
+      const std::string field = absl::StrCat("change.rules[", i, "]");
+      RETURN_IF_ERROR(CheckTeamRule(change.rules[i], field));
+      if (i > 0 && !(KeyOf(change.rules[i - 1]) < KeyOf(change.rules[i]))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": rules must be ascending and unique by (team_id, kind)"));
+      }
+    }
+    for (size_t i = 0; i < change.cleared_rules.size(); ++i) {
+      const TeamRuleKey& key = change.cleared_rules[i];
+      const std::string field = absl::StrCat("change.cleared_rules[", i, "]");
+      if (key.team_id < 1 || !ValidRuleKind(static_cast<int>(key.kind))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": needs a team_id >= 1 and a valid kind"));
+      }
+      if (i > 0 && !(change.cleared_rules[i - 1] < key)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": cleared rules must be ascending and unique"));
+      }
+      if (std::binary_search(change.rules.begin(), change.rules.end(), key,
+                             [](const auto& a, const auto& b) { return Key(a) < Key(b); })) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ": team ", key.team_id, "'s ",
+                                                       RuleKindName(key.kind),
+                                                       " rule is both set and cleared"));
+      }
+    }
+    s->rules_.reserve(rules_.size() + change.rules.size());
+    size_t i = 0, j = 0, k = 0;
+    const size_t n = rules_.size(), ns = change.rules.size(), nc = change.cleared_rules.size();
+    while (i < n || j < ns) {
+      if (j < ns && (i >= n || !(KeyOf(rules_[i]) < KeyOf(change.rules[j])))) {
+        if (i < n && KeyOf(rules_[i]) == KeyOf(change.rules[j])) ++i;
+        s->rules_.push_back(change.rules[j++]);
+        continue;
+      }
+      const TeamRuleKey key = KeyOf(rules_[i]);
+      while (k < nc && change.cleared_rules[k] < key) ++k;
+      if (k < nc && change.cleared_rules[k] == key) {
+        ++i;
+        continue;
+      }
+      s->rules_.push_back(rules_[i++]);
+    }
+  }
   return std::shared_ptr<const Snapshot>(std::move(s));
 }
 
@@ -477,8 +576,44 @@ int64_t Snapshot::PinnedCount(int32_t bucket_id) const {
   return it == pinned_counts_.end() ? 0 : it->second;
 }
 
+const Pool* Snapshot::FindPoolObject(std::string_view pool) const {
+  auto it = std::lower_bound(pool_objects_.begin(), pool_objects_.end(), pool,
+                             [](const Pool& p, std::string_view n) { return p.name < n; });
+  return it != pool_objects_.end() && it->name == pool ? &*it : nullptr;
+}
+
+Pool Snapshot::PoolOf(std::string_view pool) const {
+  if (const Pool* found = FindPoolObject(pool)) return *found;
+  Pool p;
+  p.name = std::string(pool);
+  return p;
+}
+
+absl::Span<const TeamRule> Snapshot::RulesOf(int64_t team_id) const {
+  auto first = std::lower_bound(rules_.begin(), rules_.end(), team_id,
+                                [](const TeamRule& r, int64_t t) { return r.team_id < t; });
+  auto last = first;
+  while (last != rules_.end() && last->team_id == team_id) ++last;
+  return absl::Span<const TeamRule>(rules_.data() + (first - rules_.begin()), last - first);
+}
+
+const TeamRule* Snapshot::FindRule(int64_t team_id, RuleKind kind) const {
+  for (const TeamRule& rule : RulesOf(team_id)) {
+    if (rule.kind == kind) return &rule;
+  }
+  return nullptr;
+}
+
+absl::Time Snapshot::NextRuleExpiry() const {
+  absl::Time next = absl::InfiniteFuture();
+  for (const TeamRule& rule : rules_) next = std::min(next, rule.expire_time);
+  return next;
+}
+
 MappingState Snapshot::ToState() const {
   MappingState state;
+  state.pool_objects = pool_objects_;
+  state.rules = rules_;
   state.version = version_;
   state.cluster_id = cluster_id_;
   state.next_bucket_id = next_bucket_id_;

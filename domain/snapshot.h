@@ -16,10 +16,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "domain/change.h"
 #include "domain/handoff.h"
 #include "domain/model.h"
 #include "domain/placement.h"
+#include "domain/team_rule.h"
 
 namespace bucketmap {
 
@@ -34,13 +36,17 @@ struct MappingState {
   // Open handoffs (any order; ids unique) and the next handoff id.
   std::vector<Handoff> handoffs;
   int64_t next_handoff_id = 1;
+  // Pool objects (any order; names unique) and team rules (any order;
+  // unique by (team_id, kind)).
+  std::vector<Pool> pool_objects;
+  std::vector<TeamRule> rules;
 };
 
 class Snapshot {
  public:
   // Builds a snapshot. Returns InvalidArgument if `state` is inconsistent
   // (duplicate ids or names, unsorted assignments, a pin to a missing
-  // bucket).
+  // bucket, a malformed or duplicate pool object or team rule).
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(MappingState state);
 
   // Returns the snapshot after `change`, at version() + 1. Placement tables
@@ -106,6 +112,31 @@ class Snapshot {
   absl::StatusOr<std::shared_ptr<const Snapshot>> WithHandoffs(const std::vector<Handoff>& handoffs,
                                                                int64_t next_handoff_id) const;
 
+  // Pool objects (SPEC §9), ascending by name: the pools whose state or
+  // priority was ever set. Other pools are ACTIVE with the default
+  // priority.
+  const std::vector<Pool>& pool_objects() const { return pool_objects_; }
+  // Returns the object of `pool`, or nullptr when it has none.
+  const Pool* FindPoolObject(std::string_view pool) const;
+  // Returns the object of `pool`, or the default one (ACTIVE,
+  // kDefaultPoolPriority) named `pool`.
+  Pool PoolOf(std::string_view pool) const;
+  bool PoolPaused(std::string_view pool) const {
+    const Pool* p = FindPoolObject(pool);
+    return p != nullptr && p->paused();
+  }
+
+  // Team rules, ascending by (team_id, kind).
+  const std::vector<TeamRule>& team_rules() const { return rules_; }
+  // The rules of `team_id`, ascending by kind (empty when it has none).
+  absl::Span<const TeamRule> RulesOf(int64_t team_id) const;
+  bool HasRules(int64_t team_id) const { return !RulesOf(team_id).empty(); }
+  // Returns the rule of `team_id` of `kind`, or nullptr.
+  const TeamRule* FindRule(int64_t team_id, RuleKind kind) const;
+  // The earliest expire_time among the rules; InfiniteFuture() when none
+  // expires.
+  absl::Time NextRuleExpiry() const;
+
   // The state this snapshot was built from (copies the columns).
   MappingState ToState() const;
 
@@ -131,6 +162,8 @@ class Snapshot {
   int64_t next_handoff_id_ = 1;
   // Placement over each open handoff's pool_before, by handoff id.
   std::map<int64_t, std::shared_ptr<const PlacementTable>> handoff_tables_;
+  std::vector<Pool> pool_objects_;  // ascending by name
+  std::vector<TeamRule> rules_;     // ascending by (team_id, kind)
 };
 
 }  // namespace bucketmap

@@ -4,12 +4,15 @@
 // It is written as a model for a producer that embeds the library:
 //   1. a Client holds the mapping, and a WatchConnection keeps it current;
 //   2. nothing is produced before the first mapping has arrived;
-//   3. for each event: route the team through the DeliveryTracker (which
-//      counts the event in flight under its route version), skip the event
-//      when the team is unroutable (never guess), look up the topic of the
-//      team's bucket for our role, produce keyed by team with the tracker's
-//      ticket as the message opaque, and stamp the route's version in the
-//      `bucketmap-version` header;
+//   3. for each event: route it through the DeliveryTracker (which counts
+//      the event in flight under its route version) with RouteEvent(),
+//      which applies the team's rules (docs/rules.md); skip the event when
+//      the team is unroutable (never guess) or a DROP rule says so; produce
+//      it to the topic RouteEvent() chose (our role's topic of the team's
+//      bucket, or its overflow topic under FORCE_OVERFLOW or over a
+//      RATE_LIMIT) keyed by team, with the tracker's ticket as the message
+//      opaque, and stamp the route's version in the `bucketmap-version`
+//      header;
 //   4. count each routed event per team in a LoadCounter, which the watch
 //      connection reports to the server once per window (SPEC §9: the
 //      server's per-team and per-bucket rates, GetLoad, rebalancing);
@@ -79,6 +82,10 @@ ABSL_FLAG(int64_t, start_at_unix_ms, 0,
           "several producers of a load test start together; 0: at once.");
 ABSL_FLAG(int32_t, delivery_timeout, 30,
           "Seconds librdkafka may spend delivering one event (message.timeout.ms).");
+ABSL_FLAG(absl::Duration, overflow_sticky_window, bucketmap::ClientOptions().overflow_sticky_window,
+          "How long a (team, key) that went over its RATE_LIMIT stays on the overflow topic.");
+ABSL_FLAG(double, rate_limit_share, bucketmap::ClientOptions().rate_limit_share,
+          "This producer's share of each RATE_LIMIT rule (1/N for N producers of even traffic).");
 
 namespace {
 
@@ -183,6 +190,9 @@ int main(int argc, char** argv) {
   if (options.client_id.empty()) options.client_id = absl::StrCat("example-producer-", getpid());
   options.role = bucketmap::v1::PRODUCER;
   options.cache_path = absl::GetFlag(FLAGS_cache_path);
+  options.event_role = role;
+  options.overflow_sticky_window = absl::GetFlag(FLAGS_overflow_sticky_window);
+  options.rate_limit_share = absl::GetFlag(FLAGS_rate_limit_share);
   bucketmap::Client client(std::move(options));
   // Counts events in flight per route version; the watch connection ACKs
   // the drained_version it derives.
@@ -232,6 +242,8 @@ int main(int argc, char** argv) {
   std::map<std::string, int64_t> produced;  // by topic
   int64_t unroutable = 0;
   int64_t without_topic = 0;
+  int64_t dropped = 0;
+  int64_t overflowed = 0;
   int64_t min_version = std::numeric_limits<int64_t>::max();
   int64_t max_version = 0;
   const absl::Time start = absl::Now();
@@ -259,7 +271,14 @@ int main(int argc, char** argv) {
     // exactly once: here when nothing is produced, else in OnDelivery().
     const bucketmap::DeliveryTracker::Viewed viewed = tracker.Current();
     const std::shared_ptr<const bucketmap::MappingView>& view = viewed.view;
-    const bucketmap::RouteResult route = view->Route(team);
+    // Keyed by team: the partitioner sends one key to one partition, and a
+    // partition keeps order, so a team's events stay in order. SPEC §5's
+    // ordering guarantee across a handoff assumes exactly this. The same
+    // key makes overflow sticky: once over its limit, a key stays on the
+    // overflow topic for --overflow_sticky_window, never alternating.
+    const std::string key = absl::StrCat(team);
+    const bucketmap::EventRoute routed = view->RouteEvent(team, key, absl::Now());
+    const bucketmap::RouteResult& route = routed.route();
     if (!route.routable() || rk == nullptr) tracker.Done(viewed.ticket);
     if (!route.routable()) {
       // The team's pool has no ACTIVE or PAUSED bucket. Any other bucket
@@ -268,12 +287,18 @@ int main(int argc, char** argv) {
       ++unroutable;
       continue;
     }
-    const std::string* topic = view->Topic(route.bucket_id(), role);
+    if (routed.dropped()) {
+      if (rk != nullptr) tracker.Done(viewed.ticket);
+      ++dropped;
+      continue;
+    }
+    const std::string* topic = routed.topic();
     if (topic == nullptr) {
       if (rk != nullptr) tracker.Done(viewed.ticket);
       ++without_topic;
       continue;
     }
+    if (routed.overflowed()) ++overflowed;
     // Lock-free and allocation-free: one relaxed add (load_counter.h).
     load.CountEvent(team);
     min_version = std::min(min_version, route.version());
@@ -281,10 +306,6 @@ int main(int argc, char** argv) {
     ++produced[*topic];
     if (rk == nullptr) continue;
 
-    // Keyed by team: the partitioner sends one key to one partition, and a
-    // partition keeps order, so a team's events stay in order. SPEC §5's
-    // ordering guarantee across a handoff assumes exactly this.
-    const std::string key = absl::StrCat(team);
     const std::string value = absl::StrFormat(R"({"team_id":%d,"seq":%d})", team, seq);
     // The route version: during a handoff, the consumers of the target
     // bucket compare it with the handoff's version to tell events routed
@@ -321,6 +342,8 @@ int main(int argc, char** argv) {
   absl::PrintF("events generated: %d%s\n", i, g_stop ? " (interrupted)" : "");
   absl::PrintF("unroutable: %d\n", unroutable);
   absl::PrintF("without a topic for role %s: %d\n", role, without_topic);
+  absl::PrintF("dropped by a rule: %d\n", dropped);
+  absl::PrintF("to an overflow topic: %d\n", overflowed);
   if (max_version > 0) {
     absl::PrintF("route versions: %d..%d\n", min_version, max_version);
   } else {

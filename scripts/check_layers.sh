@@ -24,6 +24,7 @@ LAYERS=(
   "server/outbox: server/outbox server/store server/metrics server/base codec domain bucketmap/v1"
   "server/handoff: server/handoff server/kafka server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "server/watch: server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
+  "server/rules: server/rules server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "server/rpc: server/rpc server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "tools/bucketctl: tools/bucketctl bucketmap codec domain"
 )

@@ -98,6 +98,12 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   RETURN_IF_ERROR(server->StartOutbox());
   RETURN_IF_ERROR(server->StartHandoffs());
   RETURN_IF_ERROR(server->StartSignals());
+  server->rule_expiry_ =
+      std::make_unique<RuleExpiry>(server->manager_.get(), metrics, options.rules);
+  RuleExpiry* expiry = server->rule_expiry_.get();
+  server->leader_->AddLeaderTask(
+      "rule expiry", [expiry](int64_t epoch) { expiry->Start(epoch); },
+      [expiry] { expiry->Stop(); });
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);

@@ -1,8 +1,9 @@
 // BucketmapServer: wires the store, the mapping manager, the gRPC services
 // (with reflection and grpc.health.v1), metrics, background upkeep, the
 // version listener (LISTEN/NOTIFY from other replicas), the leader
-// election, and the outbox relay that publishes change events to Kafka
-// (a leader task: it runs on one replica at a time).
+// election, and the leader tasks that run on one replica at a time: the
+// outbox relay that publishes change events to Kafka, the handoff
+// coordinator and the expiry of team rules.
 //
 // main.cc runs one; tests run several in-process. Thread-safe: Shutdown()
 // may be called from any thread, once.
@@ -31,6 +32,7 @@
 #include "server/rpc/admin_service.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/mapping_service.h"
+#include "server/rules/rule_expiry.h"
 #include "server/signals/lag_exporter.h"
 #include "server/signals/load_signals.h"
 #include "server/state/mapping_manager.h"
@@ -123,6 +125,8 @@ struct ServerOptions {
   LoadOptions load;
   // Tests: the lag exporter reads through this instead.
   std::shared_ptr<OffsetReader> lag_offsets;
+  // Removing expired team rules (a leader task; server/rules/rule_expiry.h).
+  RuleExpiryOptions rules;
 };
 
 class BucketmapServer {
@@ -156,6 +160,8 @@ class BucketmapServer {
   LagExporter& lag_exporter() { return *lag_exporter_; }
   LoadAggregator& load_aggregator() { return *load_aggregator_; }
   SignalsReader& signals() { return *signals_; }
+  // The leader task that removes expired team rules. Never null.
+  RuleExpiry& rule_expiry() { return *rule_expiry_; }
 
   // Re-reads --auth_tokens_file (SIGHUP). On error the old tokens stay.
   // FailedPrecondition when the server runs without a tokens file.
@@ -206,6 +212,7 @@ class BucketmapServer {
   // Before leader_, which stops its leader task on destruction.
   std::unique_ptr<HandoffCoordinator> handoffs_;
   std::unique_ptr<LagExporter> lag_exporter_;
+  std::unique_ptr<RuleExpiry> rule_expiry_;
   std::unique_ptr<LeaderElection> leader_;
   std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;

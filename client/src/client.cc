@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/src/cache_file.h"
 #include "client/src/epoch.h"
+#include "client/src/event_rules.h"
 #include "client/src/handoff_set.h"
 #include "client/src/route_index.h"
 #include "client/src/tsan.h"
@@ -48,6 +49,7 @@ namespace {
 
 using client_internal::AsNode;
 using client_internal::EpochReadSection;
+using client_internal::EventRules;
 using client_internal::HandoffSet;
 using client_internal::PublishedView;
 using client_internal::RouteIndex;
@@ -72,8 +74,28 @@ absl::Status Prefixed(const absl::Status& status, const std::string& prefix) {
 
 MappingView::MappingView(std::shared_ptr<const Snapshot> snapshot,
                          std::shared_ptr<const client_internal::HandoffSet> handoffs,
-                         std::unique_ptr<const client_internal::RouteIndex> index)
-    : snapshot_(std::move(snapshot)), handoffs_(std::move(handoffs)), index_(std::move(index)) {}
+                         std::unique_ptr<const client_internal::RouteIndex> index,
+                         std::shared_ptr<const client_internal::EventRules> event_rules,
+                         const std::string& event_role)
+    : snapshot_(std::move(snapshot)),
+      handoffs_(std::move(handoffs)),
+      index_(std::move(index)),
+      table_(&index_->table()),
+      event_rules_(std::move(event_rules)) {
+  // Bucket ids are small and dense (assigned 1, 2, ...): a table by id.
+  const std::vector<Bucket>& buckets = snapshot_->buckets();
+  const size_t size = buckets.empty() ? 1 : static_cast<size_t>(buckets.back().id) + 1;
+  event_topics_.assign(size, nullptr);
+  overflow_topics_.assign(size, nullptr);
+  for (const Bucket& b : buckets) {
+    if (auto it = b.topics.find(event_role); it != b.topics.end()) {
+      event_topics_[static_cast<size_t>(b.id)] = &it->second;
+    }
+    if (auto it = b.topics.find(kOverflowRole); it != b.topics.end()) {
+      overflow_topics_[static_cast<size_t>(b.id)] = &it->second;
+    }
+  }
+}
 
 MappingView::~MappingView() = default;
 
@@ -110,6 +132,38 @@ std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
     if (bucket == bucket_id) teams.push_back(ids[i]);
   }
   return teams;
+}
+
+EventRoute MappingView::RouteEventWithRules(RouteResult route, int64_t team_id,
+                                            std::string_view key, absl::Time now) const {
+  const size_t bucket = static_cast<uint32_t>(route.bucket_id());
+  const std::string* main = bucket < event_topics_.size() ? event_topics_[bucket] : nullptr;
+  const client_internal::TeamEventRules* rules = event_rules_->Find(team_id);
+  if (rules == nullptr) return EventRoute(route, main, 0);
+  const uint8_t skip = rules->skip_person_processing ? EventRoute::kSkipPersonProcessing : 0;
+  if (!route.routable()) return EventRoute(route, nullptr, skip);
+  if (rules->drop) return EventRoute(route, nullptr, EventRoute::kDropped | skip);
+  // The server refuses overflow rules for buckets without an overflow
+  // topic; if one still has none here, the event stays on the main topic.
+  const std::string* overflow = overflow_topics_[bucket];
+  if (overflow == nullptr) return EventRoute(route, main, skip);
+  const EventRoute overflowed(route, overflow, EventRoute::kOverflowed | skip);
+  if (rules->force_overflow) return overflowed;
+  client_internal::TeamLimiter* limiter = rules->limiter.get();
+  if (limiter == nullptr) return EventRoute(route, main, skip);
+  const int64_t now_ns = absl::ToUnixNanos(now);
+  if (limiter->team_sticky_until() > now_ns) return overflowed;
+  client_internal::StickySet* sticky = event_rules_->sticky();
+  const uint64_t hash = client_internal::StickyHash(team_id, key);
+  if (sticky->Contains(hash, now)) return overflowed;
+  if (limiter->TryAcquire(now_ns)) return EventRoute(route, main, skip);
+  const absl::Time until = now + event_rules_->sticky_window();
+  if (!sticky->Mark(hash, now, until)) {
+    // No room for the key: the whole team overflows for one window, so no
+    // key goes back to the main topic inside it.
+    limiter->StickTeamUntil(absl::ToUnixNanos(until));
+  }
+  return overflowed;
 }
 
 bool MappingView::Owns(int32_t bucket_id, int64_t team_id) const {
@@ -298,7 +352,75 @@ void Client::RemoveListener(ListenerId id) {
                    listeners_.end());
 }
 
+Client::ListenerId Client::OnBucketState(int32_t bucket_id,
+                                         std::function<void(const BucketStateChange&)> listener) {
+  auto shared =
+      std::make_shared<const std::function<void(const BucketStateChange&)>>(std::move(listener));
+  ListenerId id;
+  {
+    client_internal::MutexLock lock(&listeners_mu_);
+    id = next_listener_id_++;
+  }
+  BucketStateChange now;
+  bool tell = false;
+  {
+    // Under bucket_mu_: a publication either replaced the view before we
+    // read it, or tells this listener (under the same lock) afterwards.
+    client_internal::MutexLock lock(&bucket_mu_);
+    BucketListener entry{id, bucket_id, shared, std::nullopt, false};
+    if (const std::shared_ptr<const MappingView> view = Current()) {
+      now.bucket_id = bucket_id;
+      now.version = view->version();
+      if (const Bucket* b = view->FindBucket(bucket_id)) now.state = b->state;
+      entry.last = now.state;
+      entry.told = true;
+      tell = true;
+    }
+    bucket_listeners_.push_back(std::move(entry));
+  }
+  if (tell) (*shared)(now);
+  return id;
+}
+
+void Client::RemoveBucketStateListener(ListenerId id) {
+  client_internal::MutexLock lock(&bucket_mu_);
+  bucket_listeners_.erase(std::remove_if(bucket_listeners_.begin(), bucket_listeners_.end(),
+                                         [id](const BucketListener& l) { return l.id == id; }),
+                          bucket_listeners_.end());
+}
+
+void Client::RunBucketStateListeners(const MappingView& view) {
+  std::vector<std::pair<std::shared_ptr<const std::function<void(const BucketStateChange&)>>,
+                        BucketStateChange>>
+      calls;
+  {
+    client_internal::MutexLock lock(&bucket_mu_);
+    for (BucketListener& l : bucket_listeners_) {
+      BucketStateChange change;
+      change.bucket_id = l.bucket_id;
+      change.version = view.version();
+      if (const Bucket* b = view.FindBucket(l.bucket_id)) change.state = b->state;
+      if (l.told && change.state == l.last) continue;
+      l.last = change.state;
+      l.told = true;
+      calls.emplace_back(l.listener, change);
+    }
+  }
+  for (const auto& [listener, change] : calls) (*listener)(change);
+}
+
 // ---- Client: updates ----
+
+std::shared_ptr<const MappingView> Client::MakeView(std::shared_ptr<const Snapshot> snapshot,
+                                                    std::shared_ptr<const HandoffSet> handoffs,
+                                                    std::unique_ptr<const RouteIndex> index) {
+  std::shared_ptr<const EventRules> rules =
+      EventRules::Build(*snapshot, options_.rate_limit_share, options_.overflow_sticky_window,
+                        options_.overflow_sticky_capacity, &limiters_, &sticky_);
+  return std::shared_ptr<const MappingView>(new MappingView(std::move(snapshot),
+                                                            std::move(handoffs), std::move(index),
+                                                            std::move(rules), options_.event_role));
+}
 
 void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at,
                      const std::vector<v1::Handoff>& ended) {
@@ -331,6 +453,7 @@ void Client::Publish(std::shared_ptr<const MappingView> view, bool reset, absl::
   const ChangeEvent event{old_version, new_version, reset, raw};
   for (const auto& listener : listeners) (*listener)(event);
   RunHandoffCallbacks(*raw, ended);
+  RunBucketStateListeners(*raw);
 }
 
 absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
@@ -343,8 +466,6 @@ absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
   ASSIGN_OR_RETURN(std::shared_ptr<const HandoffSet> handoffs,
                    HandoffSet::Build(snapshot.handoffs(), "snapshot.handoffs"));
   ASSIGN_OR_RETURN(std::unique_ptr<const RouteIndex> index, RouteIndex::Build(*domain, *handoffs));
-  std::shared_ptr<const MappingView> view(
-      new MappingView(domain, std::move(handoffs), std::move(index)));
 
   client_internal::MutexLock lock(&apply_mu_);
   const std::shared_ptr<const MappingView> current = CurrentForWriter();
@@ -360,7 +481,7 @@ absl::Status Client::ApplySnapshot(const v1::MappingSnapshot& snapshot) {
         "and taking the snapshot at version {}",
         current->cluster_id(), domain->cluster_id(), current->version(), domain->version());
   }
-  Publish(std::move(view), reset, Now());
+  Publish(MakeView(std::move(domain), std::move(handoffs), std::move(index)), reset, Now());
   return absl::OkStatus();
 }
 
@@ -434,6 +555,9 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
                      HandoffSet::Apply(handoffs, d.handoffs(), field + ".handoffs", &ended));
     for (const auto& [team, target] : change.set) touched.push_back(team);
     touched.insert(touched.end(), change.unset.begin(), change.unset.end());
+    // A team's rules set its route's rules bit.
+    for (const TeamRule& rule : change.rules) touched.push_back(rule.team_id);
+    for (const TeamRuleKey& key : change.cleared_rules) touched.push_back(key.team_id);
     absl::StatusOr<std::shared_ptr<const Snapshot>> next = snapshot->Apply(change);
     if (!next.ok()) return Prefixed(next.status(), field + ": ");
     snapshot = *std::move(next);
@@ -450,9 +574,8 @@ absl::Status Client::ApplyDeltaList(const std::vector<const v1::MappingDelta*>& 
     index = RouteIndex::Update(*current->index_, *snapshot, *handoffs, touched);
   }
   if (!index.ok()) return index.status();
-  Publish(std::shared_ptr<const MappingView>(
-              new MappingView(snapshot, std::move(handoffs), *std::move(index))),
-          /*reset=*/false, Now(), ended);
+  Publish(MakeView(snapshot, std::move(handoffs), *std::move(index)), /*reset=*/false, Now(),
+          ended);
   return absl::OkStatus();
 }
 
@@ -500,21 +623,21 @@ absl::Status Client::LoadCache(const std::string& path) {
   if (!handoffs.ok()) return corrupt(handoffs.status());
   absl::StatusOr<std::unique_ptr<const RouteIndex>> index = RouteIndex::Build(**domain, **handoffs);
   if (!index.ok()) return corrupt(index.status());
-  std::shared_ptr<const MappingView> view(
-      new MappingView(*domain, *std::move(handoffs), *std::move(index)));
 
   client_internal::MutexLock lock(&apply_mu_);
   const std::shared_ptr<const MappingView> current = CurrentForWriter();
   if (current != nullptr) {
-    if (current->cluster_id() != view->cluster_id()) {
+    if (current->cluster_id() != (*domain)->cluster_id()) {
       spdlog::warn("bucketmap client: ignoring cache file {} of cluster {}; the mapping is of {}",
-                   path, view->cluster_id(), current->cluster_id());
+                   path, (*domain)->cluster_id(), current->cluster_id());
       return absl::FailedPreconditionError(
-          absl::StrCat("cache file: of cluster ", view->cluster_id(),
+          absl::StrCat("cache file: of cluster ", (*domain)->cluster_id(),
                        " while the loaded mapping is of cluster ", current->cluster_id()));
     }
-    if (view->version() <= current->version()) return absl::OkStatus();
+    if ((*domain)->version() <= current->version()) return absl::OkStatus();
   }
+  std::shared_ptr<const MappingView> view =
+      MakeView(*std::move(domain), *std::move(handoffs), *std::move(index));
   const absl::Time confirmed_at = contents->confirmed_at;
   spdlog::info(
       "bucketmap client: loaded mapping version {} of cluster {} from {}, confirmed {} ago",

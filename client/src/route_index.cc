@@ -42,11 +42,16 @@ size_t BucketsFor(size_t count, int load_shift) {
 }
 
 // Computes the routes of overrides, using the snapshot's placement tables
-// exactly as Snapshot::RouteOf() does.
+// exactly as Snapshot::RouteOf() does, and of the teams without one that
+// need an entry, from the index's default slots.
 class EntryMaker {
  public:
-  EntryMaker(const Snapshot& snapshot, const HandoffSet& handoffs)
-      : snapshot_(snapshot), handoffs_(handoffs) {
+  EntryMaker(const Snapshot& snapshot, const HandoffSet& handoffs, const uint16_t* default_slots,
+             const uint64_t* default_routes)
+      : snapshot_(snapshot),
+        handoffs_(handoffs),
+        default_slots_(default_slots),
+        default_routes_(default_routes) {
     tables_.reserve(snapshot.pools().size());
     for (const std::string& pool : snapshot.pools()) tables_.push_back(&snapshot.PoolTable(pool));
   }
@@ -70,27 +75,47 @@ class EntryMaker {
         !handoffs_.empty() &&
         handoffs_.Involves(team, source == RouteSource::kPin,
                            pool < 0 ? std::string_view() : snapshot_.pools()[pool], bucket);
-    return RouteIndex::Entry{team, RouteIndex::PackRoute(bucket, pool, state, source, handoff)};
+    return RouteIndex::Entry{team, RouteIndex::PackRoute(bucket, pool, state, source, handoff,
+                                                         snapshot_.HasRules(team))};
   }
 
-  // The entry of a team listed in an open handoff that has no override
-  // now (an unpin moved it to default placement): its default route with
-  // the handoff bit. Default slots cannot carry the bit for it alone.
-  RouteIndex::Entry MakeListedDefault(int64_t team) const {
-    const int32_t bucket = snapshot_.PoolTable(kDefaultPool).BucketForTeam(team);
-    const auto& pools = snapshot_.pools();
-    const int32_t pool = static_cast<int32_t>(
-        std::lower_bound(pools.begin(), pools.end(), std::string(kDefaultPool)) - pools.begin());
-    const BucketState state = bucket > 0 ? snapshot_.FindBucket(bucket)->state : BucketState{};
-    return RouteIndex::Entry{
-        team, RouteIndex::PackRoute(bucket, pool, state, RouteSource::kDefault, true)};
+  // The entry of a team without an override that is listed in an open
+  // handoff (`listed`: an unpin moved it to default placement) or has team
+  // rules: its default route with those bits, which the default slots
+  // cannot carry for it alone.
+  RouteIndex::Entry MakeDefaultEntry(int64_t team, bool listed) const {
+    uint64_t route = default_routes_[default_slots_[HashTeam(team) >> 48]];
+    if (listed) route |= RouteIndex::kHandoffBit;
+    if (snapshot_.HasRules(team)) route |= RouteIndex::kRulesBit;
+    return RouteIndex::Entry{team, route};
   }
 
  private:
   const Snapshot& snapshot_;
   const HandoffSet& handoffs_;
+  const uint16_t* const default_slots_;
+  const uint64_t* const default_routes_;
   std::vector<const PlacementTable*> tables_;
 };
+
+// The teams of `snapshot` without an override that need an entry of their
+// own: listed in an open handoff, or with team rules. Ascending, unique.
+std::vector<int64_t> DefaultEntryTeams(const Snapshot& snapshot, const HandoffSet& handoffs) {
+  std::vector<int64_t> teams;
+  if (!handoffs.empty()) teams = handoffs.ListedTeams();
+  for (const TeamRule& rule : snapshot.team_rules()) {
+    if (teams.empty() || teams.back() != rule.team_id) teams.push_back(rule.team_id);
+  }
+  std::sort(teams.begin(), teams.end());
+  teams.erase(std::unique(teams.begin(), teams.end()), teams.end());
+  const std::vector<int64_t>& ids = snapshot.team_ids();
+  teams.erase(std::remove_if(teams.begin(), teams.end(),
+                             [&ids](int64_t team) {
+                               return std::binary_search(ids.begin(), ids.end(), team);
+                             }),
+              teams.end());
+  return teams;
+}
 
 // The slot table shared by every index whose default pool has no
 // placeable bucket: each slot names the one unroutable route.
@@ -201,44 +226,6 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
   std::unique_ptr<RouteIndex> index(new RouteIndex());
   index->version_ = snapshot.version();
 
-  // Overrides.
-  const size_t n = snapshot.assignment_count();
-  int bits = 0;
-  while (bits < 16 && (n >> bits) > kTargetPartitionSize) ++bits;
-  const size_t count = size_t{1} << bits;
-  index->partition_mask_ = count - 1;
-  std::vector<std::vector<Entry>> grouped(count);
-  for (auto& g : grouped) g.reserve(n / count + n / count / 4 + 4);
-  EntryMaker maker(snapshot, handoffs);
-  for (size_t i = 0; i < n; ++i) {
-    const Entry e = maker.Make(i);
-    grouped[PartitionOf(e.team_id, index->partition_mask_)].push_back(e);
-  }
-  size_t synthetic = 0;
-  if (!handoffs.empty()) {
-    const std::vector<int64_t>& ids = snapshot.team_ids();
-    for (int64_t team : handoffs.ListedTeams()) {
-      if (std::binary_search(ids.begin(), ids.end(), team)) continue;
-      grouped[PartitionOf(team, index->partition_mask_)].push_back(maker.MakeListedDefault(team));
-      ++synthetic;
-    }
-  }
-  index->refs_.resize(count);
-  index->partitions_.resize(count);
-  // One slab for every partition, in order.
-  size_t total = 0;
-  index->load_shift_ = n <= kSparseOverrides ? 2 : 1;
-  for (const auto& g : grouped) total += BucketsFor(g.size(), index->load_shift_);
-  std::shared_ptr<Bucket> slab = AllocateBuckets(total);
-  Bucket* next = slab.get();
-  for (size_t p = 0; p < count; ++p) {
-    const size_t buckets = BucketsFor(grouped[p].size(), index->load_shift_);
-    index->Publish(p, BuildPartition(grouped[p], absl::Span<Bucket>(next, buckets), slab));
-    next += buckets;
-  }
-  index->slab_ = std::move(slab);
-  index->size_ = n + synthetic;
-
   // Default placement.
   const int32_t default_pool = static_cast<int32_t>(
       std::lower_bound(pools.begin(), pools.end(), std::string(kDefaultPool)) - pools.begin());
@@ -288,6 +275,47 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
     index->default_slots_ = std::move(slots);
   }
   index->default_routes_ = std::move(routes);
+
+  // Overrides.
+  const size_t n = snapshot.assignment_count();
+  int bits = 0;
+  while (bits < 16 && (n >> bits) > kTargetPartitionSize) ++bits;
+  const size_t count = size_t{1} << bits;
+  index->partition_mask_ = count - 1;
+  std::vector<std::vector<Entry>> grouped(count);
+  for (auto& g : grouped) g.reserve(n / count + n / count / 4 + 4);
+  EntryMaker maker(snapshot, handoffs, index->default_slots_->data(),
+                   index->default_routes_->data());
+  for (size_t i = 0; i < n; ++i) {
+    const Entry e = maker.Make(i);
+    grouped[PartitionOf(e.team_id, index->partition_mask_)].push_back(e);
+  }
+  const std::vector<int64_t> synthetic = DefaultEntryTeams(snapshot, handoffs);
+  if (!synthetic.empty()) {
+    const std::vector<int64_t> listed =
+        handoffs.empty() ? std::vector<int64_t>() : handoffs.ListedTeams();
+    for (int64_t team : synthetic) {
+      const bool is_listed = std::binary_search(listed.begin(), listed.end(), team);
+      grouped[PartitionOf(team, index->partition_mask_)].push_back(
+          maker.MakeDefaultEntry(team, is_listed));
+    }
+  }
+  index->refs_.resize(count);
+  index->partitions_.resize(count);
+  // One slab for every partition, in order.
+  size_t total = 0;
+  index->load_shift_ = n <= kSparseOverrides ? 2 : 1;
+  for (const auto& g : grouped) total += BucketsFor(g.size(), index->load_shift_);
+  std::shared_ptr<Bucket> slab = AllocateBuckets(total);
+  Bucket* next = slab.get();
+  for (size_t p = 0; p < count; ++p) {
+    const size_t buckets = BucketsFor(grouped[p].size(), index->load_shift_);
+    index->Publish(p, BuildPartition(grouped[p], absl::Span<Bucket>(next, buckets), slab));
+    next += buckets;
+  }
+  index->slab_ = std::move(slab);
+  index->size_ = n + synthetic.size();
+
   index->Seal();
   return std::unique_ptr<const RouteIndex>(std::move(index));
 }
@@ -314,7 +342,8 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
     by_partition.emplace_back(PartitionOf(team, index->partition_mask_), team);
   }
   std::sort(by_partition.begin(), by_partition.end());
-  EntryMaker maker(snapshot, handoffs);
+  EntryMaker maker(snapshot, handoffs, index->default_slots_->data(),
+                   index->default_routes_->data());
   const std::vector<int64_t>& ids = snapshot.team_ids();
   const std::vector<int64_t> listed =
       handoffs.empty() ? std::vector<int64_t>() : handoffs.ListedTeams();
@@ -342,8 +371,8 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
       const auto it = std::lower_bound(ids.begin(), ids.end(), team);
       if (it != ids.end() && *it == team) {
         entries.push_back(maker.Make(static_cast<size_t>(it - ids.begin())));
-      } else if (listed_now(team)) {
-        entries.push_back(maker.MakeListedDefault(team));
+      } else if (listed_now(team) || snapshot.HasRules(team)) {
+        entries.push_back(maker.MakeDefaultEntry(team, listed_now(team)));
       }
     }
     const size_t buckets = BucketsFor(entries.size(), index->load_shift_);

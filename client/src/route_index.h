@@ -9,8 +9,11 @@
 //     linearly bucket by bucket, and at most half full (a quarter up to
 //     128Ki overrides, see route_index.cc). Each entry holds
 //     the team's final route at this version (bucket id, state, pool
-//     index, source), precomputed with the domain library's placement, so
-//     a hit needs no further lookup.
+//     index, source, and whether the team has team rules), precomputed
+//     with the domain library's placement, so a hit needs no further
+//     lookup. A team without an override that has team rules, or is
+//     listed in an open handoff, gets an entry too: its default route
+//     with the bit set.
 //   - Teams without an override are placed by default: hash >> 48 is the
 //     domain's TeamSlot(), which indexes a 65,536-entry table (16 bits
 //     each, 128 KiB) of the default pool's members, each holding its route
@@ -66,17 +69,17 @@ class RouteIndex {
   // placeable buckets in the default pool, counting each bucket twice when
   // some of its slots are in a pool-based handoff).
   static absl::StatusOr<std::unique_ptr<const RouteIndex>> Build(const Snapshot& snapshot,
-                                                                  const HandoffSet& handoffs);
+                                                                 const HandoffSet& handoffs);
   static absl::StatusOr<std::unique_ptr<const RouteIndex>> Build(const Snapshot& snapshot) {
     return Build(snapshot, *HandoffSet::Empty());
   }
 
   // Builds the index of `snapshot` from `previous`, the index of its
   // predecessor. Requires that the two snapshots have the same buckets and
-  // the same pool table, and differ only in the overrides of the teams in
-  // `touched` (ascending, unique); and that the handoff bit of no other
-  // team changed (no pool-based handoff opened or ended). Untouched
-  // partitions, and the default slots, are shared.
+  // the same pool table, and differ only in the overrides and team rules
+  // of the teams in `touched` (ascending, unique); and that the handoff bit
+  // of no other team changed (no pool-based handoff opened or ended).
+  // Untouched partitions, and the default slots, are shared.
   static absl::StatusOr<std::unique_ptr<const RouteIndex>> Update(
       const RouteIndex& previous, const Snapshot& snapshot, const HandoffSet& handoffs,
       absl::Span<const int64_t> touched);
@@ -92,21 +95,26 @@ class RouteIndex {
 
   // The packed form of a route, as RouteResult holds it.
   static uint64_t PackRoute(int32_t bucket_id, int32_t pool_index, BucketState state,
-                            RouteSource source, bool handoff = false) {
+                            RouteSource source, bool handoff = false, bool rules = false) {
     return static_cast<uint64_t>(static_cast<uint32_t>(bucket_id)) |
            (static_cast<uint64_t>(pool_index + 1) << RouteResult::kPoolShift) |
            (static_cast<uint64_t>(state) << RouteResult::kStateShift) |
            (static_cast<uint64_t>(source) << RouteResult::kSourceShift) |
-           (static_cast<uint64_t>(handoff) << RouteResult::kHandoffShift);
+           (static_cast<uint64_t>(handoff) << RouteResult::kHandoffShift) |
+           (static_cast<uint64_t>(rules) << RouteResult::kRulesShift);
   }
+  // The handoff and team-rules bits of the packed form.
+  static constexpr uint64_t kHandoffBit = uint64_t{1} << RouteResult::kHandoffShift;
+  static constexpr uint64_t kRulesBit = uint64_t{1} << RouteResult::kRulesShift;
   // Pool index + 1 must fit in the packed form.
   static constexpr size_t kMaxPools = RouteResult::kPoolMask - 1;
   // The result of a query without a mapping.
   static RouteResult NoMapping() { return RouteResult(); }
 
   int64_t version() const { return version_; }
-  // Number of entries indexed: the overrides, plus the teams listed in an
-  // open handoff that have none (see MakeListedDefault in the .cc).
+  // Number of entries indexed: the overrides, plus the teams without one
+  // that are listed in an open handoff or have team rules (see
+  // MakeDefaultEntry in the .cc).
   size_t size() const { return size_; }
   size_t partition_count() const { return refs_.size(); }
   // True when partition `i` is the same object in both indexes (tests).

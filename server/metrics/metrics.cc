@@ -208,7 +208,21 @@ Metrics::Metrics()
                              .Help("Failed flushes of this replica's load windows to "
                                    "PostgreSQL (retried with the next flush)")
                              .Register(*registry_)
-                             .Add({})) {}
+                             .Add({})),
+      team_rules_(prometheus::BuildGauge()
+                      .Name("bucketmap_team_rules")
+                      .Help("Team rules in force, by kind (RATE_LIMIT, FORCE_OVERFLOW, DROP, "
+                            "SKIP_PERSON_PROCESSING)")
+                      .Register(*registry_)),
+      pool_paused_(prometheus::BuildGauge()
+                       .Name("bucketmap_pool_paused")
+                       .Help("1 for each pool that is PAUSED (UpdatePool), 0 once resumed")
+                       .Register(*registry_)),
+      rules_expired_(prometheus::BuildCounter()
+                         .Name("bucketmap_team_rules_expired_total")
+                         .Help("Team rules the leader removed because their expire_time passed")
+                         .Register(*registry_)
+                         .Add({})) {}
 
 void Metrics::SetBucketLags(const std::vector<BucketLag>& lags) {
   std::map<std::vector<std::string>, BucketLag> next;
@@ -248,6 +262,10 @@ void Metrics::RecordLoadReport(const std::string& result) {
 }
 
 void Metrics::RecordLoadFlushError() { load_flush_errors_.Increment(); }
+
+void Metrics::RecordRulesExpired(int64_t count) {
+  rules_expired_.Increment(static_cast<double>(count));
+}
 
 void Metrics::SetLeader(int64_t epoch) {
   leader_.Set(epoch == 0 ? 0 : 1);
@@ -349,6 +367,15 @@ void Metrics::OnSnapshot(const Snapshot& snapshot) {
     auto it = pinned.find(bucket.id);
     pinned_teams_.Add({{"bucket_id", absl::StrCat(bucket.id)}, {"bucket", bucket.name}})
         .Set(it == pinned.end() ? 0 : static_cast<double>(it->second));
+  }
+  int64_t by_kind[kMaxRuleKind + 1] = {};
+  for (const TeamRule& rule : snapshot.team_rules()) ++by_kind[static_cast<int>(rule.kind)];
+  for (int kind = kMinRuleKind; kind <= kMaxRuleKind; ++kind) {
+    team_rules_.Add({{"kind", RuleKindName(static_cast<RuleKind>(kind))}})
+        .Set(static_cast<double>(by_kind[kind]));
+  }
+  for (const Pool& pool : snapshot.pool_objects()) {
+    pool_paused_.Add({{"pool", pool.name}}).Set(pool.paused() ? 1 : 0);
   }
 }
 

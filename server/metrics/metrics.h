@@ -38,7 +38,8 @@ class Metrics {
   // Records one finished RPC. `method` is the full gRPC method name.
   void RecordRpc(const std::string& method, int code, double seconds);
 
-  // Updates the version, assignment and per-bucket gauges.
+  // Updates the version, assignment and per-bucket gauges, the team rules
+  // by kind and the paused pools.
   void OnSnapshot(const Snapshot& snapshot) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Sets the number of open watch streams of a role (bucketmap.v1.ClientRole).
@@ -99,6 +100,9 @@ class Metrics {
   // Counts a failed flush of this replica's load windows to the store
   // (retried with the next flush).
   void RecordLoadFlushError();
+  // Rule expiry (server/rules/rule_expiry.h): team rules removed because
+  // their expire_time passed.
+  void RecordRulesExpired(int64_t count);
 
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
@@ -136,6 +140,9 @@ class Metrics {
   prometheus::Gauge& lag_round_partitions_;
   prometheus::Family<prometheus::Counter>& load_reports_;
   prometheus::Counter& load_flush_errors_;
+  prometheus::Family<prometheus::Gauge>& team_rules_;
+  prometheus::Family<prometheus::Gauge>& pool_paused_;
+  prometheus::Counter& rules_expired_;
   absl::Mutex mu_;
   // The bucketmap_bucket_lag_* series now exported, by their labels.
   std::map<std::vector<std::string>, BucketLag> lag_series_ ABSL_GUARDED_BY(mu_);

@@ -9,9 +9,11 @@
 #define BUCKETMAP_SERVER_RPC_ADMIN_REQUESTS_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "bucketmap/v1/admin.pb.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
@@ -41,6 +43,23 @@ absl::Status ValidateBulkAssignRequest(const v1::BulkAssignRequest& request,
                                        int64_t max_assignments);
 absl::StatusOr<Plan> PlanBulkAssignRequest(const Snapshot& before,
                                            const v1::BulkAssignRequest& request);
+
+// UpdatePool: `actor` is recorded in the pool object.
+absl::Status ValidateUpdatePoolRequest(const v1::UpdatePoolRequest& request);
+absl::StatusOr<Plan> PlanUpdatePoolRequest(const Snapshot& before,
+                                           const v1::UpdatePoolRequest& request,
+                                           const std::string& actor);
+
+// SetTeamRule: `actor` is recorded in the rule; `now` (the server's clock)
+// turns a ttl into an expire_time and must precede the expiry.
+absl::Status ValidateSetTeamRuleRequest(const v1::SetTeamRuleRequest& request);
+absl::StatusOr<Plan> PlanSetTeamRuleRequest(const Snapshot& before,
+                                            const v1::SetTeamRuleRequest& request,
+                                            const std::string& actor, absl::Time now);
+
+absl::Status ValidateClearTeamRuleRequest(const v1::ClearTeamRuleRequest& request);
+absl::StatusOr<Plan> PlanClearTeamRuleRequest(const Snapshot& before,
+                                              const v1::ClearTeamRuleRequest& request);
 
 }  // namespace bucketmap
 

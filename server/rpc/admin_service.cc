@@ -99,6 +99,9 @@ void MarkReplayed(bool replayed, Response* response) {
 // CancelHandoffResponse carries no WriteEffect.
 void MarkReplayed(bool, v1::CancelHandoffResponse*) {}
 
+constexpr int32_t kDefaultRulesPage = 1000;
+constexpr int32_t kMaxRulesPage = 10000;
+
 // Keeps only `team_id`'s rows of a delta (buckets are kept whole).
 void TrimDeltaToTeam(int64_t team_id, v1::MappingDelta* delta) {
   v1::Assignments kept;
@@ -168,15 +171,27 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
   BUCKETMAP_BIND(ListClients, ListClientsRequest, ListClientsResponse);
   BUCKETMAP_BIND(ListHandoffs, ListHandoffsRequest, ListHandoffsResponse);
   BUCKETMAP_BIND(CancelHandoff, CancelHandoffRequest, CancelHandoffResponse);
+  BUCKETMAP_BIND(UpdatePool, UpdatePoolRequest, UpdatePoolResponse);
+  BUCKETMAP_BIND(ListPools, ListPoolsRequest, ListPoolsResponse);
+  BUCKETMAP_BIND(SetTeamRule, SetTeamRuleRequest, SetTeamRuleResponse);
+  BUCKETMAP_BIND(ClearTeamRule, ClearTeamRuleRequest, ClearTeamRuleResponse);
+  BUCKETMAP_BIND(ListTeamRules, ListTeamRulesRequest, ListTeamRulesResponse);
 #undef BUCKETMAP_BIND
 }
 
 template <typename Request, typename Response>
-bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call) {
-  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kAdmin);
+bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call, Access access) {
+  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), access);
   if (caller.ok()) return false;
   call->Reply(caller.status());
   return true;
+}
+
+absl::StatusOr<std::string> AdminServiceImpl::AdminName(
+    const grpc::CallbackServerContext& ctx) const {
+  absl::StatusOr<Identity> caller = authorizer_->Check(ctx, Access::kAdmin);
+  if (!caller.ok()) return caller.status();
+  return caller->name;
 }
 
 template <typename Request, typename Response>
@@ -576,6 +591,155 @@ void AdminServiceImpl::CancelHandoff(
           ToProto(plan.change.handoffs.front(), out->mutable_handoff());
         }
       });
+}
+
+void AdminServiceImpl::UpdatePool(UnaryCall<v1::UpdatePoolRequest, v1::UpdatePoolResponse>* call) {
+  absl::StatusOr<std::string> actor = AdminName(*call->ctx());
+  if (!actor.ok()) return call->Reply(actor.status());
+  const v1::UpdatePoolRequest& request = call->request();
+  if (absl::Status s = ValidateUpdatePoolRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("UpdatePool", request);
+  // Pausing or resuming changes no placement (PAUSED buckets stay in it):
+  // no team moves, and it is no move to cool down from.
+  write.scope = MoveScope::kPoolWide;
+  write.exempt_cooldown = true;
+  write.plan = [&request, actor = *actor](const Snapshot& before) {
+    return PlanUpdatePoolRequest(before, request, actor);
+  };
+  RunWrite(call, std::move(write),
+           [&request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                      v1::UpdatePoolResponse* out) {
+             const Snapshot& after = plan.after != nullptr ? *plan.after : before;
+             out->set_version(version);
+             ToProto(after.PoolOf(request.name()), out->mutable_pool());
+             for (const Bucket& b : plan.change.buckets) ToProto(b, out->add_buckets());
+             ToProto(plan.effect, dry_run, out->mutable_effect());
+           });
+}
+
+void AdminServiceImpl::ListPools(UnaryCall<v1::ListPoolsRequest, v1::ListPoolsResponse>* call) {
+  if (Refuse(call, Access::kRead)) return;
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const Snapshot& snapshot = current->snapshot();
+  std::vector<std::string> names = snapshot.pools();
+  for (const Pool& p : snapshot.pool_objects()) names.push_back(p.name);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  v1::ListPoolsResponse* response = call->response();
+  response->set_version(snapshot.version());
+  for (const std::string& name : names) {
+    v1::PoolInfo* info = response->add_pools();
+    ToProto(snapshot.PoolOf(name), info->mutable_pool());
+    info->set_has_object(snapshot.FindPoolObject(name) != nullptr);
+    int64_t pinned = 0;
+    for (const Bucket& b : snapshot.buckets()) {
+      if (b.pool != name) continue;
+      info->add_bucket_ids(b.id);
+      pinned += snapshot.PinnedCount(b.id);
+    }
+    info->set_assigned_teams(snapshot.PoolAssignedCount(name));
+    info->set_pinned_teams(pinned);
+    // The pool's load (events/s, processing time) goes here once the
+    // load signals exist (SPEC §9, issue 11): summed over bucket_ids from
+    // the per-bucket rates, in PoolInfo fields 10..19.
+  }
+  call->Reply(absl::OkStatus());
+}
+
+void AdminServiceImpl::SetTeamRule(
+    UnaryCall<v1::SetTeamRuleRequest, v1::SetTeamRuleResponse>* call) {
+  absl::StatusOr<std::string> actor = AdminName(*call->ctx());
+  if (!actor.ok()) return call->Reply(actor.status());
+  const v1::SetTeamRuleRequest& request = call->request();
+  if (absl::Status s = ValidateSetTeamRuleRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("SetTeamRule", request);
+  write.plan = [&request, actor = *actor](const Snapshot& before) {
+    return PlanSetTeamRuleRequest(before, request, actor, absl::Now());
+  };
+  RunWrite(call, std::move(write),
+           [&request](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+                      v1::SetTeamRuleResponse* out) {
+             const Snapshot& after = plan.after != nullptr ? *plan.after : before;
+             out->set_version(version);
+             const TeamRule* rule =
+                 plan.change.rules.empty()
+                     ? after.FindRule(request.team_id(), static_cast<RuleKind>(request.kind()))
+                     : &plan.change.rules.front();
+             if (rule != nullptr) ToProto(*rule, out->mutable_rule());
+             ToProto(plan.effect, dry_run, out->mutable_effect());
+           });
+}
+
+void AdminServiceImpl::ClearTeamRule(
+    UnaryCall<v1::ClearTeamRuleRequest, v1::ClearTeamRuleResponse>* call) {
+  if (Refuse(call)) return;
+  const v1::ClearTeamRuleRequest& request = call->request();
+  if (absl::Status s = ValidateClearTeamRuleRequest(request); !s.ok()) return call->Reply(s);
+  MoveWrite write = WriteOf("ClearTeamRule", request);
+  write.plan = [&request](const Snapshot& before) {
+    return PlanClearTeamRuleRequest(before, request);
+  };
+  RunWrite(call, std::move(write),
+           [](const Snapshot& before, const Plan& plan, int64_t version, bool dry_run,
+              v1::ClearTeamRuleResponse* out) {
+             out->set_version(version);
+             for (const TeamRuleKey& key : plan.change.cleared_rules) {
+               if (const TeamRule* rule = before.FindRule(key.team_id, key.kind)) {
+                 ToProto(*rule, out->add_cleared());
+               }
+             }
+             ToProto(plan.effect, dry_run, out->mutable_effect());
+           });
+}
+
+void AdminServiceImpl::ListTeamRules(
+    UnaryCall<v1::ListTeamRulesRequest, v1::ListTeamRulesResponse>* call) {
+  if (Refuse(call, Access::kRead)) return;
+  const v1::ListTeamRulesRequest& request = call->request();
+  if (request.team_id() < 0) {
+    return call->Reply(absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));
+  }
+  if (request.kind() != v1::TEAM_RULE_KIND_UNSPECIFIED && !ValidRuleKind(request.kind())) {
+    return call->Reply(absl::InvalidArgumentError(
+        absl::StrCat("kind: unknown kind ", static_cast<int>(request.kind()))));
+  }
+  if (absl::Status s = ValidatePageSize(request.page_size(), kMaxRulesPage, "page_size"); !s.ok()) {
+    return call->Reply(s);
+  }
+  int64_t after_team = 0;
+  if (!request.page_token().empty() &&
+      (!absl::SimpleAtoi(request.page_token(), &after_team) || after_team < 1)) {
+    return call->Reply(absl::InvalidArgumentError("page_token: not a token from this API"));
+  }
+  const int32_t page_size = request.page_size() == 0 ? kDefaultRulesPage : request.page_size();
+  std::shared_ptr<const ServedSnapshot> current = manager_->Current();
+  const Snapshot& snapshot = current->snapshot();
+  v1::ListTeamRulesResponse* response = call->response();
+  response->set_version(snapshot.version());
+  const std::vector<TeamRule>& rules = snapshot.team_rules();
+  auto keep = [&request](const TeamRule& r) {
+    return (request.team_id() == 0 || r.team_id == request.team_id()) &&
+           (request.kind() == v1::TEAM_RULE_KIND_UNSPECIFIED ||
+            static_cast<int>(r.kind) == request.kind());
+  };
+  auto it = std::upper_bound(rules.begin(), rules.end(), after_team,
+                             [](int64_t t, const TeamRule& r) { return t < r.team_id; });
+  int32_t teams = 0;
+  int64_t last_team = 0;
+  for (; it != rules.end(); ++it) {
+    if (!keep(*it)) continue;
+    if (it->team_id != last_team) {
+      if (teams == page_size) {
+        // A further team exists: the page ends before it.
+        response->set_next_page_token(absl::StrCat(last_team));
+        break;
+      }
+      ++teams;
+      last_team = it->team_id;
+    }
+    ToProto(*it, response->add_rules());
+  }
+  call->Reply(absl::OkStatus());
 }
 
 }  // namespace bucketmap

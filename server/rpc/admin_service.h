@@ -58,6 +58,13 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void ListClients(UnaryCall<v1::ListClientsRequest, v1::ListClientsResponse>* call);
   void ListHandoffs(UnaryCall<v1::ListHandoffsRequest, v1::ListHandoffsResponse>* call);
   void CancelHandoff(UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call);
+  // Pools as objects and per-team rules (docs/rules.md). ListPools and
+  // ListTeamRules are reads: a reader token may call them.
+  void UpdatePool(UnaryCall<v1::UpdatePoolRequest, v1::UpdatePoolResponse>* call);
+  void ListPools(UnaryCall<v1::ListPoolsRequest, v1::ListPoolsResponse>* call);
+  void SetTeamRule(UnaryCall<v1::SetTeamRuleRequest, v1::SetTeamRuleResponse>* call);
+  void ClearTeamRule(UnaryCall<v1::ClearTeamRuleRequest, v1::ClearTeamRuleResponse>* call);
+  void ListTeamRules(UnaryCall<v1::ListTeamRulesRequest, v1::ListTeamRulesResponse>* call);
 
  private:
   // Fills the typed response of a planned write at `version`.
@@ -72,9 +79,14 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void RunWrite(UnaryCall<Request, Response>* call, MoveWrite write,
                 std::common_type_t<Fill<Response>> fill);
 
-  // Finishes the call and returns true when its caller is not an admin.
+  // Finishes the call and returns true when its caller is not an admin
+  // (or, with Access::kRead, not a reader).
   template <typename Request, typename Response>
-  bool Refuse(UnaryCall<Request, Response>* call);
+  bool Refuse(UnaryCall<Request, Response>* call, Access access = Access::kAdmin);
+
+  // The name of the caller, an admin (the actor a write records), or the
+  // error that refuses the call.
+  absl::StatusOr<std::string> AdminName(const grpc::CallbackServerContext& ctx) const;
 
   MappingManager* const manager_;
   Store* const store_;

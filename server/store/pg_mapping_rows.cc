@@ -148,6 +148,7 @@ absl::StatusOr<MappingState> ReadState(pqxx::transaction_base& tx, const pqxx::r
               [](const auto& a, const auto& b) { return a.first < b.first; });
   }
   RETURN_IF_ERROR(ReadHandoffState(tx, &state));
+  RETURN_IF_ERROR(ReadPoolsAndRules(tx, &state));
   return state;
 }
 

@@ -12,6 +12,7 @@
 //   pg_clients.cc       watch clients' states (watch_clients)
 //   pg_handoff_store.cc handoffs and move times
 //   pg_signals.cc       lag readings and load averages (SPEC §9)
+//   pg_pool_rules.cc    pools as objects and team rules
 #ifndef BUCKETMAP_SERVER_STORE_PG_SESSION_H_
 #define BUCKETMAP_SERVER_STORE_PG_SESSION_H_
 
@@ -196,6 +197,15 @@ absl::StatusOr<MappingState> ReadState(pqxx::transaction_base& tx, const pqxx::r
 // overrides from changed ones. Rows beyond `copy_threshold` go by COPY.
 absl::Status PersistAssignments(pqxx::transaction_base& tx, const Snapshot& before,
                                 const Change& change, int64_t version, int copy_threshold);
+
+// Adds the pool objects and the team rules to `state`. Internal when a
+// stored spec cannot be parsed.
+absl::Status ReadPoolsAndRules(pqxx::transaction_base& tx, MappingState* state);
+
+// Writes the pool objects and team rules `change` sets or clears at
+// `version`, and the change_log_teams rows of the rules' teams.
+absl::Status PersistPoolsAndRules(pqxx::transaction_base& tx, const Change& change,
+                                  int64_t version);
 
 }  // namespace bucketmap
 

@@ -325,6 +325,7 @@ absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteCont
   }
   RETURN_IF_ERROR(PersistAssignments(tx, *before, change, version, options_.copy_threshold));
   RETURN_IF_ERROR(PersistHandoffs(tx, change, version, ctx.leader_epoch));
+  RETURN_IF_ERROR(PersistPoolsAndRules(tx, change, version));
 
   v1::MappingDelta delta;
   ToProto(change, version, &delta);

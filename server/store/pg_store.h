@@ -3,7 +3,8 @@
 // Schema: migrations/ (0001_init.sql: the mapping and change log;
 // 0002_watch_clients.sql: watch client state; 0003_outbox.sql: the
 // change log's published_at, which makes it the outbox; 0004_leader.sql:
-// the leader epoch that fences leader-only writes). The single bm_meta row holds the
+// the leader epoch that fences leader-only writes; 0007_pools_and_rules.sql:
+// pool objects and team rules). The single bm_meta row holds the
 // global version, the cluster id and the next bucket id; each write locks
 // it (SELECT ... FOR UPDATE), so writes are serialised across every
 // replica and versions are gapless and visible in commit order.

@@ -49,12 +49,11 @@ size_t VersionFrame::bytes() const {
 std::string VersionFrame::Filtered(const std::vector<int32_t>& filter) const {
   v1::MappingDelta delta;
   delta.ParseFromString(*delta_);
-  v1::MappingDelta out;
-  out.set_from_version(delta.from_version());
-  out.set_to_version(delta.to_version());
-  *out.mutable_buckets() = delta.buckets();
-  *out.mutable_pools() = delta.pools();
-  *out.mutable_handoffs() = delta.handoffs();
+  // Filters narrow only the assignment rows: everything else (buckets,
+  // pools, handoffs, pool objects, team rules) is kept whole.
+  v1::MappingDelta out = delta;
+  out.clear_set();
+  out.clear_unset_team_ids();
   std::vector<int64_t> unset;
   const v1::Assignments& set = delta.set();
   for (int i = 0; i < set.team_ids_size(); ++i) {

@@ -183,4 +183,43 @@ if command -v curl >/dev/null 2>&1; then
     <<<"$metrics" || fail "metrics lack per-method counts"
 fi
 
+# Pools and team rules.
+run 0 update-pool free --priority 10 --reason "free is least important"
+expect_out '^version 8: pool free ACTIVE, priority 10$'
+run 0 pause-pool free --reason "incident" --dry-run
+expect_out '^dry run at version 8 \(nothing committed\): pool free PAUSED, priority 10; bucket 2 paused'
+run 0 pause-pool free --reason "incident"
+expect_out '^version 9: pool free PAUSED, priority 10; bucket 2 paused'
+run 0 pause-pool free --reason "again"
+expect_out '^version 9: no change \(pool free is PAUSED with priority 10\)'
+run 0 list-pools
+expect_out '^free +PAUSED +10 +2 +1 +1 +2 +9 +anonymous +incident'
+expect_out '^default +ACTIVE +100 +1 '
+run 0 list-buckets --pool free
+expect_out 'PAUSED'
+run 1 update-bucket f1 --state ACTIVE --reason "too early"
+expect_err '^error: FAILED_PRECONDITION: .*pool "free", which is PAUSED'
+run 0 resume-pool free --reason "over"
+expect_out '^version 10: pool free ACTIVE, priority 10; bucket 2 resumed'
+run 2 set-rule 100 --kind sideways --reason r
+expect_err -- '--kind: expected rate-limit'
+run 2 set-rule 100 --kind rate-limit --reason r
+expect_err -- '--events-per-second is required'
+run 1 set-rule 100 --kind rate-limit --events-per-second 50 --reason "noisy"
+expect_err '^error: FAILED_PRECONDITION: .*bucket 1 \(b1\) has no "overflow" topic'
+run 0 set-rule 100 --kind drop --ttl 1h --reason "spam" --request-id drop-100
+expect_out '^version 11: team 100 DROP, expires [0-9T:-]+Z$'
+run 0 set-rule 100 --kind drop --ttl 1h --reason "spam" --request-id drop-100
+expect_out 'replay of an earlier request'
+run 0 set-rule 101 --kind skip-person-processing --reason "backfill"
+run 0 rules
+expect_out '^ *100 +DROP +[0-9T:-]+Z +11 +anonymous +spam$'
+expect_out '^ *101 +SKIP_PERSON_PROCESSING +never +12 +anonymous +backfill$'
+run 0 rules --kind drop --json
+expect_out '"team_id":"100"'
+run 0 clear-rule 100 --reason "done"
+expect_out '^version 13: team 100: DROP cleared$'
+run 0 rules --team 100
+expect_out '^no team rules'
+
 echo "PASS: bucketctl end to end"

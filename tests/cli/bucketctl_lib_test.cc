@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -96,9 +97,13 @@ TEST(ValueParsersTest, IntegersKeyValuesLists) {
 }
 
 TEST(CommandsTest, EveryUnaryRpcHasACommand) {
-  for (const char* name : {"create-bucket", "update-bucket", "list-buckets", "assign", "unassign",
-                           "bulk-assign", "list-assignments", "history", "get-mapping", "get-team",
-                           "list-clients", "list-handoffs", "top"}) {
+  for (const char* name : {"create-bucket",    "update-bucket", "list-buckets",
+                           "assign",           "unassign",      "bulk-assign",
+                           "list-assignments", "history",       "get-mapping",
+                           "get-team",         "list-clients",  "list-handoffs",
+                           "cancel-handoff",   "list-pools",    "pause-pool",
+                           "resume-pool",      "update-pool",   "rules",
+                           "set-rule",         "clear-rule",    "top"}) {
     const CommandSpec* spec = FindCommand(name);
     ASSERT_NE(spec, nullptr) << name;
     EXPECT_THAT(HelpText(), HasSubstr(UsageLine(*spec)));
@@ -265,6 +270,89 @@ TEST(CommandsTest, ListsAndReads) {
   EXPECT_EQ(BuildGetMapping(Parse("get-mapping", {"--min-version", "12"}))->min_version(), 12);
   EXPECT_EQ(BuildGetTeam(Parse("get-team", {"77"}))->team_id(), 77);
   EXPECT_EQ(BuildListBuckets(Parse("list-buckets", {"--pool", "free"}))->pool(), "free");
+}
+
+TEST(CommandsTest, PoolsAndRules) {
+  auto pause = BuildPausePool(Parse("pause-pool", {"free", "--reason", "incident"}));
+  ASSERT_TRUE(pause.ok()) << pause.status();
+  EXPECT_EQ(pause->ShortDebugString(), "name: \"free\" state: PAUSED reason: \"incident\"");
+  auto resume = BuildResumePool(Parse("resume-pool", {"free", "--reason", "ok", "--dry-run"}));
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->state(), v1::ACTIVE);
+  EXPECT_TRUE(resume->dry_run());
+  auto update =
+      BuildUpdatePool(Parse("update-pool", {"paid", "--priority", "200", "--reason", "r"}));
+  ASSERT_TRUE(update.ok());
+  EXPECT_FALSE(update->has_state());
+  EXPECT_EQ(update->priority(), 200);
+  EXPECT_FALSE(BuildUpdatePool(Parse("update-pool", {"paid", "--reason", "r"})).ok());
+  EXPECT_FALSE(
+      BuildUpdatePool(Parse("update-pool", {"paid", "--state", "DRAINING", "--reason", "r"})).ok());
+
+  auto limit = BuildSetTeamRule(
+      Parse("set-rule", {"42", "--kind", "rate-limit", "--events-per-second", "12.5", "--burst",
+                         "30", "--ttl", "90m", "--reason", "noisy"}));
+  ASSERT_TRUE(limit.ok()) << limit.status();
+  EXPECT_EQ(limit->team_id(), 42);
+  EXPECT_EQ(limit->kind(), v1::RATE_LIMIT);
+  EXPECT_EQ(limit->rate_limit().events_per_second(), 12.5);
+  EXPECT_EQ(limit->rate_limit().burst(), 30);
+  EXPECT_EQ(limit->ttl().seconds(), 90 * 60);
+  auto drop = BuildSetTeamRule(Parse("set-rule", {"42", "--kind", "DROP", "--expires",
+                                                  "2030-01-02T03:04:05Z", "--reason", "spam"}));
+  ASSERT_TRUE(drop.ok()) << drop.status();
+  EXPECT_EQ(drop->kind(), v1::DROP);
+  EXPECT_EQ(drop->expire_time().seconds(), 1893553445);
+  EXPECT_FALSE(drop->has_rate_limit());
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"42", "--reason", "r"},
+        {"42", "--kind", "rate_limit", "--reason", "r"},
+        {"42", "--kind", "drop", "--burst", "3", "--reason", "r"},
+        {"42", "--kind", "drop", "--ttl", "soon", "--reason", "r"},
+        {"42", "--kind", "drop", "--ttl", "1h", "--expires", "2030-01-02T03:04:05Z", "--reason",
+         "r"},
+        {"42", "--kind", "drop"}}) {
+    EXPECT_FALSE(BuildSetTeamRule(Parse("set-rule", bad)).ok()) << absl::StrJoin(bad, " ");
+  }
+  auto clear = BuildClearTeamRule(Parse("clear-rule", {"42", "--reason", "done"}));
+  ASSERT_TRUE(clear.ok());
+  EXPECT_EQ(clear->kind(), v1::TEAM_RULE_KIND_UNSPECIFIED);
+  clear =
+      BuildClearTeamRule(Parse("clear-rule", {"42", "--kind", "force_overflow", "--reason", "x"}));
+  ASSERT_TRUE(clear.ok());
+  EXPECT_EQ(clear->kind(), v1::FORCE_OVERFLOW);
+  auto rules =
+      BuildListTeamRules(Parse("rules", {"--team", "42", "--kind", "skip-person-processing"}));
+  ASSERT_TRUE(rules.ok());
+  EXPECT_EQ(rules->ShortDebugString(), "team_id: 42 kind: SKIP_PERSON_PROCESSING");
+}
+
+TEST(FormatTest, PoolsAndRules) {
+  v1::UpdatePoolRequest request;
+  request.set_name("free");
+  v1::UpdatePoolResponse response;
+  response.set_version(9);
+  response.mutable_pool()->set_state(v1::PAUSED);
+  response.mutable_pool()->set_priority(10);
+  response.add_buckets()->set_id(2);
+  response.add_buckets()->set_id(5);
+  response.mutable_effect()->set_changed(true);
+  EXPECT_EQ(FormatUpdatePool(request, response),
+            "version 9: pool free PAUSED, priority 10; buckets 2, 5 paused\n");
+
+  v1::ListTeamRulesResponse rules;
+  v1::TeamRule* r = rules.add_rules();
+  r->set_team_id(42);
+  r->set_kind(v1::RATE_LIMIT);
+  r->mutable_rate_limit()->set_events_per_second(100);
+  r->mutable_rate_limit()->set_burst(200);
+  r->set_version(7);
+  r->set_actor("alice");
+  r->set_reason("noisy");
+  EXPECT_EQ(FormatTeamRules(rules),
+            "TEAM  RULE                        EXPIRES  SET AT  BY     REASON\n"
+            "  42  RATE_LIMIT 100/s burst 200  never         7  alice  noisy\n");
+  EXPECT_EQ(FormatTeamRules(v1::ListTeamRulesResponse()), "no team rules\n");
 }
 
 TEST(TableTest, AlignsColumnsAndRightAlignsNumbers) {

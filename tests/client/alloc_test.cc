@@ -93,6 +93,45 @@ TEST(ClientAllocationTest, RouteDoesNotAllocate) {
   EXPECT_NE(sum, 0);
 }
 
+// RouteEvent() for teams without rules is Route() and a topic: nothing
+// allocated; nor for a rate-limited team (atomics in place, a fixed sticky
+// set).
+TEST(ClientAllocationTest, RouteEventDoesNotAllocate) {
+  std::mt19937_64 rng(12);
+  MappingState state = RandomState(rng, 9, 20000, 100000);
+  for (Bucket& b : state.buckets) b.topics["overflow"] = "overflow_" + b.name;
+  TeamRule limit;
+  limit.team_id = 424242;
+  limit.kind = RuleKind::kRateLimit;
+  limit.events_per_second = 10;
+  limit.burst = 10;
+  TeamRule drop;
+  drop.team_id = 424243;
+  drop.kind = RuleKind::kDrop;
+  state.rules = {limit, drop};
+  Client client({});
+  ASSERT_THAT(client.ApplySnapshot(ToProto(*MustBuild(std::move(state)))), IsOk());
+  std::vector<int64_t> teams(100000);
+  std::uniform_int_distribution<int64_t> any(-5, 200000);
+  for (int64_t& t : teams) t = any(rng);
+  std::shared_ptr<const MappingView> view = client.Current();
+  const absl::Time now = absl::FromUnixSeconds(1800000000);
+
+  const std::string key = "a-distinct-id-longer-than-the-small-string-buffer";
+
+  const int64_t before = t_allocations;
+  int64_t sum = 0;
+  for (int round = 0; round < 10; ++round) {
+    for (int64_t t : teams) sum += view->RouteEvent(t, "person", now).topic() != nullptr;
+  }
+  for (int i = 0; i < 10000; ++i) {
+    sum += view->RouteEvent(424242, key, now + absl::Milliseconds(i)).overflowed();
+    sum += view->RouteEvent(424243, key, now).dropped();
+  }
+  EXPECT_EQ(t_allocations - before, 0);
+  EXPECT_NE(sum, 0);
+}
+
 TEST(ClientAllocationTest, ReaderThreadDoesNotAllocateWhileWriterPublishes) {
   std::mt19937_64 rng(12);
   auto expected = MustBuild(RandomState(rng, 1, 5000, 20000));

@@ -1,26 +1,19 @@
 // example-producer end to end: the built binary runs against a real server
 // (in-process, on a throwaway PostgreSQL) and librdkafka's mock Kafka
 // cluster; a real librdkafka consumer then reads back what it produced.
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
-// rdkafka_mock.h needs rdkafka.h first.
-#include <librdkafka/rdkafka_mock.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/examples/example_support.h"
 #include "tests/server/server_fixture.h"
 
 namespace bucketmap {
@@ -28,43 +21,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// A one-broker Kafka-protocol cluster inside this process. The mock does
-// not serve CreateTopics, so topics are made through its own API.
-class MockKafka {
- public:
-  MockKafka() {
-    char error[256];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    // The handle only hosts the cluster; it never connects anywhere, so
-    // silence its notice about having no bootstrap.servers.
-    rd_kafka_conf_set(conf, "log_level", "4", error, sizeof(error));
-    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
-    if (rk_ == nullptr) {
-      rd_kafka_conf_destroy(conf);
-      ADD_FAILURE() << error;
-      return;
-    }
-    cluster_ = rd_kafka_mock_cluster_new(rk_, 1);
-    if (cluster_ == nullptr) ADD_FAILURE() << "rd_kafka_mock_cluster_new failed";
-  }
-  ~MockKafka() {
-    if (cluster_ != nullptr) rd_kafka_mock_cluster_destroy(cluster_);
-    if (rk_ != nullptr) rd_kafka_destroy(rk_);
-  }
-  MockKafka(const MockKafka&) = delete;
-  MockKafka& operator=(const MockKafka&) = delete;
-
-  bool ok() const { return cluster_ != nullptr; }
-  std::string bootstraps() const { return rd_kafka_mock_cluster_bootstraps(cluster_); }
-  rd_kafka_resp_err_t CreateTopic(const std::string& topic, int partitions) {
-    return rd_kafka_mock_topic_create(cluster_, topic.c_str(), partitions, 1);
-  }
-
- private:
-  rd_kafka_t* rk_ = nullptr;
-  rd_kafka_mock_cluster_t* cluster_ = nullptr;
-};
 
 struct Consumed {
   std::string topic;
@@ -160,53 +116,14 @@ struct RunResult {
   std::string err;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// Runs example-producer with `args`; kills it after `timeout`.
+// Runs example-producer with `args` to its end; kills it after `timeout`.
 RunResult RunProducer(const std::vector<std::string>& args, const std::string& dir,
                       absl::Duration timeout = absl::Seconds(60)) {
-  const std::string out_path = dir + "/producer.out";
-  const std::string err_path = dir + "/producer.err";
-  std::vector<std::string> argv_strings = {BUCKETMAP_EXAMPLE_PRODUCER};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_strings) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
+  ExampleProcess producer(BUCKETMAP_EXAMPLE_PRODUCER, args, dir, "producer");
   RunResult result;
-  const pid_t pid = fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork failed";
-    return result;
-  }
-  if (pid == 0) {
-    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0 || err < 0) _exit(127);
-    dup2(out, STDOUT_FILENO);
-    dup2(err, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  const absl::Time give_up = absl::Now() + timeout;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (absl::Now() > give_up) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      ADD_FAILURE() << "example-producer timed out";
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  result.out = ReadFile(out_path);
-  result.err = ReadFile(err_path);
+  result.exit_code = producer.Wait(timeout);
+  result.out = producer.Out();
+  result.err = producer.Err();
   return result;
 }
 
@@ -307,6 +224,68 @@ TEST_F(ExampleProducerTest, ProducesEachEventToItsTeamsTopicStampedWithTheRouteV
     EXPECT_EQ(per_team[team], kEvents / kTeams) << team;
     EXPECT_EQ(last_seq[team], kEvents / kTeams - 1) << team;
   }
+}
+
+TEST_F(ExampleProducerTest, AppliesTeamRulesAndKeepsAnOverflowedTeamOnTheOverflowTopic) {
+  // b1 has an overflow topic; teams 1..3 are pinned to it.
+  v1::CreateBucketRequest create;
+  create.mutable_bucket()->set_name("b1");
+  (*create.mutable_bucket()->mutable_topics())["ingestion"] = "events_b1";
+  (*create.mutable_bucket()->mutable_topics())["overflow"] = "overflow_b1";
+  create.set_reason("test setup");
+  v1::CreateBucketResponse created;
+  ASSERT_TRUE(admin_->CreateBucket(Ctx().get(), create, &created).ok());
+  for (int64_t team : {1, 2, 3}) ASSERT_TRUE(Pin(team, created.bucket().id()).ok());
+  auto set_rule = [&](int64_t team, v1::TeamRuleKind kind) {
+    v1::SetTeamRuleRequest req;
+    req.set_team_id(team);
+    req.set_kind(kind);
+    if (kind == v1::RATE_LIMIT) {
+      // A burst of 5, then one event per 100 s: the run never refills it.
+      req.mutable_rate_limit()->set_events_per_second(0.01);
+      req.mutable_rate_limit()->set_burst(5);
+    }
+    req.set_reason("test");
+    v1::SetTeamRuleResponse resp;
+    grpc::Status s = admin_->SetTeamRule(Ctx().get(), req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  set_rule(1, v1::FORCE_OVERFLOW);
+  set_rule(2, v1::DROP);
+  set_rule(3, v1::RATE_LIMIT);
+
+  MockKafka kafka;
+  ASSERT_TRUE(kafka.ok());
+  for (const char* topic : {"events_b1", "overflow_b1"}) {
+    ASSERT_EQ(kafka.CreateTopic(topic, 1), RD_KAFKA_RESP_ERR_NO_ERROR) << topic;
+  }
+  const RunResult run =
+      RunProducer({"--servers=" + ServerAddress(), "--kafka_brokers=" + kafka.bootstraps(),
+                   "--teams=3", "--events=90", "--client_id=example-producer-rules"},
+                  pg_->dir());
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_THAT(run.out, HasSubstr("dropped by a rule: 30\n"));
+  EXPECT_THAT(run.out, HasSubstr("to an overflow topic: 55\n"));
+  EXPECT_THAT(run.out, HasSubstr("topic events_b1: produced 5, delivered 5\n"));
+  EXPECT_THAT(run.out, HasSubstr("topic overflow_b1: produced 55, delivered 55\n"));
+
+  const std::vector<Consumed> consumed =
+      ConsumeAll(kafka.bootstraps(), {{"events_b1", 1}, {"overflow_b1", 1}}, absl::Seconds(15));
+  ASSERT_EQ(consumed.size(), 60u);
+  std::map<std::string, std::vector<long long>> team3_seqs;  // by topic
+  for (const Consumed& c : consumed) {
+    long long team = 0;
+    long long seq = -1;
+    ASSERT_EQ(std::sscanf(c.value.c_str(), R"({"team_id":%lld,"seq":%lld})", &team, &seq), 2);
+    EXPECT_NE(team, 2) << "a dropped team's event was produced";
+    if (team == 1) EXPECT_EQ(c.topic, "overflow_b1");
+    if (team == 3) team3_seqs[c.topic].push_back(seq);
+  }
+  // Team 3: its burst on the main topic, then everything on overflow; once
+  // overflowed, it never went back.
+  EXPECT_THAT(team3_seqs["events_b1"], ElementsAre(0, 1, 2, 3, 4));
+  ASSERT_EQ(team3_seqs["overflow_b1"].size(), 25u);
+  for (size_t i = 0; i < 25; ++i) EXPECT_EQ(team3_seqs["overflow_b1"][i], 5 + i);
 }
 
 TEST_F(ExampleProducerTest, SkipsAndCountsUnroutableTeamsWithoutGuessing) {

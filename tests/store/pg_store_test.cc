@@ -642,6 +642,86 @@ TEST_F(PgStoreTest, RequestIdsAndHistoryHaveSeparateRetention) {
   EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
 }
 
+TEST_F(PgStoreTest, PoolObjectsAndTeamRulesArePersistedWithTheirVersions) {
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha", "free"));
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("beta", "free"));
+  MustWrite(Ctx("AssignTeam"), PinPlan(42, 1));
+  auto plan_of = [](std::function<absl::StatusOr<Plan>(const Snapshot&)> f) -> PlanFn {
+    return [f](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+      ASSIGN_OR_RETURN(Plan plan, f(before));
+      return PlannedWrite{std::move(plan), "ok"};
+    };
+  };
+  PoolUpdate pause;
+  pause.name = "free";
+  pause.state = BucketState::kPaused;
+  pause.priority = 50;
+  pause.reason = "things went bad";
+  pause.actor = "alice";
+  const WriteResult paused = MustWrite(
+      Ctx("UpdatePool"), plan_of([&](const Snapshot& s) { return PlanUpdatePool(s, pause); }));
+  EXPECT_EQ(paused.version, 4);
+  const absl::Time now = absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
+  TeamRule drop;
+  drop.team_id = 42;
+  drop.kind = RuleKind::kDrop;
+  drop.expire_time = now + absl::Hours(1);
+  drop.reason = "spam";
+  drop.actor = "bob";
+  MustWrite(Ctx("SetTeamRule"),
+            plan_of([&](const Snapshot& s) { return PlanSetTeamRule(s, drop, now); }));
+  TeamRule skip;
+  skip.team_id = 7;
+  skip.kind = RuleKind::kSkipPersonProcessing;
+  MustWrite(Ctx("SetTeamRule"),
+            plan_of([&](const Snapshot& s) { return PlanSetTeamRule(s, skip, now); }));
+
+  auto loaded = store_->LoadSnapshot();
+  ASSERT_THAT(loaded, IsOk());
+  const Snapshot& s = **loaded;
+  EXPECT_EQ(s.version(), 6);
+  ASSERT_THAT(s.pool_objects(), SizeIs(1));
+  EXPECT_EQ(s.pool_objects()[0], paused.snapshot->pool_objects()[0]);
+  EXPECT_TRUE(s.PoolPaused("free"));
+  EXPECT_EQ(s.PoolOf("free").priority, 50);
+  EXPECT_THAT(s.PoolOf("free").paused_bucket_ids, ElementsAre(1, 2));
+  EXPECT_EQ(s.FindBucket(1)->state, BucketState::kPaused);
+  EXPECT_EQ(s.FindBucket(2)->state, BucketState::kPaused);
+  ASSERT_THAT(s.team_rules(), SizeIs(2));
+  const TeamRule* stored = s.FindRule(42, RuleKind::kDrop);
+  ASSERT_NE(stored, nullptr);
+  EXPECT_EQ(stored->expire_time, drop.expire_time);
+  EXPECT_EQ(stored->create_time, now);
+  EXPECT_EQ(stored->version, 5);
+  EXPECT_EQ(stored->actor, "bob");
+  EXPECT_EQ(stored->reason, "spam");
+  EXPECT_FALSE(s.FindRule(7, RuleKind::kSkipPersonProcessing)->expires());
+
+  // Cleared rules are deleted; the deltas and the team's history keep them.
+  MustWrite(Ctx("ClearTeamRule"),
+            plan_of([](const Snapshot& s) { return PlanClearTeamRules(s, 42, std::nullopt); }));
+  auto reloaded = store_->LoadSnapshot();
+  ASSERT_THAT(reloaded, IsOk());
+  EXPECT_FALSE((*reloaded)->HasRules(42));
+  EXPECT_TRUE((*reloaded)->HasRules(7));
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM team_rules"), 1);
+  auto deltas = store_->LoadDeltas(3, 7);
+  ASSERT_THAT(deltas, IsOk());
+  ASSERT_THAT(*deltas, SizeIs(4));
+  EXPECT_THAT((*deltas)[0].pool_objects(), SizeIs(1));
+  EXPECT_THAT((*deltas)[0].buckets(), SizeIs(2));
+  EXPECT_THAT((*deltas)[1].team_rules(), SizeIs(1));
+  ASSERT_THAT((*deltas)[3].cleared_team_rules(), SizeIs(1));
+  EXPECT_EQ((*deltas)[3].cleared_team_rules(0).team_id(), 42);
+  HistoryQuery history;
+  history.team_id = 42;
+  auto page = store_->GetHistory(history);
+  ASSERT_THAT(page, IsOk());
+  std::vector<int64_t> versions;
+  for (const auto& r : page->records) versions.push_back(r.version());
+  EXPECT_THAT(versions, ElementsAre(3, 5, 7));
+}
+
 }  // namespace
 }  // namespace store_test
 }  // namespace bucketmap

@@ -142,6 +142,44 @@ TEST_F(WatchHubTest, FilteredDeltasKeepBucketsAndHandoffsAndUnsetTeamsLeaving) {
   EXPECT_EQ(delta.handoffs(0).source_bucket_id(), 1);
 }
 
+// Team rules and pool objects travel whole in filtered deltas too: every
+// consumer applies the same rules at the same version.
+TEST_F(WatchHubTest, FilteredDeltasKeepTeamRulesAndPoolObjects) {
+  PlanFn rules = [](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+    TeamRule drop;
+    drop.team_id = 10;
+    drop.kind = RuleKind::kDrop;
+    ASSIGN_OR_RETURN(Plan p, PlanSetTeamRule(before, drop, absl::UnixEpoch()));
+    return PlannedWrite{std::move(p), ""};
+  };
+  ASSERT_THAT(manager_.Write(Ctx("SetTeamRule"), rules), IsOk());
+  PlanFn pause = [](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+    PoolUpdate u;
+    u.name = "other";
+    u.state = BucketState::kPaused;
+    ASSIGN_OR_RETURN(Plan p, PlanUpdatePool(before, u));
+    return PlannedWrite{std::move(p), ""};
+  };
+  ASSERT_THAT(manager_.Write(Ctx("UpdatePool"), pause), IsOk());
+  PlanFn clear = [](const Snapshot& before) -> absl::StatusOr<PlannedWrite> {
+    ASSIGN_OR_RETURN(Plan p, PlanClearTeamRules(before, 10, std::nullopt));
+    return PlannedWrite{std::move(p), ""};
+  };
+  ASSERT_THAT(manager_.Write(Ctx("ClearTeamRule"), clear), IsOk());
+  v1::WatchResponse::Push push = Build(/*acked=*/1, /*filter=*/{1});
+  ASSERT_EQ(push.deltas_size(), 3);
+  ASSERT_EQ(push.deltas(0).team_rules_size(), 1);
+  EXPECT_EQ(push.deltas(0).team_rules(0).team_id(), 10);
+  ASSERT_EQ(push.deltas(1).pool_objects_size(), 1);
+  EXPECT_EQ(push.deltas(1).pool_objects(0).state(), v1::PAUSED);
+  EXPECT_EQ(push.deltas(1).buckets_size(), 1);  // bucket 2, outside the filter
+  ASSERT_EQ(push.deltas(2).cleared_team_rules_size(), 1);
+  // The filtered snapshot has them too.
+  push = Build(/*acked=*/0, /*filter=*/{1});
+  ASSERT_TRUE(push.has_snapshot());
+  EXPECT_EQ(push.snapshot().pool_objects_size(), 1);
+}
+
 // One client's state that the store refuses (a data error, not the store
 // being away) is dropped with a warning; the other clients of the batch
 // are still recorded.

@@ -1,5 +1,6 @@
 #include "tools/bucketctl/commands.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -10,7 +11,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "domain/status_macros.h"
+#include "google/protobuf/util/time_util.h"
 #include "tools/bucketctl/pipeline.h"
 
 namespace bucketmap::bucketctl {
@@ -181,6 +184,70 @@ std::vector<CommandSpec> MakeCommands() {
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
       absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),
       WriteFlags({}), 1, 1});
+  commands.push_back(
+      CommandSpec{"list-pools",
+                  "",
+                  "List pools: state, priority, buckets and teams.",
+                  "A pool without an object (never paused or given a priority) is ACTIVE with\n"
+                  "priority 100.\n",
+                  {},
+                  0,
+                  0});
+  commands.push_back(CommandSpec{
+      "pause-pool", absl::StrCat("<POOL> ", kWriteUsage),
+      "Pause a pool: every ACTIVE bucket of it becomes PAUSED, in one version.",
+      absl::StrCat("Consumers of the pool's buckets stop consuming; producers keep routing to\n"
+                   "them. A bucket created in (or moved into) the pool while it is paused is\n"
+                   "PAUSED too.\n",
+                   write_details),
+      WriteFlags({}), 1, 1});
+  commands.push_back(CommandSpec{
+      "resume-pool", absl::StrCat("<POOL> ", kWriteUsage),
+      "Resume a pool: the buckets its pause paused become ACTIVE, in one version.",
+      absl::StrCat("Buckets that were paused one by one (update-bucket --state PAUSED) before\n"
+                   "the pool was paused stay PAUSED.\n",
+                   write_details),
+      WriteFlags({}), 1, 1});
+  commands.push_back(CommandSpec{
+      "update-pool", absl::StrCat("<POOL> [--state ACTIVE|PAUSED] [--priority P] ", kWriteUsage),
+      "Set a pool's state and priority (0..1000, higher matters more).", write_details.substr(1),
+      WriteFlags({{"state", FlagKind::kValue}, {"priority", FlagKind::kValue}}), 1, 1});
+  commands.push_back(
+      CommandSpec{"rules",
+                  "[--team T] [--kind K] [--page-size N] [--page-token T] [--all]",
+                  "List the team rules in force: kind, limit, expiry, who set them and why.",
+                  "Kinds: rate-limit, force-overflow, drop, skip-person-processing.\n",
+                  {{"team", FlagKind::kValue},
+                   {"kind", FlagKind::kValue},
+                   {"page-size", FlagKind::kValue},
+                   {"page-token", FlagKind::kValue},
+                   {"all", FlagKind::kBool}},
+                  0,
+                  0});
+  commands.push_back(CommandSpec{
+      "set-rule",
+      absl::StrCat("<TEAM_ID> --kind K [--events-per-second N [--burst B]] "
+                   "[--ttl D | --expires T] ",
+                   kWriteUsage),
+      "Set a team rule (rate-limit, force-overflow, drop, skip-person-processing).",
+      absl::StrCat("rate-limit needs --events-per-second (and takes --burst, default one second's\n"
+                   "worth): producers send a team's events beyond it to the bucket's overflow\n"
+                   "topic. force-overflow sends them all there; both need the team's bucket to\n"
+                   "have an \"overflow\" topic. drop: producers drop the team's events.\n"
+                   "skip-person-processing: consumers skip person processing for them.\n"
+                   "--ttl (e.g. 30m, 2h) or --expires (RFC 3339) makes the rule expire: the\n"
+                   "server removes it then, as a version of its own.\n",
+                   write_details),
+      WriteFlags({{"kind", FlagKind::kValue},
+                  {"events-per-second", FlagKind::kValue},
+                  {"burst", FlagKind::kValue},
+                  {"ttl", FlagKind::kValue},
+                  {"expires", FlagKind::kValue}}),
+      1, 1});
+  commands.push_back(CommandSpec{"clear-rule", absl::StrCat("<TEAM_ID> [--kind K] ", kWriteUsage),
+                                 "Remove a team rule (of one kind, or every rule of the team).",
+                                 write_details.substr(1), WriteFlags({{"kind", FlagKind::kValue}}),
+                                 1, 1});
   std::string render_details =
       "Reads the live mapping (ListBuckets) and prints the artifact of KIND on stdout.\n"
       "Deterministic: the same buckets and flags print the same bytes. --kafka_brokers\n"
@@ -600,6 +667,128 @@ absl::StatusOr<v1::CancelHandoffRequest> BuildCancelHandoff(const ParsedArgs& ar
   ASSIGN_OR_RETURN(int64_t id,
                    ParseInteger(args.positional().at(0), "HANDOFF_ID", kInt64Min, kInt64Max));
   request.set_handoff_id(id);
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::TeamRuleKind> ParseRuleKind(absl::string_view text, absl::string_view what) {
+  std::string upper = absl::AsciiStrToUpper(text);
+  std::replace(upper.begin(), upper.end(), '-', '_');
+  v1::TeamRuleKind kind;
+  if (upper == "TEAM_RULE_KIND_UNSPECIFIED" || !v1::TeamRuleKind_Parse(upper, &kind)) {
+    return Usage(absl::StrCat(what, ": expected rate-limit, force-overflow, drop or ",
+                              "skip-person-processing, got '", text, "'"));
+  }
+  return kind;
+}
+
+absl::StatusOr<v1::UpdatePoolRequest> BuildUpdatePool(const ParsedArgs& args) {
+  v1::UpdatePoolRequest request;
+  request.set_name(args.positional().at(0));
+  if (args.Has("state")) {
+    ASSIGN_OR_RETURN(v1::BucketState state, ParseState(args.Get("state")));
+    if (state != v1::ACTIVE && state != v1::PAUSED) {
+      return Usage("--state: a pool is ACTIVE or PAUSED");
+    }
+    request.set_state(state);
+  }
+  if (args.Has("priority")) {
+    ASSIGN_OR_RETURN(int64_t priority, IntFlag(args, "priority", kInt32Min, kInt32Max));
+    request.set_priority(static_cast<int32_t>(priority));
+  }
+  if (!request.has_state() && !request.has_priority()) {
+    return Usage("nothing to update: give --state, --priority or both");
+  }
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::UpdatePoolRequest> BuildPausePool(const ParsedArgs& args) {
+  v1::UpdatePoolRequest request;
+  request.set_name(args.positional().at(0));
+  request.set_state(v1::PAUSED);
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::UpdatePoolRequest> BuildResumePool(const ParsedArgs& args) {
+  v1::UpdatePoolRequest request;
+  request.set_name(args.positional().at(0));
+  request.set_state(v1::ACTIVE);
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::ListTeamRulesRequest> BuildListTeamRules(const ParsedArgs& args) {
+  v1::ListTeamRulesRequest request;
+  if (args.Has("team")) {
+    ASSIGN_OR_RETURN(int64_t team, IntFlag(args, "team", kInt64Min, kInt64Max));
+    request.set_team_id(team);
+  }
+  if (args.Has("kind")) {
+    ASSIGN_OR_RETURN(v1::TeamRuleKind kind, ParseRuleKind(args.Get("kind"), "--kind"));
+    request.set_kind(kind);
+  }
+  RETURN_IF_ERROR(ApplyPageFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::SetTeamRuleRequest> BuildSetTeamRule(const ParsedArgs& args) {
+  v1::SetTeamRuleRequest request;
+  ASSIGN_OR_RETURN(int64_t team, TeamArg(args));
+  request.set_team_id(team);
+  if (!args.Has("kind")) return Usage("--kind is required");
+  ASSIGN_OR_RETURN(v1::TeamRuleKind kind, ParseRuleKind(args.Get("kind"), "--kind"));
+  request.set_kind(kind);
+  if (kind == v1::RATE_LIMIT) {
+    if (!args.Has("events-per-second")) {
+      return Usage("--events-per-second is required for a rate-limit rule");
+    }
+    double eps = 0;
+    if (!absl::SimpleAtod(args.Get("events-per-second"), &eps)) {
+      return Usage(
+          absl::StrCat("--events-per-second: not a number: '", args.Get("events-per-second"), "'"));
+    }
+    request.mutable_rate_limit()->set_events_per_second(eps);
+    if (args.Has("burst")) {
+      ASSIGN_OR_RETURN(int64_t burst, IntFlag(args, "burst", kInt64Min, kInt64Max));
+      request.mutable_rate_limit()->set_burst(burst);
+    }
+  } else if (args.Has("events-per-second") || args.Has("burst")) {
+    return Usage("--events-per-second and --burst are for rate-limit rules only");
+  }
+  if (args.Has("ttl") && args.Has("expires")) {
+    return Usage("--ttl and --expires exclude each other");
+  }
+  if (args.Has("ttl")) {
+    absl::Duration ttl;
+    if (!absl::ParseDuration(args.Get("ttl"), &ttl) || ttl <= absl::ZeroDuration()) {
+      return Usage(absl::StrCat("--ttl: expected a positive duration such as 30m or 2h, got '",
+                                args.Get("ttl"), "'"));
+    }
+    *request.mutable_ttl() =
+        google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(ttl));
+  }
+  if (args.Has("expires")) {
+    google::protobuf::Timestamp when;
+    if (!google::protobuf::util::TimeUtil::FromString(args.Get("expires"), &when)) {
+      return Usage(absl::StrCat("--expires: expected RFC 3339, e.g. 2026-01-02T03:04:05Z, got '",
+                                args.Get("expires"), "'"));
+    }
+    *request.mutable_expire_time() = when;
+  }
+  RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
+  return request;
+}
+
+absl::StatusOr<v1::ClearTeamRuleRequest> BuildClearTeamRule(const ParsedArgs& args) {
+  v1::ClearTeamRuleRequest request;
+  ASSIGN_OR_RETURN(int64_t team, TeamArg(args));
+  request.set_team_id(team);
+  if (args.Has("kind")) {
+    ASSIGN_OR_RETURN(v1::TeamRuleKind kind, ParseRuleKind(args.Get("kind"), "--kind"));
+    request.set_kind(kind);
+  }
   RETURN_IF_ERROR(ApplyWriteFlags(args, &request));
   return request;
 }

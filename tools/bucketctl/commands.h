@@ -89,6 +89,22 @@ absl::StatusOr<v1::GetTeamRequest> BuildGetTeam(const ParsedArgs& args);
 absl::StatusOr<v1::ListHandoffsRequest> BuildListHandoffs(const ParsedArgs& args);
 absl::StatusOr<v1::CancelHandoffRequest> BuildCancelHandoff(const ParsedArgs& args);
 
+// Pools: update-pool NAME [--state S] [--priority P]; pause-pool NAME and
+// resume-pool NAME are update-pool with --state PAUSED / ACTIVE.
+absl::StatusOr<v1::UpdatePoolRequest> BuildUpdatePool(const ParsedArgs& args);
+absl::StatusOr<v1::UpdatePoolRequest> BuildPausePool(const ParsedArgs& args);
+absl::StatusOr<v1::UpdatePoolRequest> BuildResumePool(const ParsedArgs& args);
+
+// Team rules: `rules` lists them; set-rule TEAM_ID --kind K; clear-rule
+// TEAM_ID [--kind K]. Kinds are written as in the API or in lower case,
+// with '-' or '_': rate-limit, force-overflow, drop, skip-person-processing.
+absl::StatusOr<v1::ListTeamRulesRequest> BuildListTeamRules(const ParsedArgs& args);
+absl::StatusOr<v1::SetTeamRuleRequest> BuildSetTeamRule(const ParsedArgs& args);
+absl::StatusOr<v1::ClearTeamRuleRequest> BuildClearTeamRule(const ParsedArgs& args);
+
+// Parses a rule kind (see above). InvalidArgument naming `what`.
+absl::StatusOr<v1::TeamRuleKind> ParseRuleKind(absl::string_view text, absl::string_view what);
+
 }  // namespace bucketmap::bucketctl
 
 #endif  // BUCKETMAP_TOOLS_BUCKETCTL_COMMANDS_H_

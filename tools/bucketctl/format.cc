@@ -423,4 +423,81 @@ std::string FormatCancelHandoff(const v1::CancelHandoffRequest& request,
                       " from bucket ", response.handoff().source_bucket_id(), " cancelled\n");
 }
 
+std::string FormatUpdatePool(const v1::UpdatePoolRequest& request,
+                             const v1::UpdatePoolResponse& response) {
+  const v1::Pool& pool = response.pool();
+  std::vector<std::string> ids;
+  for (const v1::Bucket& b : response.buckets()) ids.push_back(absl::StrCat(b.id()));
+  const std::string what = absl::StrCat("pool ", request.name(), " ", StateName(pool.state()),
+                                        ", priority ", pool.priority());
+  std::string buckets;
+  if (!ids.empty()) {
+    absl::StrAppend(&buckets, "; bucket", ids.size() == 1 ? " " : "s ", absl::StrJoin(ids, ", "),
+                    " ", pool.state() == v1::PAUSED ? "paused" : "resumed");
+  }
+  return Headline(response.version(), response.effect(), absl::StrCat(what, buckets),
+                  absl::StrCat(what, buckets),
+                  absl::StrCat("pool ", request.name(), " is ", StateName(pool.state()),
+                               " with priority ", pool.priority()));
+}
+
+std::string FormatListPools(const v1::ListPoolsResponse& response) {
+  if (response.pools().empty()) return "no pools\n";
+  Table table({"POOL", "STATE", "PRIORITY", "BUCKETS", "ASSIGNED", "PINNED", "PAUSED BY POOL",
+               "CHANGED AT", "BY", "REASON"});
+  for (const v1::PoolInfo& info : response.pools()) {
+    const v1::Pool& p = info.pool();
+    table.AddRow({p.name(), StateName(p.state()), absl::StrCat(p.priority()),
+                  info.bucket_ids().empty() ? "-" : absl::StrJoin(info.bucket_ids(), ","),
+                  absl::StrCat(info.assigned_teams()), absl::StrCat(info.pinned_teams()),
+                  p.paused_bucket_ids().empty() ? "-" : absl::StrJoin(p.paused_bucket_ids(), ","),
+                  info.has_object() ? absl::StrCat(p.updated_version()) : "-",
+                  p.actor().empty() ? "-" : p.actor(), p.reason().empty() ? "-" : p.reason()});
+  }
+  return table.Render();
+}
+
+std::string RuleText(const v1::TeamRule& rule) {
+  std::string text = v1::TeamRuleKind_Name(rule.kind());
+  if (text.empty()) text = absl::StrCat("kind ", static_cast<int>(rule.kind()));
+  if (rule.kind() == v1::RATE_LIMIT) {
+    absl::StrAppend(&text, " ", rule.rate_limit().events_per_second(), "/s burst ",
+                    rule.rate_limit().burst());
+  }
+  return text;
+}
+
+std::string FormatTeamRules(const v1::ListTeamRulesResponse& response) {
+  if (response.rules().empty()) return "no team rules\n";
+  Table table({"TEAM", "RULE", "EXPIRES", "SET AT", "BY", "REASON"});
+  for (const v1::TeamRule& r : response.rules()) {
+    table.AddRow({absl::StrCat(r.team_id()), RuleText(r),
+                  r.has_expire_time() ? TimeText(r.expire_time()) : "never",
+                  absl::StrCat(r.version()), r.actor().empty() ? "-" : r.actor(),
+                  r.reason().empty() ? "-" : r.reason()});
+  }
+  return table.Render();
+}
+
+std::string FormatSetTeamRule(const v1::SetTeamRuleRequest& request,
+                              const v1::SetTeamRuleResponse& response) {
+  const v1::TeamRule& rule = response.rule();
+  std::string text = absl::StrCat("team ", request.team_id(), " ", RuleText(rule));
+  if (rule.has_expire_time()) absl::StrAppend(&text, ", expires ", TimeText(rule.expire_time()));
+  return Headline(response.version(), response.effect(), text, absl::StrCat("would set ", text),
+                  absl::StrCat("team ", request.team_id(), " already has this rule"));
+}
+
+std::string FormatClearTeamRule(const v1::ClearTeamRuleRequest& request,
+                                const v1::ClearTeamRuleResponse& response) {
+  std::vector<std::string> cleared;
+  for (const v1::TeamRule& r : response.cleared()) cleared.push_back(RuleText(r));
+  const std::string text =
+      absl::StrCat("team ", request.team_id(), ": ", absl::StrJoin(cleared, ", "), " cleared");
+  return Headline(
+      response.version(), response.effect(), text,
+      absl::StrCat("team ", request.team_id(), ": would clear ", absl::StrJoin(cleared, ", ")),
+      absl::StrCat("team ", request.team_id(), " has no such rule"));
+}
+
 }  // namespace bucketmap::bucketctl

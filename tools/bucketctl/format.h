@@ -78,6 +78,18 @@ std::string FormatHandoffs(const v1::ListHandoffsResponse& response);
 std::string FormatCancelHandoff(const v1::CancelHandoffRequest& request,
                                 const v1::CancelHandoffResponse& response);
 
+// Pools and team rules.
+std::string FormatUpdatePool(const v1::UpdatePoolRequest& request,
+                             const v1::UpdatePoolResponse& response);
+std::string FormatListPools(const v1::ListPoolsResponse& response);
+// "RATE_LIMIT 100/s burst 200", "DROP", ...
+std::string RuleText(const v1::TeamRule& rule);
+std::string FormatTeamRules(const v1::ListTeamRulesResponse& response);
+std::string FormatSetTeamRule(const v1::SetTeamRuleRequest& request,
+                              const v1::SetTeamRuleResponse& response);
+std::string FormatClearTeamRule(const v1::ClearTeamRuleRequest& request,
+                                const v1::ClearTeamRuleResponse& response);
+
 }  // namespace bucketmap::bucketctl
 
 #endif  // BUCKETMAP_TOOLS_BUCKETCTL_FORMAT_H_

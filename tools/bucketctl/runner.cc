@@ -335,6 +335,13 @@ const std::vector<TableEntry>& Table() {
       {"list-handoffs", OneCall(&Admin::ListHandoffs, BuildListHandoffs, FormatHandoffs)},
       {"top", RunTop},
       {"cancel-handoff", OneCall(&Admin::CancelHandoff, BuildCancelHandoff, FormatCancelHandoff)},
+      {"list-pools", OneCall(&Admin::ListPools, NoFlags<v1::ListPoolsRequest>, FormatListPools)},
+      {"pause-pool", OneCall(&Admin::UpdatePool, BuildPausePool, FormatUpdatePool)},
+      {"resume-pool", OneCall(&Admin::UpdatePool, BuildResumePool, FormatUpdatePool)},
+      {"update-pool", OneCall(&Admin::UpdatePool, BuildUpdatePool, FormatUpdatePool)},
+      {"rules", PagedCall(&Admin::ListTeamRules, BuildListTeamRules, FormatTeamRules)},
+      {"set-rule", OneCall(&Admin::SetTeamRule, BuildSetTeamRule, FormatSetTeamRule)},
+      {"clear-rule", OneCall(&Admin::ClearTeamRule, BuildClearTeamRule, FormatClearTeamRule)},
       {"render", RunRender},
       {"check-pipeline", RunCheckPipeline},
   };

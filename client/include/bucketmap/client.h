@@ -71,6 +71,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,6 +85,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "bucketmap/event_route.h"
 #include "bucketmap/handoff.h"
 #include "bucketmap/internal/read_path.h"
 #include "bucketmap/route_result.h"
@@ -95,8 +97,11 @@
 namespace bucketmap {
 
 namespace client_internal {
+class EventRules;
 class HandoffSet;
 class RouteIndex;
+class StickySet;
+class TeamLimiter;
 struct PublishedView;
 }  // namespace client_internal
 
@@ -150,16 +155,66 @@ class MappingView {
   // The domain snapshot, for callers that need the packed columns.
   const Snapshot& snapshot() const { return *snapshot_; }
 
+  // RouteEvent()
+  //
+  // Routes one event of `team_id` at `now`, applying the team's rules at
+  // this version (docs/rules.md): the route, the topic to produce to (the
+  // bucket's ClientOptions::event_role topic, or its `overflow` topic) and
+  // the flags (dropped, overflowed, skip person processing). `key` is what
+  // overflow sticks to within the team (a person's distinct id, say): once
+  // an event of (team, key) overflowed because of a rate limit, its events
+  // keep going to overflow for ClientOptions::overflow_sticky_window, so
+  // one key never alternates between the two topics inside the window.
+  // For a team without rules it is Route() plus one load of the topic:
+  // wait-free and allocation-free. For a rate-limited team it takes a token
+  // from this producer's token bucket (lock-free) and may mark the key in
+  // the sticky set (bounded; see the .cc). `now` drives those two only.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE EventRoute RouteEvent(int64_t team_id, std::string_view key,
+                                                     absl::Time now) const;
+
+  // Pool objects (state, priority) at this version, ascending by name;
+  // PoolOf() answers for any pool (ACTIVE with the default priority when it
+  // has no object).
+  const std::vector<Pool>& pool_objects() const { return snapshot_->pool_objects(); }
+  Pool PoolOf(std::string_view pool) const { return snapshot_->PoolOf(pool); }
+  // Team rules at this version, ascending by (team_id, kind).
+  const std::vector<TeamRule>& team_rules() const { return snapshot_->team_rules(); }
+  absl::Span<const TeamRule> RulesOf(int64_t team_id) const { return snapshot_->RulesOf(team_id); }
+
  private:
   friend class Client;
   MappingView(std::shared_ptr<const Snapshot> snapshot,
               std::shared_ptr<const client_internal::HandoffSet> handoffs,
-              std::unique_ptr<const client_internal::RouteIndex> index);
+              std::unique_ptr<const client_internal::RouteIndex> index,
+              std::shared_ptr<const client_internal::EventRules> event_rules,
+              const std::string& event_role);
+
+  // RouteEvent() for a team whose route has the rules bit.
+  EventRoute RouteEventWithRules(RouteResult route, int64_t team_id, std::string_view key,
+                                 absl::Time now) const;
 
   std::shared_ptr<const Snapshot> snapshot_;
   // The open handoffs at this version; never null.
   std::shared_ptr<const client_internal::HandoffSet> handoffs_;
   std::unique_ptr<const client_internal::RouteIndex> index_;
+  // What the index's Lookup() reads (index_->table()).
+  const client_internal::RouteTable* table_;
+  // By bucket id (index 0: no bucket): the event role's topic and the
+  // overflow topic; nullptr when the bucket has no such role.
+  std::vector<const std::string*> event_topics_;
+  std::vector<const std::string*> overflow_topics_;
+  // The team rules as RouteEvent() applies them; never null.
+  std::shared_ptr<const client_internal::EventRules> event_rules_;
+};
+
+// Passed to OnBucketState listeners.
+struct BucketStateChange {
+  int32_t bucket_id = 0;
+  // nullopt: no mapping, or no such bucket at `version`.
+  std::optional<BucketState> state;
+  int64_t version = 0;
+  // The consumers of the bucket stop consuming while this holds.
+  bool paused() const { return state == BucketState::kPaused; }
 };
 
 // Passed to OnChange listeners after each publication.
@@ -190,6 +245,23 @@ struct ClientOptions {
   // The clock behind Staleness() and the cache file's confirmation time.
   // Defaults to absl::Now. Waits (WaitForVersion) use real time regardless.
   std::function<absl::Time()> clock;
+
+  // Event routing (MappingView::RouteEvent(); docs/rules.md).
+  // The role whose topic an event goes to when no rule overflows it.
+  std::string event_role = "ingestion";
+  // This producer's share of each RATE_LIMIT rule: its token bucket holds
+  // share x burst tokens and refills at share x events_per_second. Token
+  // buckets are per producer, so with the default 1.0 each of N producers
+  // of a team allows the whole limit (up to N times it in all); N producers
+  // that see even traffic set 1/N to allow about the limit together.
+  double rate_limit_share = 1.0;
+  // How long a (team, key) that overflowed on a rate limit keeps going to
+  // overflow (rounded up to 10 ms).
+  absl::Duration overflow_sticky_window = absl::Minutes(5);
+  // Most (team, key) pairs remembered as overflowed, 8 bytes each,
+  // allocated with the first rate limit. When a key finds no room, its
+  // whole team overflows for one window (docs/rules.md).
+  size_t overflow_sticky_capacity = 65536;
 };
 
 class Client {
@@ -253,6 +325,20 @@ class Client {
   ListenerId OnHandoffDone(int64_t team_id, std::function<void(const HandoffEnd&)> done);
   // Unregisters a completion callback that has not run yet.
   void RemoveHandoffCallback(ListenerId id);
+
+  // OnBucketState()
+  //
+  // Registers `listener` for the state of bucket `bucket_id` (PAUSED tells
+  // its consumers to stop consuming; SPEC §2): called at once, on the
+  // calling thread, with the current state when a mapping is loaded, then
+  // after each publication that changes it (the state, or the bucket's
+  // existence), on the publishing thread, after the OnChange listeners.
+  // The same rules as for OnChange listeners apply to what it may call.
+  // GetBucketState() is the same answer by polling.
+  ListenerId OnBucketState(int32_t bucket_id,
+                           std::function<void(const BucketStateChange&)> listener);
+  // Unregisters a bucket-state listener.
+  void RemoveBucketStateListener(ListenerId id);
 
   // Staleness()
   //
@@ -355,10 +441,18 @@ class Client {
   // `ended` lists the handoffs that reached a final phase in the deltas
   // applied.
   void Publish(std::shared_ptr<const MappingView> view, bool reset, absl::Time confirmed_at,
-               const std::vector<v1::Handoff>& ended = {})
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+               const std::vector<v1::Handoff>& ended = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // Runs the completion callbacks whose team's last handoff ended.
   void RunHandoffCallbacks(const MappingView& view, const std::vector<v1::Handoff>& ended);
+  // Calls the bucket-state listeners whose bucket's state changed.
+  void RunBucketStateListeners(const MappingView& view);
+  // A view of `snapshot`, with the event rules built for it (the token
+  // buckets of unchanged rate limits carried over).
+  std::shared_ptr<const MappingView> MakeView(
+      std::shared_ptr<const Snapshot> snapshot,
+      std::shared_ptr<const client_internal::HandoffSet> handoffs,
+      std::unique_ptr<const client_internal::RouteIndex> index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   absl::Status ApplyDeltaList(const std::vector<const v1::MappingDelta*>& deltas);
   // The current view, for the writer; nullptr before any.
   std::shared_ptr<const MappingView> CurrentForWriter() const
@@ -401,7 +495,36 @@ class Client {
   };
   absl::Mutex handoff_mu_;
   std::vector<HandoffWaiter> handoff_waiters_ ABSL_GUARDED_BY(handoff_mu_);
+
+  // OnBucketState() listeners, with the state each was last told.
+  struct BucketListener {
+    ListenerId id;
+    int32_t bucket_id;
+    std::shared_ptr<const std::function<void(const BucketStateChange&)>> listener;
+    std::optional<BucketState> last;
+    bool told = false;
+  };
+  absl::Mutex bucket_mu_;
+  std::vector<BucketListener> bucket_listeners_ ABSL_GUARDED_BY(bucket_mu_);
+
+  // The per-producer state of rate limits, carried from view to view
+  // (client/src/event_rules.h).
+  std::map<int64_t, std::shared_ptr<client_internal::TeamLimiter>> limiters_
+      ABSL_GUARDED_BY(apply_mu_);
+  std::shared_ptr<client_internal::StickySet> sticky_ ABSL_GUARDED_BY(apply_mu_);
 };
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline EventRoute MappingView::RouteEvent(int64_t team_id,
+                                                                       std::string_view key,
+                                                                       absl::Time now) const {
+  const RouteResult route = table_->Lookup(team_id);
+  if (ABSL_PREDICT_FALSE(route.has_rules())) {
+    return RouteEventWithRules(route, team_id, key, now);
+  }
+  // Bucket 0 (unroutable, or no mapping) has no topic.
+  const size_t bucket = static_cast<uint32_t>(route.bucket_id());
+  return EventRoute(route, bucket < event_topics_.size() ? event_topics_[bucket] : nullptr, 0);
+}
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline RouteResult Client::Route(int64_t team_id) const {
   client_internal::EpochReader* const reader = client_internal::t_epoch_reader;

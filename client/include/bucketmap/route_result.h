@@ -62,9 +62,12 @@ class RouteResult {
   // Index into MappingView::pools() of the team's pool (kPool, kDefault);
   // -1 for pins, without a mapping and for an invalid team.
   int32_t pool_index() const { return static_cast<int32_t>((bits_ >> kPoolShift) & kPoolMask) - 1; }
-  // True while the team is part of an open handoff (SPEC §5). Always false
-  // until handoffs ship.
+  // True while the team is part of an open handoff (SPEC §5).
   bool handoff() const { return ((bits_ >> kHandoffShift) & 1) != 0; }
+  // True when the team has team rules at this version (docs/rules.md):
+  // MappingView::RouteEvent() then applies them. False for every team
+  // without one, at no cost to Route().
+  bool has_rules() const { return ((bits_ >> kRulesShift) & 1) != 0; }
 
  private:
   friend class client_internal::RouteIndex;
@@ -75,12 +78,14 @@ class RouteResult {
   //   bits  0..31  bucket id          bits 54..56  BucketState
   //   bits 32..53  pool index + 1     bits 57..58  RouteSource
   //   bit  59      handoff            bits 60..61  forced RouteStatus (0: by bucket id)
+  //   bit  62      team rules
   static constexpr int kPoolShift = 32;
   static constexpr uint64_t kPoolMask = (uint64_t{1} << 22) - 1;
   static constexpr int kStateShift = 54;
   static constexpr int kSourceShift = 57;
   static constexpr int kHandoffShift = 59;
   static constexpr int kStatusShift = 60;
+  static constexpr int kRulesShift = 62;
 
   static constexpr uint64_t Forced(RouteStatus status) {
     // Only kNoMapping (1) and kInvalidTeam (3) are forced; kOk and
