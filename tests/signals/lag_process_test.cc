@@ -359,7 +359,10 @@ void LagProcessTest::PrometheusAndKeda() {
   std::vector<std::string> values;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (absl::Now() < deadline) {
-    if (PortOpen(prometheus_port_)) {
+    // Ready, not only listening: while its TSDB starts, Prometheus answers
+    // 503 with a body that is not JSON.
+    const std::string ready = HttpGet(prometheus_port_, "/-/ready");
+    if (absl::StrContains(ready.substr(0, ready.find("\r\n")), " 200 ")) {
       values = Query(query);
       if (values == std::vector<std::string>{remainder}) break;
     }
