@@ -180,8 +180,8 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
 }
 
 template <typename Request, typename Response>
-bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call, Access access) {
-  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), access);
+bool AdminServiceImpl::Refuse(UnaryCall<Request, Response>* call) {
+  absl::StatusOr<Identity> caller = authorizer_->Check(*call->ctx(), Access::kAdmin);
   if (caller.ok()) return false;
   call->Reply(caller.status());
   return true;
@@ -618,7 +618,7 @@ void AdminServiceImpl::UpdatePool(UnaryCall<v1::UpdatePoolRequest, v1::UpdatePoo
 }
 
 void AdminServiceImpl::ListPools(UnaryCall<v1::ListPoolsRequest, v1::ListPoolsResponse>* call) {
-  if (Refuse(call, Access::kRead)) return;
+  if (Refuse(call)) return;
   std::shared_ptr<const ServedSnapshot> current = manager_->Current();
   const Snapshot& snapshot = current->snapshot();
   std::vector<std::string> names = snapshot.pools();
@@ -694,7 +694,7 @@ void AdminServiceImpl::ClearTeamRule(
 
 void AdminServiceImpl::ListTeamRules(
     UnaryCall<v1::ListTeamRulesRequest, v1::ListTeamRulesResponse>* call) {
-  if (Refuse(call, Access::kRead)) return;
+  if (Refuse(call)) return;
   const v1::ListTeamRulesRequest& request = call->request();
   if (request.team_id() < 0) {
     return call->Reply(absl::InvalidArgumentError("team_id: must be positive, or 0 for all"));

@@ -58,8 +58,9 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void ListClients(UnaryCall<v1::ListClientsRequest, v1::ListClientsResponse>* call);
   void ListHandoffs(UnaryCall<v1::ListHandoffsRequest, v1::ListHandoffsResponse>* call);
   void CancelHandoff(UnaryCall<v1::CancelHandoffRequest, v1::CancelHandoffResponse>* call);
-  // Pools as objects and per-team rules (docs/rules.md). ListPools and
-  // ListTeamRules are reads: a reader token may call them.
+  // Pools as objects and per-team rules (docs/rules.md). Like every
+  // AdminService method, the two lists need an admin token (readers get
+  // the pools and rules in the snapshot, docs/security.md).
   void UpdatePool(UnaryCall<v1::UpdatePoolRequest, v1::UpdatePoolResponse>* call);
   void ListPools(UnaryCall<v1::ListPoolsRequest, v1::ListPoolsResponse>* call);
   void SetTeamRule(UnaryCall<v1::SetTeamRuleRequest, v1::SetTeamRuleResponse>* call);
@@ -79,10 +80,9 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void RunWrite(UnaryCall<Request, Response>* call, MoveWrite write,
                 std::common_type_t<Fill<Response>> fill);
 
-  // Finishes the call and returns true when its caller is not an admin
-  // (or, with Access::kRead, not a reader).
+  // Finishes the call and returns true when its caller is not an admin.
   template <typename Request, typename Response>
-  bool Refuse(UnaryCall<Request, Response>* call, Access access = Access::kAdmin);
+  bool Refuse(UnaryCall<Request, Response>* call);
 
   // The name of the caller, an admin (the actor a write records), or the
   // error that refuses the call.
