@@ -82,19 +82,37 @@ MappingView::MappingView(std::shared_ptr<const Snapshot> snapshot,
       index_(std::move(index)),
       table_(&index_->table()),
       event_rules_(std::move(event_rules)) {
-  // Bucket ids are small and dense (assigned 1, 2, ...): a table by id.
-  const std::vector<Bucket>& buckets = snapshot_->buckets();
-  const size_t size = buckets.empty() ? 1 : static_cast<size_t>(buckets.back().id) + 1;
+  // The server assigns bucket ids 1, 2, ...: a table by id. A snapshot
+  // whose ids are far sparser (malformed, or a hostile server's: one
+  // bucket with id 2^31 - 1 would ask for 32 GiB) gets a sorted list
+  // instead, searched only for its buckets.
+  const std::vector<Bucket>& buckets = snapshot_->buckets();  // ascending by id
+  const int64_t max_id = buckets.empty() ? 0 : buckets.back().id;
+  const bool dense = max_id <= 2 * static_cast<int64_t>(buckets.size()) + 1024;
+  const size_t size = dense && max_id > 0 ? static_cast<size_t>(max_id) + 1 : 1;
   event_topics_.assign(size, nullptr);
   overflow_topics_.assign(size, nullptr);
   for (const Bucket& b : buckets) {
-    if (auto it = b.topics.find(event_role); it != b.topics.end()) {
-      event_topics_[static_cast<size_t>(b.id)] = &it->second;
-    }
-    if (auto it = b.topics.find(kOverflowRole); it != b.topics.end()) {
-      overflow_topics_[static_cast<size_t>(b.id)] = &it->second;
+    if (b.id < 1) continue;  // never a route's bucket
+    const std::string* event = nullptr;
+    const std::string* overflow = nullptr;
+    if (auto it = b.topics.find(event_role); it != b.topics.end()) event = &it->second;
+    if (auto it = b.topics.find(kOverflowRole); it != b.topics.end()) overflow = &it->second;
+    if (dense) {
+      event_topics_[static_cast<size_t>(b.id)] = event;
+      overflow_topics_[static_cast<size_t>(b.id)] = overflow;
+    } else {
+      sparse_topics_.push_back(SparseTopics{b.id, event, overflow});
     }
   }
+}
+
+const std::string* MappingView::SparseTopic(size_t bucket, bool overflow) const {
+  auto it = std::lower_bound(
+      sparse_topics_.begin(), sparse_topics_.end(), bucket,
+      [](const SparseTopics& t, size_t id) { return static_cast<size_t>(t.id) < id; });
+  if (it == sparse_topics_.end() || static_cast<size_t>(it->id) != bucket) return nullptr;
+  return overflow ? it->overflow : it->event;
 }
 
 MappingView::~MappingView() = default;
@@ -137,7 +155,8 @@ std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
 EventRoute MappingView::RouteEventWithRules(RouteResult route, int64_t team_id,
                                             std::string_view key, absl::Time now) const {
   const size_t bucket = static_cast<uint32_t>(route.bucket_id());
-  const std::string* main = bucket < event_topics_.size() ? event_topics_[bucket] : nullptr;
+  const std::string* main =
+      bucket < event_topics_.size() ? event_topics_[bucket] : SparseTopic(bucket, false);
   const client_internal::TeamEventRules* rules = event_rules_->Find(team_id);
   if (rules == nullptr) return EventRoute(route, main, 0);
   const uint8_t skip = rules->skip_person_processing ? EventRoute::kSkipPersonProcessing : 0;
@@ -145,7 +164,8 @@ EventRoute MappingView::RouteEventWithRules(RouteResult route, int64_t team_id,
   if (rules->drop) return EventRoute(route, nullptr, EventRoute::kDropped | skip);
   // The server refuses overflow rules for buckets without an overflow
   // topic; if one still has none here, the event stays on the main topic.
-  const std::string* overflow = overflow_topics_[bucket];
+  const std::string* overflow =
+      bucket < overflow_topics_.size() ? overflow_topics_[bucket] : SparseTopic(bucket, true);
   if (overflow == nullptr) return EventRoute(route, main, skip);
   const EventRoute overflowed(route, overflow, EventRoute::kOverflowed | skip);
   if (rules->force_overflow) return overflowed;

@@ -93,6 +93,30 @@ TEST(RouteEventTest, ATeamWithoutRulesGetsItsRouteAndTheEventRolesTopic) {
   EXPECT_EQ(other->Current()->RouteEvent(8, "k", kT0).topic(), nullptr);
 }
 
+// Bucket ids far sparser than the server's 1, 2, ... (a malformed or
+// hostile snapshot; the fuzzer sent id 2^31 - 1) route as any other, without
+// a table sized by the largest id.
+TEST(RouteEventTest, SparseBucketIdsGetTheirTopicsWithoutATableById) {
+  MappingState s;
+  s.version = 3;
+  s.cluster_id = "c";
+  s.buckets = {WithOverflow(MakeBucket(1)), WithOverflow(MakeBucket(2147483647))};
+  s.assignments = {{7, Target::Pin(1)}, {8, Target::Pin(2147483647)}};
+  s.rules = {Rule(8, RuleKind::kForceOverflow)};
+  auto client = Loaded(std::move(s));
+  auto view = client->Current();
+  const EventRoute one = view->RouteEvent(7, "k", kT0);
+  ASSERT_NE(one.topic(), nullptr);
+  EXPECT_EQ(*one.topic(), *view->Topic(1, "ingestion"));
+  const EventRoute max = view->RouteEvent(8, "k", kT0);
+  EXPECT_EQ(max.route().bucket_id(), 2147483647);
+  ASSERT_NE(max.topic(), nullptr);
+  EXPECT_EQ(*max.topic(), "overflow_2147483647");
+  EXPECT_TRUE(max.overflowed());
+  EXPECT_EQ(view->RouteEvent(9, "k", kT0).topic(),
+            view->Topic(view->Route(9).bucket_id(), "ingestion"));
+}
+
 TEST(RouteEventTest, ForceOverflowDropAndSkipPersonProcessing) {
   auto client =
       Loaded(State({Rule(7, RuleKind::kForceOverflow), Rule(7, RuleKind::kSkipPersonProcessing),

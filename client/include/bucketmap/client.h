@@ -203,6 +203,16 @@ class MappingView {
   // overflow topic; nullptr when the bucket has no such role.
   std::vector<const std::string*> event_topics_;
   std::vector<const std::string*> overflow_topics_;
+  // Instead of the tables above when the snapshot's ids are too sparse for
+  // them (see the constructor): ascending by id.
+  struct SparseTopics {
+    int32_t id;
+    const std::string* event;
+    const std::string* overflow;
+  };
+  std::vector<SparseTopics> sparse_topics_;
+  // The topic of `bucket` in sparse_topics_; nullptr if it has none.
+  const std::string* SparseTopic(size_t bucket, bool overflow) const;
   // The team rules as RouteEvent() applies them; never null.
   std::shared_ptr<const client_internal::EventRules> event_rules_;
 };
@@ -523,7 +533,8 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline EventRoute MappingView::RouteEvent(int64_t t
   }
   // Bucket 0 (unroutable, or no mapping) has no topic.
   const size_t bucket = static_cast<uint32_t>(route.bucket_id());
-  return EventRoute(route, bucket < event_topics_.size() ? event_topics_[bucket] : nullptr, 0);
+  return EventRoute(
+      route, bucket < event_topics_.size() ? event_topics_[bucket] : SparseTopic(bucket, false), 0);
 }
 
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline RouteResult Client::Route(int64_t team_id) const {
