@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
       server->authorizer_.get(), server->handoffs_.get(), server->signals_.get());
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->manager_.get(), server->store_.get(), server->workers_.get(), options.admin,
-      server->authorizer_.get(), server->handoffs_.get());
+      server->authorizer_.get(), server->handoffs_.get(), server->signals_.get());
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    ServerCredentialsFor(options.tls));
 

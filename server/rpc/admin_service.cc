@@ -1,7 +1,9 @@
 #include "server/rpc/admin_service.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -10,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "codec/codec.h"
+#include "domain/load.h"
 #include "domain/move_policy.h"
 #include "domain/status_macros.h"
 #include "domain/validation.h"
@@ -148,13 +151,14 @@ MoveWrite WriteOf(const char* kind, const Request& request) {
 
 AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
                                    AdminServiceOptions options, const Authorizer* authorizer,
-                                   const HandoffView* handoffs)
+                                   const HandoffView* handoffs, SignalsReader* signals)
     : manager_(manager),
       store_(store),
       workers_(workers),
       options_(options),
       authorizer_(authorizer != nullptr ? authorizer : &dev_authorizer_),
       handoffs_(handoffs),
+      signals_(signals),
       write_path_(manager, store, handoffs),
       rate_limiter_(options.write_rate_limit) {
   constexpr char kService[] = "bucketmap.v1.AdminService";
@@ -639,11 +643,27 @@ void AdminServiceImpl::ListPools(UnaryCall<v1::ListPoolsRequest, v1::ListPoolsRe
     }
     info->set_assigned_teams(snapshot.PoolAssignedCount(name));
     info->set_pinned_teams(pinned);
-    // The pool's load (events/s, processing time) goes here once the
-    // load signals exist (SPEC §9, issue 11): summed over bucket_ids from
-    // the per-bucket rates, in PoolInfo fields 10..19.
   }
-  call->Reply(absl::OkStatus());
+  if (signals_ == nullptr) return call->Reply(absl::OkStatus());
+  // The load, as GetLoad sums it per bucket, at the same version. Rates()
+  // may read the store: on a worker thread.
+  workers_->Schedule([this, call, current = std::move(current)] {
+    absl::StatusOr<std::shared_ptr<const LoadRates>> rates = signals_->Rates();
+    if (!rates.ok()) return call->Reply(rates.status());
+    const Snapshot& snapshot = current->snapshot();
+    LoadRate unattributed;
+    const std::vector<BucketLoadView> loads =
+        BucketLoads(snapshot, **rates, /*top_teams=*/0, &unattributed);
+    std::map<std::string, LoadRate> by_pool;
+    for (size_t i = 0; i < loads.size(); ++i) {
+      by_pool[snapshot.buckets()[i].pool] += loads[i].rate;
+    }
+    for (v1::PoolInfo& info : *call->response()->mutable_pools()) {
+      ToProto(by_pool[info.pool().name()], info.mutable_rate());
+      info.set_load_windows((*rates)->windows);
+    }
+    call->Reply(absl::OkStatus());
+  });
 }
 
 void AdminServiceImpl::SetTeamRule(

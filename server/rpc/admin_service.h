@@ -19,6 +19,7 @@
 #include "server/rpc/auth.h"
 #include "server/rpc/rate_limit.h"
 #include "server/rpc/unary_call.h"
+#include "server/signals/load_signals.h"
 #include "server/state/handoff_view.h"
 #include "server/state/mapping_manager.h"
 #include "server/state/write_path.h"
@@ -43,7 +44,7 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   // without one no handoff is opened.
   AdminServiceImpl(MappingManager* manager, Store* store, WorkerPool* workers,
                    AdminServiceOptions options, const Authorizer* authorizer = nullptr,
-                   const HandoffView* handoffs = nullptr);
+                   const HandoffView* handoffs = nullptr, SignalsReader* signals = nullptr);
 
   // The RPCs, bound to the raw methods by the constructor (see
   // unary_call.h: requests are parsed and their strings checked first).
@@ -95,6 +96,8 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   const Authorizer dev_authorizer_{nullptr, false};
   const Authorizer* const authorizer_;
   const HandoffView* const handoffs_;
+  // ListPools' load; null: pools are listed without it.
+  SignalsReader* const signals_;
   const WritePath write_path_;
   WriteRateLimiter rate_limiter_;
 };

@@ -193,7 +193,7 @@ expect_out '^version 9: pool free PAUSED, priority 10; bucket 2 paused'
 run 0 pause-pool free --reason "again"
 expect_out '^version 9: no change \(pool free is PAUSED with priority 10\)'
 run 0 list-pools
-expect_out '^free +PAUSED +10 +2 +1 +1 +2 +9 +anonymous +incident'
+expect_out '^free +PAUSED +10 +2 +1 +1 +- +2 +9 +anonymous +incident'
 expect_out '^default +ACTIVE +100 +1 '
 run 0 list-buckets --pool free
 expect_out 'PAUSED'

@@ -92,6 +92,32 @@ class LoadProcessTest : public ::testing::Test {
     return load;
   }
 
+  // ListPools' load of the default pool (both buckets) is the sum of
+  // GetLoad's bucket rates, compared at one folded window: a GetLoad
+  // before and after the ListPools that saw the same window count.
+  void ExpectPoolLoadIsTheSumOfItsBuckets(ServerProcess* server) {
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      const v1::GetLoadResponse before = FirstWindow(server);
+      v1::ListPoolsResponse pools;
+      grpc::Status s = server->admin()->ListPools(ContextWithTimeout(absl::Seconds(5)).get(),
+                                                  v1::ListPoolsRequest(), &pools);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      const v1::GetLoadResponse after = FirstWindow(server);
+      ASSERT_EQ(pools.pools_size(), 1);
+      const v1::PoolInfo& pool = pools.pools(0);
+      if (before.windows() != pool.load_windows() || after.windows() != pool.load_windows()) {
+        continue;  // a window was folded in between: ask again
+      }
+      ASSERT_TRUE(pool.has_rate());
+      double sum = 0;
+      for (const v1::BucketLoad& b : after.buckets()) sum += b.rate().events_per_second();
+      EXPECT_GT(sum, 0);
+      EXPECT_NEAR(pool.rate().events_per_second(), sum, 1e-9 * sum);
+      return;
+    }
+    ADD_FAILURE() << "a load window was folded during each of 10 ListPools";
+  }
+
   std::unique_ptr<TestPostgres> pg_;
   std::unique_ptr<ServerProcess> a_;
   std::unique_ptr<ServerProcess> b_;
@@ -163,6 +189,7 @@ TEST_F(LoadProcessTest, ThreeProducersRatesWithinFivePercentAfterOneWindow) {
     }
     EXPECT_NEAR(buckets_total, truth_total, 0.05 * truth_total);
     EXPECT_EQ(load.unattributed().events_per_second(), 0);
+    ExpectPoolLoadIsTheSumOfItsBuckets(server);
   }
   const std::string metrics = HttpGet(a_->metrics_port(), "/metrics");
   EXPECT_THAT(metrics, HasSubstr("bucketmap_load_reports_total{result=\"accepted\"}"));

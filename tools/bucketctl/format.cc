@@ -443,13 +443,18 @@ std::string FormatUpdatePool(const v1::UpdatePoolRequest& request,
 
 std::string FormatListPools(const v1::ListPoolsResponse& response) {
   if (response.pools().empty()) return "no pools\n";
-  Table table({"POOL", "STATE", "PRIORITY", "BUCKETS", "ASSIGNED", "PINNED", "PAUSED BY POOL",
-               "CHANGED AT", "BY", "REASON"});
+  Table table({"POOL", "STATE", "PRIORITY", "BUCKETS", "ASSIGNED", "PINNED", "EVENTS/S",
+               "PAUSED BY POOL", "CHANGED AT", "BY", "REASON"});
   for (const v1::PoolInfo& info : response.pools()) {
     const v1::Pool& p = info.pool();
+    // "-": no load known (none reported yet, or a server without signals),
+    // which is not 0.
+    const std::string rate = info.has_rate() && info.load_windows() > 0
+                                 ? absl::StrFormat("%.1f", info.rate().events_per_second())
+                                 : "-";
     table.AddRow({p.name(), StateName(p.state()), absl::StrCat(p.priority()),
                   info.bucket_ids().empty() ? "-" : absl::StrJoin(info.bucket_ids(), ","),
-                  absl::StrCat(info.assigned_teams()), absl::StrCat(info.pinned_teams()),
+                  absl::StrCat(info.assigned_teams()), absl::StrCat(info.pinned_teams()), rate,
                   p.paused_bucket_ids().empty() ? "-" : absl::StrJoin(p.paused_bucket_ids(), ","),
                   info.has_object() ? absl::StrCat(p.updated_version()) : "-",
                   p.actor().empty() ? "-" : p.actor(), p.reason().empty() ? "-" : p.reason()});
