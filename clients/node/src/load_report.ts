@@ -14,9 +14,9 @@
 // window (100,000 by default); events of further teams go to other_*.
 //
 // OFF by default: WatchConnectionOptions.loadReporter must be set. The
-// server of this release does not accept load reports yet (it ends the
-// stream with INVALID_ARGUMENT); enable it once the server's side has
-// landed.
+// server folds the reports of every client into per-team and per-bucket
+// rates (GetLoad, docs/autoscaling.md); servers older than issue 11 end
+// the stream with INVALID_ARGUMENT instead.
 
 import Long from 'long';
 import type { TeamId } from './model';

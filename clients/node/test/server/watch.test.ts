@@ -1,7 +1,7 @@
 // The watch protocol against the real bucketmap-server and PostgreSQL:
 // subscribe, snapshot, deltas and ACKs; resume after a server restart; a
 // NACK answered by the snapshot; a cluster reset; the cache file at start;
-// several addresses; bearer tokens and TLS.
+// several addresses; bearer tokens and TLS; load reports reaching GetLoad.
 import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as child_process from 'child_process';
@@ -12,6 +12,7 @@ import { Client, ClientOptions } from '../../src/client';
 import { silentLogger } from '../../src/log';
 import { BucketState, RouteSource } from '../../src/model';
 import { DeliveryTracker } from '../../src/delivery_tracker';
+import { LoadReporter } from '../../src/load_report';
 import { ClientRole, MappingDeltaMsg, MappingSnapshotMsg } from '../../src/proto';
 import { WatchConnection, WatchConnectionOptions } from '../../src/watch';
 import { killChildren, Admin, ServerProcess, env, freePort, sleep, tempDir, waitFor } from '../support/stack';
@@ -316,5 +317,52 @@ test('watch: bearer token and TLS', async () => {
   } finally {
     await server.kill();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('load: a producer\'s LoadReporter reaches the server, and GetLoad reports its teams', async () => {
+  const server = await ServerProcess.start(e, [...FAST, '--load_window=1s']);
+  const admin = new Admin(server.address);
+  const reporter = new LoadReporter({ windowMs: 1000 });
+  const client = newClient([server.address], { role: ClientRole.PRODUCER });
+  const conn = watch(client, { loadReporter: reporter });
+  let timer: NodeJS.Timeout | null = null;
+  try {
+    const b1 = await admin.createBucket('l1');
+    await conn.start();
+    await waitFor('sync', () => conn.synced);
+    // Team t sends 100 × t events per second, in ticks of 100 ms.
+    timer = setInterval(() => {
+      for (const t of [1, 2, 3]) reporter.recordEvents(t, 10 * t);
+    }, 100);
+    type Load = {
+      windows: number;
+      buckets: Array<{ bucket_id: number; top_teams: Array<{ team_id: number; rate: { events_per_second: number } }> }>;
+    };
+    let load: Load | null = null;
+    await waitFor(
+      'GetLoad to fold two windows',
+      async () => {
+        load = await admin.call<Load>('MappingService', 'GetLoad', 'GetLoadRequest', 'GetLoadResponse', { top_teams: 10 });
+        return load.windows >= 2;
+      },
+      30000,
+    );
+    assert.ok(reporter.sent >= 2, `reports sent: ${reporter.sent}`);
+    const bucket = load!.buckets.find((b) => b.bucket_id === b1);
+    assert.ok(bucket !== undefined);
+    const rates = new Map(bucket.top_teams.map((t) => [t.team_id, t.rate.events_per_second]));
+    assert.deepEqual([...rates.keys()].sort(), [1, 2, 3]);
+    // Every tick counts all three teams: their ratios are exact whatever
+    // the timer's jitter; the rates themselves are loosely 100 × t.
+    assert.ok(Math.abs(rates.get(2)! / rates.get(1)! - 2) < 0.01, `rates ${[...rates]}`);
+    assert.ok(Math.abs(rates.get(3)! / rates.get(1)! - 3) < 0.01, `rates ${[...rates]}`);
+    assert.ok(rates.get(1)! > 50 && rates.get(1)! < 150, `team 1: ${rates.get(1)} events/s`);
+    assert.ok(conn.synced, 'the server kept the stream');
+  } finally {
+    if (timer !== null) clearInterval(timer);
+    await conn.stop();
+    admin.close();
+    await server.kill();
   }
 });
