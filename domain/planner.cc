@@ -1,6 +1,7 @@
 #include "domain/planner.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <map>
 #include <string_view>
@@ -263,6 +264,10 @@ absl::StatusOr<Plan> PlanCreateBucket(const Snapshot& before, Bucket bucket) {
   }
   if (bucket.weight == 0) bucket.weight = 100;
   if (bucket.pool.empty()) bucket.pool = kDefaultPool;
+  if (before.next_bucket_id() == INT32_MAX ||
+      before.FindBucket(before.next_bucket_id()) != nullptr) {
+    return absl::ResourceExhaustedError("bucket.id: every bucket id is taken");
+  }
   bucket.id = before.next_bucket_id();
   bucket.created_version = before.version() + 1;
   bucket.updated_version = before.version() + 1;

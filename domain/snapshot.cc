@@ -1,6 +1,7 @@
 #include "domain/snapshot.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <string_view>
 #include <utility>
@@ -139,7 +140,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState sta
   }
   // Ids are never reused, so the counter must lie beyond every existing id;
   // a stale counter is repaired rather than trusted.
-  s->next_bucket_id_ = std::max({state.next_bucket_id, max_id + 1, 1});
+  // (in 64 bits: max_id may be INT32_MAX; the next create then fails).
+  s->next_bucket_id_ = static_cast<int32_t>(std::min<int64_t>(
+      std::max<int64_t>({state.next_bucket_id, int64_t{max_id} + 1, 1}), INT32_MAX));
 
   const size_t n = state.assignments.size();
   for (size_t i = 0; i < n; ++i) {
@@ -227,7 +230,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& ch
       }
     }
   }
-  s->next_bucket_id_ = std::max({next_bucket_id_, change.next_bucket_id, max_id + 1});
+  s->next_bucket_id_ = static_cast<int32_t>(std::min<int64_t>(
+      std::max<int64_t>({next_bucket_id_, change.next_bucket_id, int64_t{max_id} + 1}), INT32_MAX));
 
   // Validate the assignment changes and update the counts from them alone,
   // so that the new pool table is known before the columns are merged.

@@ -125,7 +125,8 @@ TEST_F(LoadAggregatorTest, PendingKeysAreBoundedTheRestCountsUnattributed) {
   load.Add(Events({1, 2, 3, 4}, {10, 20, 30, 40}));
   load.Add(Events({1, 5}, {10, 50}));  // a kept key still adds up
   ASSERT_TRUE(load.Flush().ok());
-  const auto& window = store_.load_added().at(slot);
+  const LoadSlots added = store_.load_added();  // a copy: keep it while `window` is used
+  const auto& window = added.at(slot);
   EXPECT_DOUBLE_EQ(window.at(Team(1)).events, 2.0);
   EXPECT_DOUBLE_EQ(window.at(Team(2)).events, 2.0);
   EXPECT_EQ(window.count(Team(3)) + window.count(Team(4)) + window.count(Team(5)), 0u);
