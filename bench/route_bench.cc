@@ -36,26 +36,11 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "bench/alloc_counter.h"
 #include "bench/bench_main.h"
 #include "bucketmap/client.h"
 #include "codec/codec.h"
 #include "domain/snapshot.h"
-
-// ---- Allocation counting: every operator new on the calling thread. ----
-namespace {
-thread_local int64_t t_allocations = 0;
-void* CountedAlloc(std::size_t n) {
-  ++t_allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-void* operator new(std::size_t n) { return CountedAlloc(n); }
-void* operator new[](std::size_t n) { return CountedAlloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace bucketmap {
 namespace {
