@@ -363,4 +363,102 @@ void ToProto(const LoadRate& rate, v1::LoadRate* out) {
   out->set_processing_seconds_per_second(rate.processing);
 }
 
+RebalanceBudget FromProto(const v1::RebalanceBudget& budget) {
+  RebalanceBudget out;
+  if (budget.has_max_load_share()) out.max_load_share = budget.max_load_share();
+  if (budget.has_max_teams()) out.max_teams = budget.max_teams();
+  if (budget.has_target_imbalance()) out.target_imbalance = budget.target_imbalance();
+  return out;
+}
+
+void ToProto(const RebalanceBudget& budget, v1::RebalanceBudget* out) {
+  out->set_max_load_share(budget.max_load_share);
+  out->set_max_teams(budget.max_teams);
+  out->set_target_imbalance(budget.target_imbalance);
+}
+
+absl::StatusOr<LoadMetric> LoadMetricFromProto(int metric, const std::string& field) {
+  switch (metric) {
+    case v1::LOAD_METRIC_UNSPECIFIED:
+    case v1::LOAD_METRIC_EVENT_RATE:
+      return LoadMetric::kEventRate;
+    case v1::LOAD_METRIC_PROCESSING_TIME:
+      return LoadMetric::kProcessingTime;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ": unknown metric ", metric));
+  }
+}
+
+v1::LoadMetric ToProto(LoadMetric metric) {
+  return metric == LoadMetric::kEventRate ? v1::LOAD_METRIC_EVENT_RATE
+                                          : v1::LOAD_METRIC_PROCESSING_TIME;
+}
+
+std::vector<RebalanceMove> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::RebalanceMove>& moves) {
+  std::vector<RebalanceMove> out;
+  out.reserve(moves.size());
+  for (const v1::RebalanceMove& m : moves) {
+    RebalanceMove move;
+    move.team_id = m.team_id();
+    move.from_bucket_id = m.from_bucket_id();
+    move.to_bucket_id = m.to_bucket_id();
+    out.push_back(move);
+  }
+  return out;
+}
+
+namespace {
+
+void ToProto(const HeavyTeam& team, v1::RebalanceHeavyTeam* out) {
+  out->set_team_id(team.team_id);
+  out->set_bucket_id(team.bucket_id);
+  out->set_load(team.load);
+  out->set_limit(team.limit);
+}
+
+}  // namespace
+
+void ToProto(const RebalancePlan& plan, LoadMetric metric, v1::PlanRebalanceResponse* out) {
+  out->set_version(plan.version);
+  out->set_pool(plan.pool);
+  out->set_metric(ToProto(metric));
+  ToProto(plan.budget, out->mutable_budget());
+  for (const RebalanceMove& m : plan.moves) {
+    v1::RebalanceMove* move = out->add_moves();
+    move->set_team_id(m.team_id);
+    move->set_from_bucket_id(m.from_bucket_id);
+    move->set_to_bucket_id(m.to_bucket_id);
+    move->set_load(m.load);
+  }
+  for (const BucketLoad& b : plan.buckets) {
+    v1::RebalanceBucketLoad* bucket = out->add_buckets();
+    bucket->set_bucket_id(b.bucket_id);
+    bucket->set_state(static_cast<v1::BucketState>(b.state));
+    bucket->set_weight(b.weight);
+    bucket->set_before(b.before);
+    bucket->set_after(b.after);
+    bucket->set_background(b.background);
+    bucket->set_share(b.share);
+    bucket->set_floor(b.floor);
+    bucket->set_ideal(b.ideal);
+    bucket->set_floored(b.floored);
+  }
+  out->set_pool_load(plan.pool_load);
+  out->set_load_moved(plan.load_moved);
+  out->set_share_moved(plan.share_moved);
+  for (const HeavyTeam& t : plan.giants) ToProto(t, out->add_giants());
+  for (const HeavyTeam& t : plan.anchored) ToProto(t, out->add_anchored());
+  out->set_imbalance_before(plan.imbalance_before);
+  out->set_imbalance_after(plan.imbalance_after);
+  out->set_share_imbalance_before(plan.share_imbalance_before);
+  out->set_share_imbalance_after(plan.share_imbalance_after);
+  out->set_target_reached(plan.target_reached);
+  out->set_stop_reason(RebalanceStopName(plan.stop));
+  out->set_teams_with_load(plan.teams_with_load);
+  out->set_teams_frozen(plan.teams_frozen);
+  out->set_teams_below_min_move(plan.teams_below_min_move);
+  out->set_teams_skipped_in_handoff(plan.teams_skipped_in_handoff);
+}
+
 }  // namespace bucketmap

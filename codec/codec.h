@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "bucketmap/v1/admin.pb.h"
@@ -26,6 +27,7 @@
 #include "domain/load.h"
 #include "domain/model.h"
 #include "domain/planner.h"
+#include "domain/rebalance.h"
 #include "domain/snapshot.h"
 #include "domain/team_rule.h"
 
@@ -80,6 +82,21 @@ void ToProto(const Effect& effect, bool dry_run, v1::WriteEffect* out);
 LoadReport FromProto(const v1::WatchRequest::LoadReport& report);
 void ToProto(const LoadReport& report, v1::WatchRequest::LoadReport* out);
 void ToProto(const LoadRate& rate, v1::LoadRate* out);
+
+// Rebalancing (AdminService.PlanRebalance / ApplyRebalance). The budget's
+// absent fields take the defaults of domain/rebalance.h; its ranges are
+// checked by PlanRebalance(). An unknown metric is InvalidArgument naming
+// `field`.
+RebalanceBudget FromProto(const v1::RebalanceBudget& budget);
+void ToProto(const RebalanceBudget& budget, v1::RebalanceBudget* out);
+absl::StatusOr<LoadMetric> LoadMetricFromProto(int metric, const std::string& field);
+v1::LoadMetric ToProto(LoadMetric metric);
+// The moves' loads are not read (ApplyRebalance ignores them).
+std::vector<RebalanceMove> FromProto(
+    const google::protobuf::RepeatedPtrField<v1::RebalanceMove>& moves);
+// Every field of the response but frozen_team_ids and load_windows,
+// which the plan does not hold.
+void ToProto(const RebalancePlan& plan, LoadMetric metric, v1::PlanRebalanceResponse* out);
 
 }  // namespace bucketmap
 

@@ -569,4 +569,28 @@ absl::StatusOr<std::vector<AssignmentOp>> RebalanceAssignments(
   return ops;
 }
 
+void FillRebalanceLoads(const Snapshot& snapshot, const LoadRates& rates, LoadMetric metric,
+                        RebalanceRequest* request) {
+  auto value = [metric](const LoadRate& rate) {
+    return metric == LoadMetric::kEventRate ? rate.events : rate.processing;
+  };
+  auto in_pool = [&](int32_t bucket_id) {
+    const Bucket* bucket = snapshot.FindBucket(bucket_id);
+    return bucket != nullptr && bucket->pool == request->pool;
+  };
+  request->team_loads.clear();
+  request->bucket_totals.clear();
+  for (const auto& [team_id, rate] : rates.teams) {
+    const Route route = snapshot.RouteOf(team_id);
+    if (!route.routable() || !in_pool(route.bucket_id) || value(rate) <= 0) continue;
+    request->team_loads.push_back(TeamLoad{team_id, value(rate)});
+  }
+  LoadRate unattributed;
+  const std::vector<BucketLoadView> loads =
+      BucketLoads(snapshot, rates, /*top_teams=*/0, &unattributed);
+  for (const BucketLoadView& load : loads) {
+    if (in_pool(load.bucket_id)) request->bucket_totals[load.bucket_id] = value(load.rate);
+  }
+}
+
 }  // namespace bucketmap

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "domain/load.h"
 #include "domain/model.h"
 #include "domain/planner.h"
 #include "domain/snapshot.h"
@@ -252,6 +253,23 @@ absl::StatusOr<RebalancePlan> PlanRebalance(const Snapshot& snapshot,
 // bucket is not ACTIVE. Messages name moves[i] and the field.
 absl::StatusOr<std::vector<AssignmentOp>> RebalanceAssignments(
     const Snapshot& snapshot, std::string_view pool, const std::vector<RebalanceMove>& moves);
+
+// What a rebalance evens out: events/s or processing seconds per second,
+// as the load reports measure them (LoadRate).
+enum class LoadMetric {
+  kEventRate,
+  kProcessingTime,
+};
+
+// FillRebalanceLoads()
+//
+// Fills `request->team_loads` (ascending by team id) with the `metric`
+// rate of every team with load that routes to a bucket of
+// `request->pool` at `snapshot`, and `request->bucket_totals` with each of
+// the pool's buckets' total as BucketLoads() sums it (its teams and the
+// teams no report listed), both from the merged `rates`.
+void FillRebalanceLoads(const Snapshot& snapshot, const LoadRates& rates, LoadMetric metric,
+                        RebalanceRequest* request);
 
 }  // namespace bucketmap
 

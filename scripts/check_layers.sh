@@ -25,7 +25,8 @@ LAYERS=(
   "server/handoff: server/handoff server/kafka server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "server/watch: server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "server/rules: server/rules server/state server/store server/metrics server/base codec domain bucketmap/v1"
-  "server/rpc: server/rpc server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
+  "server/rebalance: server/rebalance server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
+  "server/rpc: server/rpc server/rebalance server/watch server/signals server/state server/store server/metrics server/base codec domain bucketmap/v1"
   "tools/bucketctl: tools/bucketctl bucketmap codec domain"
 )
 

@@ -154,6 +154,12 @@ ABSL_FLAG(absl::Duration, load_window, Defaults().load.config.window,
 ABSL_FLAG(absl::Duration, load_half_life, Defaults().load.config.half_life,
           "Half-life of the per-team and per-bucket load averages (EWMA). Every replica must run "
           "the same.");
+ABSL_FLAG(absl::Duration, auto_rebalance_interval, Defaults().auto_rebalance.interval,
+          "Automatic rebalancing (docs/rebalancing.md): every this often the leader plans each "
+          "pool with the default budget and applies the plan when the pool's imbalance exceeds "
+          "the target. 0: off.");
+ABSL_FLAG(double, auto_rebalance_daily_load_share, Defaults().auto_rebalance.daily_load_share,
+          "The most of a pool's load that automatic rebalancing moves per UTC day, 0..1.");
 
 // Test only (tests/hostile/frozen_replica_test.cc).
 ABSL_FLAG(std::string, TEST_pause_before_commit, "",
@@ -242,6 +248,15 @@ int Run() {
     return 2;
   }
 
+  if (absl::GetFlag(FLAGS_auto_rebalance_interval) < absl::ZeroDuration() ||
+      !(absl::GetFlag(FLAGS_auto_rebalance_daily_load_share) >= 0) ||
+      absl::GetFlag(FLAGS_auto_rebalance_daily_load_share) > 1) {
+    spdlog::error(
+        "--auto_rebalance_interval must not be negative, and --auto_rebalance_daily_load_share "
+        "must be in [0, 1]");
+    return 2;
+  }
+
   // Block the stop and reload signals in every thread; one thread waits
   // for them.
   sigset_t signals;
@@ -311,6 +326,8 @@ int Run() {
   options.lag.max_partitions = absl::GetFlag(FLAGS_lag_max_partitions);
   options.load.config.window = absl::GetFlag(FLAGS_load_window);
   options.load.config.half_life = absl::GetFlag(FLAGS_load_half_life);
+  options.auto_rebalance.interval = absl::GetFlag(FLAGS_auto_rebalance_interval);
+  options.auto_rebalance.daily_load_share = absl::GetFlag(FLAGS_auto_rebalance_daily_load_share);
   options.watch.replica = absl::GetFlag(FLAGS_replica_name);
   options.outbox.kafka_brokers = absl::GetFlag(FLAGS_kafka_brokers);
   options.outbox.create_topics = absl::GetFlag(FLAGS_kafka_create_topics);

@@ -104,6 +104,18 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   server->leader_->AddLeaderTask(
       "rule expiry", [expiry](int64_t epoch) { expiry->Start(epoch); },
       [expiry] { expiry->Stop(); });
+  server->rebalancer_ =
+      std::make_unique<Rebalancer>(server->manager_.get(), server->store_.get(),
+                                   server->signals_.get(), server->handoffs_.get());
+  server->rebalance_writes_ = std::make_unique<WritePath>(
+      server->manager_.get(), server->store_.get(), server->handoffs_.get());
+  server->auto_rebalancer_ = std::make_unique<AutoRebalancer>(
+      server->rebalancer_.get(), server->rebalance_writes_.get(), server->store_.get(),
+      server->manager_.get(), metrics, options.auto_rebalance);
+  AutoRebalancer* rebalancer = server->auto_rebalancer_.get();
+  server->leader_->AddLeaderTask(
+      "auto-rebalance", [rebalancer](int64_t epoch) { rebalancer->Start(epoch); },
+      [rebalancer] { rebalancer->Stop(); });
   server->leader_->Start();
 
   server->workers_ = std::make_unique<WorkerPool>(options.worker_threads);

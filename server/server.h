@@ -27,6 +27,8 @@
 #include "server/outbox/embedded_kafka.h"
 #include "server/outbox/event_publisher.h"
 #include "server/outbox/outbox_relay.h"
+#include "server/rebalance/auto_rebalancer.h"
+#include "server/rebalance/rebalancer.h"
 #include "server/replica/leader.h"
 #include "server/replica/pg_listener.h"
 #include "server/rpc/admin_service.h"
@@ -127,6 +129,8 @@ struct ServerOptions {
   std::shared_ptr<OffsetReader> lag_offsets;
   // Removing expired team rules (a leader task; server/rules/rule_expiry.h).
   RuleExpiryOptions rules;
+  // Automatic rebalancing (a leader task; server/rebalance/auto_rebalancer.h).
+  AutoRebalanceOptions auto_rebalance;
 };
 
 class BucketmapServer {
@@ -213,6 +217,10 @@ class BucketmapServer {
   std::unique_ptr<HandoffCoordinator> handoffs_;
   std::unique_ptr<LagExporter> lag_exporter_;
   std::unique_ptr<RuleExpiry> rule_expiry_;
+  // The automatic rebalancer and what it plans and writes with.
+  std::unique_ptr<Rebalancer> rebalancer_;
+  std::unique_ptr<WritePath> rebalance_writes_;
+  std::unique_ptr<AutoRebalancer> auto_rebalancer_;
   std::unique_ptr<LeaderElection> leader_;
   std::unique_ptr<PgListener> listener_;
   std::string kafka_bootstrap_;

@@ -222,7 +222,18 @@ Metrics::Metrics()
                          .Name("bucketmap_team_rules_expired_total")
                          .Help("Team rules the leader removed because their expire_time passed")
                          .Register(*registry_)
-                         .Add({})) {}
+                         .Add({})),
+      auto_rebalance_rounds_(
+          prometheus::BuildCounter()
+              .Name("bucketmap_auto_rebalance_rounds_total")
+              .Help("Automatic rebalancing rounds of a pool by outcome: applied, within_target, "
+                    "budget_spent (the pool's daily churn budget is used up), no_move, failed")
+              .Register(*registry_)),
+      auto_rebalance_share_moved_(
+          prometheus::BuildCounter()
+              .Name("bucketmap_auto_rebalance_load_share_moved_total")
+              .Help("Share of a pool's load (0..1 per round) that automatic rebalancing moved")
+              .Register(*registry_)) {}
 
 void Metrics::SetBucketLags(const std::vector<BucketLag>& lags) {
   std::map<std::vector<std::string>, BucketLag> next;
@@ -265,6 +276,12 @@ void Metrics::RecordLoadFlushError() { load_flush_errors_.Increment(); }
 
 void Metrics::RecordRulesExpired(int64_t count) {
   rules_expired_.Increment(static_cast<double>(count));
+}
+
+void Metrics::RecordAutoRebalance(const std::string& pool, const std::string& outcome,
+                                  double share_moved) {
+  auto_rebalance_rounds_.Add({{"pool", pool}, {"outcome", outcome}}).Increment();
+  if (share_moved > 0) auto_rebalance_share_moved_.Add({{"pool", pool}}).Increment(share_moved);
 }
 
 void Metrics::SetLeader(int64_t epoch) {

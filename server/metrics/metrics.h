@@ -104,6 +104,13 @@ class Metrics {
   // their expire_time passed.
   void RecordRulesExpired(int64_t count);
 
+  // Automatic rebalancing (server/rebalance/auto_rebalancer.h): one round
+  // of one pool, by outcome ("applied", "within_target", "budget_spent",
+  // "no_move", "failed"; budget_spent: the day's churn budget is used up,
+  // or what is left of it is too little for any useful move), and the share of its load an applied
+  // round moved.
+  void RecordAutoRebalance(const std::string& pool, const std::string& outcome, double share_moved);
+
   // An interceptor factory that calls RecordRpc for every call.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
 
@@ -143,6 +150,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& team_rules_;
   prometheus::Family<prometheus::Gauge>& pool_paused_;
   prometheus::Counter& rules_expired_;
+  prometheus::Family<prometheus::Counter>& auto_rebalance_rounds_;
+  prometheus::Family<prometheus::Counter>& auto_rebalance_share_moved_;
   absl::Mutex mu_;
   // The bucketmap_bucket_lag_* series now exported, by their labels.
   std::map<std::vector<std::string>, BucketLag> lag_series_ ABSL_GUARDED_BY(mu_);

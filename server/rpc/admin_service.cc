@@ -160,6 +160,7 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
       handoffs_(handoffs),
       signals_(signals),
       write_path_(manager, store, handoffs),
+      rebalancer_(manager, store, signals, handoffs),
       rate_limiter_(options.write_rate_limit) {
   constexpr char kService[] = "bucketmap.v1.AdminService";
 #define BUCKETMAP_BIND(Method, Request, Response) \
@@ -180,6 +181,8 @@ AdminServiceImpl::AdminServiceImpl(MappingManager* manager, Store* store, Worker
   BUCKETMAP_BIND(SetTeamRule, SetTeamRuleRequest, SetTeamRuleResponse);
   BUCKETMAP_BIND(ClearTeamRule, ClearTeamRuleRequest, ClearTeamRuleResponse);
   BUCKETMAP_BIND(ListTeamRules, ListTeamRulesRequest, ListTeamRulesResponse);
+  BUCKETMAP_BIND(PlanRebalance, PlanRebalanceRequest, PlanRebalanceResponse);
+  BUCKETMAP_BIND(ApplyRebalance, ApplyRebalanceRequest, ApplyRebalanceResponse);
 #undef BUCKETMAP_BIND
 }
 
@@ -760,6 +763,61 @@ void AdminServiceImpl::ListTeamRules(
     ToProto(*it, response->add_rules());
   }
   call->Reply(absl::OkStatus());
+}
+
+void AdminServiceImpl::PlanRebalance(
+    UnaryCall<v1::PlanRebalanceRequest, v1::PlanRebalanceResponse>* call) {
+  if (Refuse(call)) return;
+  const v1::PlanRebalanceRequest& request = call->request();
+  if (absl::Status s = ValidatePoolName(request.pool(), "pool"); !s.ok()) return call->Reply(s);
+  absl::StatusOr<LoadMetric> metric = LoadMetricFromProto(request.metric(), "metric");
+  if (!metric.ok()) return call->Reply(metric.status());
+  if (signals_ == nullptr) {
+    return call->Reply(absl::FailedPreconditionError(
+        "metric: this server serves no load signals (started without a store that keeps them)"));
+  }
+  // Rates() and the move times read the store: on a worker thread.
+  workers_->Schedule([this, call, metric = *metric, budget = FromProto(request.budget())] {
+    absl::StatusOr<RebalanceOutcome> outcome =
+        rebalancer_.PlanPool(call->request().pool(), metric, budget);
+    if (!outcome.ok()) return call->Reply(outcome.status());
+    v1::PlanRebalanceResponse* response = call->response();
+    ToProto(outcome->plan, metric, response);
+    response->mutable_frozen_team_ids()->Add(outcome->frozen_team_ids.begin(),
+                                             outcome->frozen_team_ids.end());
+    response->set_load_windows(outcome->load_windows);
+    call->Reply(absl::OkStatus());
+  });
+}
+
+void AdminServiceImpl::ApplyRebalance(
+    UnaryCall<v1::ApplyRebalanceRequest, v1::ApplyRebalanceResponse>* call) {
+  if (Refuse(call)) return;
+  const v1::ApplyRebalanceRequest& request = call->request();
+  if (absl::Status s = ValidatePoolName(request.pool(), "pool"); !s.ok()) return call->Reply(s);
+  if (request.moves_size() > options_.max_bulk_assign) {
+    return call->Reply(absl::ResourceExhaustedError(
+        absl::StrCat("moves: ", request.moves_size(), " moves exceed --max_bulk_assign (",
+                     options_.max_bulk_assign, " per call); plan with a smaller max_teams")));
+  }
+  if (request.moves().empty()) {
+    return call->Reply(absl::InvalidArgumentError("moves: the plan has no move to apply"));
+  }
+  // A plan holds only at the version it was computed at.
+  if (request.expected_version() == 0) {
+    return call->Reply(absl::InvalidArgumentError(
+        "expected_version: required, the version PlanRebalance computed the plan at"));
+  }
+  MoveWrite write = Rebalancer::ApplyWrite(request.pool(), FromProto(request.moves()));
+  const MoveWrite shared = WriteOf("ApplyRebalance", request);
+  write.context = shared.context;
+  write.dry_run = shared.dry_run;
+  RunWrite(call, std::move(write),
+           [](const Snapshot&, const Plan& plan, int64_t version, bool dry_run,
+              v1::ApplyRebalanceResponse* out) {
+             out->set_version(version);
+             ToProto(plan.effect, dry_run, out->mutable_effect());
+           });
 }
 
 }  // namespace bucketmap

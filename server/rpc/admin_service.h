@@ -16,6 +16,7 @@
 #include "bucketmap/v1/admin.grpc.pb.h"
 #include "domain/planner.h"
 #include "server/base/worker_pool.h"
+#include "server/rebalance/rebalancer.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/rate_limit.h"
 #include "server/rpc/unary_call.h"
@@ -67,6 +68,10 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   void SetTeamRule(UnaryCall<v1::SetTeamRuleRequest, v1::SetTeamRuleResponse>* call);
   void ClearTeamRule(UnaryCall<v1::ClearTeamRuleRequest, v1::ClearTeamRuleResponse>* call);
   void ListTeamRules(UnaryCall<v1::ListTeamRulesRequest, v1::ListTeamRulesResponse>* call);
+  // Rebalancing (docs/rebalancing.md). PlanRebalance needs the load
+  // signals (FailedPrecondition without them).
+  void PlanRebalance(UnaryCall<v1::PlanRebalanceRequest, v1::PlanRebalanceResponse>* call);
+  void ApplyRebalance(UnaryCall<v1::ApplyRebalanceRequest, v1::ApplyRebalanceResponse>* call);
 
  private:
   // Fills the typed response of a planned write at `version`.
@@ -96,9 +101,11 @@ class AdminServiceImpl final : public UnaryService<v1::AdminService::Service> {
   const Authorizer dev_authorizer_{nullptr, false};
   const Authorizer* const authorizer_;
   const HandoffView* const handoffs_;
-  // ListPools' load; null: pools are listed without it.
+  // ListPools' load and PlanRebalance's; null: pools are listed without
+  // it, and PlanRebalance is refused.
   SignalsReader* const signals_;
   const WritePath write_path_;
+  const Rebalancer rebalancer_;
   WriteRateLimiter rate_limiter_;
 };
 

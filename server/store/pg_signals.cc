@@ -79,6 +79,38 @@ absl::Status PgStore::SaveLagReadings(const std::vector<LagReading>& readings) {
   return saved.status();
 }
 
+absl::StatusOr<double> PgStore::LoadRebalanceChurn(const std::string& pool, int64_t day) {
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  return RunWithRetry<double>(
+      [&] { return Acquire(deadline); }, "load rebalance churn",
+      [&](Connection& conn, bool*) -> absl::StatusOr<double> {
+        pqxx::read_transaction tx(conn.conn);
+        SetTimeouts(tx, deadline - options_.clock->Now());
+        const pqxx::result r = tx.exec_params(
+            "SELECT share_moved FROM rebalance_churn WHERE pool = $1 AND day = $2", pool, day);
+        tx.commit();
+        return r.empty() ? 0.0 : r[0][0].as<double>();
+      });
+}
+
+absl::Status PgStore::AddRebalanceChurn(const std::string& pool, int64_t day, double share) {
+  const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
+  absl::StatusOr<bool> added = RunWithRetry<bool>(
+      [&] { return Acquire(deadline); }, "add rebalance churn",
+      [&](Connection& conn, bool*) -> absl::StatusOr<bool> {
+        pqxx::work tx(conn.conn);
+        SetTimeouts(tx, deadline - options_.clock->Now());
+        tx.exec_params0(
+            "INSERT INTO rebalance_churn (pool, day, share_moved) VALUES ($1, $2, $3)"
+            " ON CONFLICT (pool, day) DO UPDATE"
+            " SET share_moved = rebalance_churn.share_moved + excluded.share_moved",
+            pool, day, share);
+        tx.commit();
+        return true;
+      });
+  return added.status();
+}
+
 absl::StatusOr<std::vector<LagReading>> PgStore::LoadLagReadings() {
   const absl::Time deadline = options_.clock->Now() + options_.read_timeout;
   return RunWithRetry<std::vector<LagReading>>(

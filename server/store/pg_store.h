@@ -112,6 +112,8 @@ class PgStore final : public Store {
   absl::StatusOr<MoveTimes> LoadMoveTimes(const std::vector<int64_t>& team_ids) override;
   // Signals (pg_signals.cc; migrations/0006_lag_and_load.sql).
   absl::Status SaveLagReadings(const std::vector<LagReading>& readings) override;
+  absl::StatusOr<double> LoadRebalanceChurn(const std::string& pool, int64_t day) override;
+  absl::Status AddRebalanceChurn(const std::string& pool, int64_t day, double share) override;
   absl::StatusOr<std::vector<LagReading>> LoadLagReadings() override;
   absl::Status AddLoad(const LoadConfig& config, const LoadSlots& slots, int64_t fold_through,
                        double min_rate) override;

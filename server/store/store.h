@@ -309,6 +309,24 @@ class Store {
     return MoveTimes{};
   }
 
+  // LoadRebalanceChurn()
+  //
+  // Returns the share of `pool`'s load that automatic rebalancing moved on
+  // UTC day `day` (days since 1970-01-01), 0 when none. Unavailable when
+  // unreachable; Unimplemented by stores without it.
+  virtual absl::StatusOr<double> LoadRebalanceChurn(const std::string& pool, int64_t day) {
+    return absl::UnimplementedError("LoadRebalanceChurn");
+  }
+
+  // AddRebalanceChurn()
+  //
+  // Adds `share` to `pool`'s churn of UTC day `day`. Unavailable when
+  // unreachable (a retried call may count twice: the budget errs on the
+  // side of moving less).
+  virtual absl::Status AddRebalanceChurn(const std::string& pool, int64_t day, double share) {
+    return absl::UnimplementedError("AddRebalanceChurn");
+  }
+
   // SaveLagReadings()
   //
   // Replaces every stored lag reading with `readings` (at most one per
