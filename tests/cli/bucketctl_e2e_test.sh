@@ -197,6 +197,22 @@ expect_out '^free +PAUSED +10 +2 +1 +1 +- +2 +9 +anonymous +incident'
 expect_out '^default +ACTIVE +100 +1 '
 run 0 list-buckets --pool free
 expect_out 'PAUSED'
+# Rebalancing without load: the plan reports and moves nothing; --apply has
+# nothing to apply; bad flags are usage errors, an unknown pool NOT_FOUND.
+run 0 rebalance --pool default
+expect_out '^pool default  version 9  metric events/s'
+expect_out 'no load reported yet'
+expect_out '^moves: 0 teams'
+run 0 rebalance --pool default --apply
+expect_out '^nothing to apply'
+run 0 rebalance --pool default --json
+expect_out '"stop_reason": ?"target_reached"'
+run 2 rebalance --pool default --max-load-moved 200%
+expect_err -- '--max-load-moved'
+run 2 rebalance --pool default --reason "no apply"
+expect_err -- '--reason and --dry-run apply only with --apply'
+run 1 rebalance --pool nowhere
+expect_err '^error: NOT_FOUND: pool: '
 run 1 update-bucket f1 --state ACTIVE --reason "too early"
 expect_err '^error: FAILED_PRECONDITION: .*pool "free", which is PAUSED'
 run 0 resume-pool free --reason "over"

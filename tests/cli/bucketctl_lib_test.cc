@@ -103,7 +103,8 @@ TEST(CommandsTest, EveryUnaryRpcHasACommand) {
                            "get-team",         "list-clients",  "list-handoffs",
                            "cancel-handoff",   "list-pools",    "pause-pool",
                            "resume-pool",      "update-pool",   "rules",
-                           "set-rule",         "clear-rule",    "top"}) {
+                           "set-rule",         "clear-rule",    "top",
+                           "rebalance"}) {
     const CommandSpec* spec = FindCommand(name);
     ASSERT_NE(spec, nullptr) << name;
     EXPECT_THAT(HelpText(), HasSubstr(UsageLine(*spec)));

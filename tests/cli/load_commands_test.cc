@@ -55,9 +55,8 @@ std::string DocBlock(const std::string& file, const std::string& name) {
 }
 
 TEST(RenderKedaTest, TheDocsExampleIsWhatItRenders) {
-  const ParsedArgs args =
-      Parse("render", {"keda", "--bucket", "b3", "--namespace", "ingestion", "--deployment",
-                       "plugin-server-{bucket}-{role}"});
+  const ParsedArgs args = Parse("render", {"keda", "--bucket", "b3", "--namespace", "ingestion",
+                                           "--deployment", "plugin-server-{bucket}-{role}"});
   absl::StatusOr<KedaOptions> options = BuildKedaOptions(args);
   ASSERT_TRUE(options.ok()) << options.status();
   absl::StatusOr<std::string> yaml = RenderKeda({ExampleBucket()}, *options);
@@ -111,11 +110,11 @@ TEST(RenderKedaTest, BadFlagsAreUsageErrors) {
               HasSubstr("--metric"));
   EXPECT_THAT(BuildKedaOptions(Parse("render", {"keda", "--threshold", "0"})).status().message(),
               HasSubstr("--threshold"));
-  EXPECT_THAT(BuildKedaOptions(Parse("render", {"keda", "--min-replicas", "5", "--max-replicas",
-                                                "2"}))
-                  .status()
-                  .message(),
-              HasSubstr("--max-replicas"));
+  EXPECT_THAT(
+      BuildKedaOptions(Parse("render", {"keda", "--min-replicas", "5", "--max-replicas", "2"}))
+          .status()
+          .message(),
+      HasSubstr("--max-replicas"));
   EXPECT_EQ(KedaQuery("messages", 7, "ingestion"),
             "max(bucketmap_bucket_lag_messages{bucket_id=\"7\",role=\"ingestion\"})");
 }
@@ -166,6 +165,123 @@ TEST(TopTest, TheTableShowsRatesLagAndUnknownLag) {
   EXPECT_THAT(table, HasSubstr("ingestion: 120 / 3.2s (2.0s ago)"));
   EXPECT_THAT(table, HasSubstr("clickhouse: ? (broker down)"));
   EXPECT_THAT(table, HasSubstr("42:800"));
+}
+
+}  // namespace
+}  // namespace bucketmap::bucketctl
+
+namespace bucketmap::bucketctl {
+namespace {
+
+TEST(RebalanceCommandTest, FlagsBuildThePlanRequest) {
+  absl::StatusOr<v1::PlanRebalanceRequest> req = BuildPlanRebalance(
+      Parse("rebalance", {"--pool", "hot", "--metric", "processing", "--max-load-moved", "5%",
+                          "--max-teams", "20", "--target", "1.1"}));
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_EQ(req->pool(), "hot");
+  EXPECT_EQ(req->metric(), v1::LOAD_METRIC_PROCESSING_TIME);
+  EXPECT_DOUBLE_EQ(req->budget().max_load_share(), 0.05);
+  EXPECT_EQ(req->budget().max_teams(), 20);
+  EXPECT_DOUBLE_EQ(req->budget().target_imbalance(), 1.1);
+
+  // Absent flags leave the server's defaults.
+  req = BuildPlanRebalance(Parse("rebalance", {"--pool", "hot", "--max-load-moved", "0.25"}));
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_EQ(req->metric(), v1::LOAD_METRIC_UNSPECIFIED);
+  EXPECT_DOUBLE_EQ(req->budget().max_load_share(), 0.25);
+  EXPECT_FALSE(req->budget().has_max_teams());
+  EXPECT_FALSE(req->budget().has_target_imbalance());
+
+  auto error = [](const std::vector<std::string>& args) {
+    absl::StatusOr<v1::PlanRebalanceRequest> r = BuildPlanRebalance(Parse("rebalance", args));
+    return r.ok() ? std::string("ok") : std::string(r.status().message());
+  };
+  EXPECT_THAT(error({}), HasSubstr("--pool is required"));
+  EXPECT_THAT(error({"--pool", "p", "--metric", "bytes"}), HasSubstr("--metric: events or"));
+  EXPECT_THAT(error({"--pool", "p", "--max-load-moved", "150%"}), HasSubstr("--max-load-moved"));
+  EXPECT_THAT(error({"--pool", "p", "--max-load-moved", "2"}), HasSubstr("--max-load-moved"));
+  EXPECT_THAT(error({"--pool", "p", "--max-teams", "-1"}), HasSubstr("--max-teams"));
+  EXPECT_THAT(error({"--pool", "p", "--target", "0.9"}), HasSubstr("--target"));
+}
+
+// The plan of docs/rebalancing.md's end-to-end example.
+v1::PlanRebalanceResponse ExamplePlan() {
+  v1::PlanRebalanceResponse p;
+  p.set_version(6);
+  p.set_pool("hot");
+  p.set_metric(v1::LOAD_METRIC_EVENT_RATE);
+  p.mutable_budget()->set_max_load_share(0.25);
+  p.mutable_budget()->set_max_teams(1000);
+  p.mutable_budget()->set_target_imbalance(1.05);
+  p.set_pool_load(2200);
+  p.set_load_windows(1);
+  const double before[] = {800, 200, 200, 1000};
+  const double after[] = {400, 400, 400, 1000};
+  for (int i = 0; i < 4; ++i) {
+    v1::RebalanceBucketLoad* b = p.add_buckets();
+    b->set_bucket_id(i + 1);
+    b->set_state(v1::ACTIVE);
+    b->set_weight(100);
+    b->set_before(before[i]);
+    b->set_after(after[i]);
+    b->set_share(550);
+    b->set_ideal(i == 3 ? 1000 : 400);
+    b->set_floored(i == 3);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v1::RebalanceMove* m = p.add_moves();
+    m->set_team_id(i + 2);
+    m->set_from_bucket_id(1);
+    m->set_to_bucket_id(i % 2 == 0 ? 2 : 3);
+    m->set_load(100);
+  }
+  p.set_load_moved(400);
+  p.set_share_moved(400.0 / 2200);
+  v1::RebalanceHeavyTeam* giant = p.add_giants();
+  giant->set_team_id(13);
+  giant->set_bucket_id(4);
+  giant->set_load(1000);
+  giant->set_limit(550);
+  p.set_imbalance_before(2);
+  p.set_imbalance_after(1);
+  p.set_target_reached(true);
+  p.set_stop_reason("target_reached");
+  p.add_frozen_team_ids(1);
+  return p;
+}
+
+// The text between "<!-- NAME -->\n```\n" and "```\n<!-- /NAME -->".
+std::string TextBlock(const std::string& file, const std::string& name) {
+  std::ifstream in(file);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const std::string open = "<!-- " + name + " -->\n```\n";
+  const size_t start = doc.find(open);
+  const size_t end = doc.find("```\n<!-- /" + name + " -->");
+  if (start == std::string::npos || end == std::string::npos) return "";
+  return doc.substr(start + open.size(), end - start - open.size());
+}
+
+TEST(RebalanceCommandTest, TheDocsExampleIsWhatItPrints) {
+  const std::string table = FormatRebalancePlan(ExamplePlan());
+  EXPECT_EQ(TextBlock(std::string(BUCKETMAP_SOURCE_DIR) + "/docs/rebalancing.md", "rebalance-plan"),
+            table);
+  EXPECT_THAT(table, HasSubstr("imbalance 2.000 -> 1.000 (target 1.05): target_reached"));
+  EXPECT_THAT(table, HasSubstr("frozen (in their move cooldown): 1\n"));
+}
+
+TEST(RebalanceCommandTest, ApplyRebalanceCarriesThePlansMovesAndVersion) {
+  const v1::PlanRebalanceResponse plan = ExamplePlan();
+  const v1::ApplyRebalanceRequest apply = ApplyRebalanceOf(plan, "even out hot", "rb-1");
+  EXPECT_EQ(apply.pool(), "hot");
+  EXPECT_EQ(apply.expected_version(), 6);
+  EXPECT_EQ(apply.request_id(), "rb-1");
+  EXPECT_EQ(apply.reason(), "even out hot");
+  ASSERT_EQ(apply.moves_size(), 4);
+  EXPECT_EQ(apply.moves(3).team_id(), 5);
+  EXPECT_EQ(apply.moves(3).to_bucket_id(), 3);
+  EXPECT_FALSE(apply.dry_run());
 }
 
 }  // namespace

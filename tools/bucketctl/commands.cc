@@ -184,6 +184,30 @@ std::vector<CommandSpec> MakeCommands() {
       "End an open handoff as CANCELLED: its targets stop holding the moved teams.",
       absl::StrCat("The teams keep their new route; only the ordering hold ends.\n", write_details),
       WriteFlags({}), 1, 1});
+  commands.push_back(CommandSpec{
+      "rebalance",
+      "--pool P [--metric events|processing] [--max-load-moved 5%] [--max-teams N] "
+      "[--target 1.05] [--apply [--reason R] [--dry-run]]",
+      "Plan (and with --apply, apply) moves that even out a pool's load (PlanRebalance).",
+      "Prints the plan: each bucket's load before and after the moves against its ideal\n"
+      "load, the moves, the share of the load they carry, why the planner stopped, and\n"
+      "the teams it could not move (giants that need a bucket of their own, teams too\n"
+      "heavy for --max-load-moved, teams in their move cooldown). Nothing changes unless\n"
+      "--apply: then ApplyRebalance applies exactly the printed moves as one version, at\n"
+      "the plan's version and with a fresh request id (ABORTED if the mapping moved in\n"
+      "between: plan again), and prints the new version and the handoffs it opened.\n"
+      "--reason defaults to \"bucketctl rebalance\". --json prints the plan (and with\n"
+      "--apply the ApplyRebalance response on a second line). docs/rebalancing.md.\n",
+      {{"pool", FlagKind::kValue},
+       {"metric", FlagKind::kValue},
+       {"max-load-moved", FlagKind::kValue},
+       {"max-teams", FlagKind::kValue},
+       {"target", FlagKind::kValue},
+       {"apply", FlagKind::kBool},
+       {"reason", FlagKind::kValue},
+       {"dry-run", FlagKind::kBool}},
+      0,
+      0});
   commands.push_back(
       CommandSpec{"list-pools",
                   "",

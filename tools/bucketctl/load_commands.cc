@@ -298,4 +298,110 @@ RenderKind KedaRenderKind() {
                     }};
 }
 
+absl::StatusOr<v1::PlanRebalanceRequest> BuildPlanRebalance(const ParsedArgs& args) {
+  v1::PlanRebalanceRequest request;
+  if (args.Get("pool").empty()) return Usage("--pool is required");
+  request.set_pool(args.Get("pool"));
+  if (args.Has("metric")) {
+    const std::string metric = args.Get("metric");
+    if (metric == "events") {
+      request.set_metric(v1::LOAD_METRIC_EVENT_RATE);
+    } else if (metric == "processing") {
+      request.set_metric(v1::LOAD_METRIC_PROCESSING_TIME);
+    } else {
+      return Usage(absl::StrCat("--metric: events or processing, got '", metric, "'"));
+    }
+  }
+  v1::RebalanceBudget* budget = request.mutable_budget();
+  if (args.Has("max-load-moved")) {
+    std::string text = args.Get("max-load-moved");
+    const bool percent = !text.empty() && text.back() == '%';
+    if (percent) text.pop_back();
+    double share = 0;
+    if (!absl::SimpleAtod(text, &share) || !(share >= 0) || share > (percent ? 100 : 1)) {
+      return Usage(absl::StrCat("--max-load-moved: a share of the load, 0%..100% or 0..1, got '",
+                                args.Get("max-load-moved"), "'"));
+    }
+    budget->set_max_load_share(percent ? share / 100 : share);
+  }
+  if (args.Has("max-teams")) {
+    absl::StatusOr<int64_t> teams = ParseInteger(args.Get("max-teams"), "--max-teams", 0, 1000000);
+    if (!teams.ok()) return teams.status();
+    budget->set_max_teams(*teams);
+  }
+  if (args.Has("target")) {
+    double target = 0;
+    if (!absl::SimpleAtod(args.Get("target"), &target) || !(target >= 1) || target > 100) {
+      return Usage(absl::StrCat("--target: max bucket load / its ideal load, 1..100, got '",
+                                args.Get("target"), "'"));
+    }
+    budget->set_target_imbalance(target);
+  }
+  return request;
+}
+
+std::string FormatRebalancePlan(const v1::PlanRebalanceResponse& p) {
+  const bool events = p.metric() != v1::LOAD_METRIC_PROCESSING_TIME;
+  const char* unit = events ? "events/s" : "processing s/s";
+  std::string out = absl::StrFormat(
+      "pool %s  version %d  metric %s  load %.6g (%d windows)\n"
+      "budget: at most %.4g%% of the load and %d teams moved; target imbalance %.4g\n",
+      p.pool(), p.version(), unit, p.pool_load(), p.load_windows(),
+      100 * p.budget().max_load_share(), p.budget().max_teams(), p.budget().target_imbalance());
+  if (p.load_windows() == 0) absl::StrAppend(&out, "no load reported yet: nothing to balance\n");
+  absl::StrAppend(&out, absl::StrFormat("%-8s %-9s %6s %12s %12s %12s %11s\n", "BUCKET", "STATE",
+                                        "WEIGHT", "BEFORE", "AFTER", "IDEAL", "AFTER/IDEAL"));
+  for (const v1::RebalanceBucketLoad& b : p.buckets()) {
+    const std::string ratio =
+        b.ideal() > 0 ? absl::StrFormat("%.3f", b.after() / b.ideal()) : std::string("-");
+    absl::StrAppend(&out, absl::StrFormat("%-8d %-9s %6d %12.6g %12.6g %12s %11s%s\n", b.bucket_id(),
+                                          StateName(b.state()), b.weight(), b.before(), b.after(),
+                                          b.ideal() > 0 ? absl::StrFormat("%.6g", b.ideal()) : "-",
+                                          ratio, b.floored() ? "  (floored)" : ""));
+  }
+  absl::StrAppend(
+      &out, absl::StrFormat("imbalance %.3f -> %.3f (target %.4g): %s\n", p.imbalance_before(),
+                            p.imbalance_after(), p.budget().target_imbalance(), p.stop_reason()));
+  absl::StrAppend(&out,
+                  absl::StrFormat("moves: %d teams, %.6g %s, %.2f%% of the load\n", p.moves_size(),
+                                  p.load_moved(), unit, 100 * p.share_moved()));
+  if (!p.moves().empty()) {
+    absl::StrAppend(&out,
+                    absl::StrFormat("  %-12s %-8s %-8s %12s\n", "TEAM", "FROM", "TO", "LOAD"));
+    for (const v1::RebalanceMove& m : p.moves()) {
+      absl::StrAppend(&out, absl::StrFormat("  %-12d %-8d %-8d %12.6g\n", m.team_id(),
+                                            m.from_bucket_id(), m.to_bucket_id(), m.load()));
+    }
+  }
+  auto heavy = [&out](const char* title, const auto& teams) {
+    if (teams.empty()) return;
+    absl::StrAppend(&out, title, "\n");
+    absl::StrAppend(&out,
+                    absl::StrFormat("  %-12s %-8s %12s %12s\n", "TEAM", "BUCKET", "LOAD", "LIMIT"));
+    for (const v1::RebalanceHeavyTeam& t : teams) {
+      absl::StrAppend(&out, absl::StrFormat("  %-12d %-8d %12.6g %12.6g\n", t.team_id(),
+                                            t.bucket_id(), t.load(), t.limit()));
+    }
+  };
+  heavy("giants (each needs a bucket of its own):", p.giants());
+  heavy("anchored (too heavy for the load budget):", p.anchored());
+  if (!p.frozen_team_ids().empty()) {
+    absl::StrAppend(
+        &out, "frozen (in their move cooldown): ", absl::StrJoin(p.frozen_team_ids(), " "), "\n");
+  }
+  return out;
+}
+
+v1::ApplyRebalanceRequest ApplyRebalanceOf(const v1::PlanRebalanceResponse& plan,
+                                           const std::string& reason,
+                                           const std::string& request_id) {
+  v1::ApplyRebalanceRequest request;
+  request.set_pool(plan.pool());
+  *request.mutable_moves() = plan.moves();
+  request.set_reason(reason);
+  request.set_expected_version(plan.version());
+  request.set_request_id(request_id);
+  return request;
+}
+
 }  // namespace bucketmap::bucketctl

@@ -2,6 +2,8 @@
 //   top             GetLoad as a table (refreshing, or --once);
 //   render keda     one KEDA ScaledObject per bucket and role, scaling the
 //                   role's deployment on the bucket's lag series.
+//   rebalance       PlanRebalance as a table, and with --apply
+//                   ApplyRebalance of the plan (docs/rebalancing.md).
 // Pure functions: request building, the table and the YAML; no I/O.
 // Thread-compatible.
 #ifndef BUCKETMAP_TOOLS_BUCKETCTL_LOAD_COMMANDS_H_
@@ -81,6 +83,25 @@ absl::StatusOr<std::string> RenderKeda(const std::vector<v1::Bucket>& buckets,
 // `render keda` in render's table of kinds (pipeline.h): BuildKedaOptions
 // from the command's flags, then RenderKeda.
 RenderKind KedaRenderKind();
+
+// `rebalance`'s plan request from --pool (required), --metric
+// (events|processing), --max-load-moved (a share: "5%" or "0.05"),
+// --max-teams and --target; absent flags take the server's defaults.
+absl::StatusOr<v1::PlanRebalanceRequest> BuildPlanRebalance(const ParsedArgs& args);
+
+// FormatRebalancePlan()
+//
+// The table `rebalance` prints: the pool, version, metric and budget; one
+// row per bucket (state, weight, load before, after and ideal, after /
+// ideal); the imbalance before and after against the target and why the
+// planner stopped; the moves (team, from, to, load) with the share of
+// load moved; the giants and anchored teams; the frozen teams.
+std::string FormatRebalancePlan(const v1::PlanRebalanceResponse& plan);
+
+// The ApplyRebalance of `plan`'s moves at its version.
+v1::ApplyRebalanceRequest ApplyRebalanceOf(const v1::PlanRebalanceResponse& plan,
+                                           const std::string& reason,
+                                           const std::string& request_id);
 
 }  // namespace bucketmap::bucketctl
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -222,6 +223,51 @@ int RunTop(const Invocation& in) {
   }
 }
 
+// rebalance: PlanRebalance, printed; with --apply, ApplyRebalance of the
+// printed moves at the plan's version.
+int RunRebalance(const Invocation& in) {
+  v1::PlanRebalanceRequest request;
+  if (int rc = BuildRequest(in, BuildPlanRebalance, &request); rc != kExitOk) return rc;
+  const bool apply = in.args.GetBool("apply");
+  if (!apply && (in.args.Has("reason") || in.args.GetBool("dry-run"))) {
+    return UsageError(&in.command, "--reason and --dry-run apply only with --apply");
+  }
+  v1::PlanRebalanceResponse plan;
+  grpc::Status status = in.connection.Call(&Admin::PlanRebalance, request, &plan);
+  if (!status.ok()) return RpcError(in, status);
+  if (in.json) {
+    if (int rc = PrintJson(plan); rc != kExitOk) return rc;
+  } else {
+    std::cout << FormatRebalancePlan(plan);
+  }
+  if (!apply) return kExitOk;
+  if (plan.moves().empty()) {
+    if (!in.json) std::cout << "nothing to apply\n";
+    return kExitOk;
+  }
+  std::random_device random;
+  const std::string request_id =
+      absl::StrCat("bucketctl-rebalance-", absl::Hex(random(), absl::kZeroPad8),
+                   absl::Hex(random(), absl::kZeroPad8));
+  v1::ApplyRebalanceRequest apply_request = ApplyRebalanceOf(
+      plan, in.args.Has("reason") ? in.args.Get("reason") : "bucketctl rebalance", request_id);
+  apply_request.set_dry_run(in.args.GetBool("dry-run"));
+  v1::ApplyRebalanceResponse applied;
+  status = in.connection.Call(&Admin::ApplyRebalance, apply_request, &applied);
+  if (!status.ok()) return RpcError(in, status);
+  if (in.json) return PrintJson(applied);
+  std::cout << (applied.effect().dry_run() ? "dry run: would apply " : "applied: ")
+            << applied.effect().moved_team_count() << " teams moved at version "
+            << applied.version() << ", " << applied.effect().handoffs_size()
+            << " handoffs (request id " << request_id << ")\n";
+  for (const v1::Handoff& h : applied.effect().handoffs()) {
+    std::cout << "  handoff " << h.id() << ": bucket " << h.source_bucket_id() << " -> "
+              << absl::StrJoin(h.target_bucket_ids(), ",") << ", " << h.team_ids_size()
+              << " teams\n";
+  }
+  return kExitOk;
+}
+
 // What render and check-pipeline work from: every bucket (by id) from
 // ListBuckets, the flags, and the network behind NetworkSources. Returns
 // kExitOk or the exit code of the error it printed.
@@ -335,6 +381,7 @@ const std::vector<TableEntry>& Table() {
       {"list-handoffs", OneCall(&Admin::ListHandoffs, BuildListHandoffs, FormatHandoffs)},
       {"top", RunTop},
       {"cancel-handoff", OneCall(&Admin::CancelHandoff, BuildCancelHandoff, FormatCancelHandoff)},
+      {"rebalance", RunRebalance},
       {"list-pools", OneCall(&Admin::ListPools, NoFlags<v1::ListPoolsRequest>, FormatListPools)},
       {"pause-pool", OneCall(&Admin::UpdatePool, BuildPausePool, FormatUpdatePool)},
       {"resume-pool", OneCall(&Admin::UpdatePool, BuildResumePool, FormatUpdatePool)},
