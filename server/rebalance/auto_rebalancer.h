@@ -1,5 +1,5 @@
 // AutoRebalancer: automatic rebalancing on the leader (issue 12,
-// docs/rebalancing.md, "Automation"); a leader task
+// docs/rebalancing.md, "In the server"); a leader task
 // (server/replica/leader.h: Start(epoch) / Stop()), off unless
 // --auto_rebalance_interval is set.
 //
@@ -65,13 +65,6 @@ class AutoRebalancer {
   // idempotent.
   void Start(int64_t epoch);
   void Stop();
-
-  // TEST_RunOnce()
-  //
-  // Test only: one round over every pool on the calling thread, as the
-  // leader at `epoch`. Returns false when this replica is no longer the
-  // leader. Never call it while Start()ed.
-  bool TEST_RunOnce(int64_t epoch) { return RunOnce(epoch); }
 
  private:
   void Loop(int64_t epoch);
