@@ -4,8 +4,14 @@
 // PlanRebalance brings a skewed pool within target, skipping a team in
 // its cooldown and reporting a giant; a stale expected_version is ABORTED
 // and changes nothing; ApplyRebalance applies the plan as one version and
-// its handoffs complete once the producer ACKs the switch.
+// its handoffs complete once the producer ACKs the switch; the bucketctl
+// binary prints a plan and applies it. Automatic rebalancing: the leader
+// applies one plan under its actor, and the daily churn budget (kept in
+// PostgreSQL) stops the next, across a restart.
+#include <sys/wait.h>
+
 #include <atomic>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <set>
@@ -13,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -222,6 +229,57 @@ TEST_F(RebalanceTest, PlanBringsASkewedPoolWithinTargetAndItsHandoffsComplete) {
   EXPECT_EQ(again.frozen_team_ids_size(), 5);
   stop = true;
   acker.join();
+}
+
+// Runs `command` through the shell; returns its exit status and output.
+int Shell(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(RebalanceTest, BucketctlPrintsThePlanAndAppliesIt) {
+  MakeSkewedPool();
+  WatchClient producer(mapping_.get());
+  producer.Subscribe("producer-1", v1::PRODUCER);
+  producer.Send(Report());
+  v1::PlanRebalanceRequest req;
+  req.set_pool(kPool);
+  const int64_t version = PlanOnceLoaded(req).version();
+  ASSERT_FALSE(HasFailure());
+
+  const std::string bucketctl =
+      absl::StrCat(BUCKETCTL_BINARY, " --server 127.0.0.1:", server_->port(), " rebalance");
+  std::string out;
+  ASSERT_EQ(Shell(bucketctl + " --pool hot --max-load-moved 25%", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("imbalance 2.000 -> 1.000 (target 1.05): target_reached"));
+  EXPECT_THAT(out, HasSubstr("moves: 4 teams"));
+  EXPECT_THAT(out, HasSubstr("frozen (in their move cooldown): 1\n"));
+  EXPECT_EQ(Version(), version);  // a plan changes nothing
+
+  ASSERT_EQ(
+      Shell(bucketctl + " --pool hot --max-load-moved 25% --apply --reason 'even out hot'", &out),
+      0)
+      << out;
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("applied: 4 teams moved at version ", version + 1,
+                                          ", 1 handoffs (request id bucketctl-rebalance-")));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(": bucket ", b_[0], " -> ")));
+  v1::GetHistoryRequest history;
+  history.set_from_version(version + 1);
+  history.set_to_version(version + 1);
+  v1::GetHistoryResponse records;
+  ASSERT_TRUE(admin_->GetHistory(Ctx().get(), history, &records).ok());
+  ASSERT_EQ(records.records_size(), 1);
+  EXPECT_EQ(records.records(0).kind(), "ApplyRebalance");
+  EXPECT_EQ(records.records(0).reason(), "even out hot");
+  // Planned again: within target, nothing to apply.
+  ASSERT_EQ(Shell(bucketctl + " --pool hot --max-load-moved 25% --apply", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("nothing to apply"));
 }
 
 TEST_F(RebalanceTest, RequestsAreCheckedNamingTheField) {
