@@ -791,3 +791,50 @@ TEST(RebalanceAssignmentsTest, RefusesMovesThatDoNotFit) {
 
 }  // namespace
 }  // namespace bucketmap
+
+namespace bucketmap {
+namespace {
+
+// The server's inputs from the merged load rates: the pool's teams (by
+// where they route), the metric asked, and each of the pool's buckets'
+// total as BucketLoads sums it (teams plus the load of unlisted teams).
+TEST(FillRebalanceLoadsTest, ThePoolsTeamsAndBucketTotalsOfTheMetric) {
+  MappingState st;
+  st.version = 3;
+  st.buckets = {testing_util::MakeBucket(1, "hot"), testing_util::MakeBucket(2, "hot"),
+                testing_util::MakeBucket(3, "cold")};
+  st.assignments = {{10, Target::Pin(1)}, {11, Target::Pin(2)}, {12, Target::Pin(3)}};
+  const std::shared_ptr<const Snapshot> snapshot = testing_util::MustBuild(st);
+  LoadRates rates;
+  rates.windows = 4;
+  rates.teams[10] = LoadRate{100, 0.5};
+  rates.teams[11] = LoadRate{0, 0.25};  // no events: listed for processing only
+  rates.teams[12] = LoadRate{300, 1};   // another pool
+  rates.teams[13] = LoadRate{7, 0};     // unroutable: no default-pool bucket
+  rates.bucket_other[1] = LoadRate{20, 0.1};
+
+  RebalanceRequest events;
+  events.pool = "hot";
+  FillRebalanceLoads(*snapshot, rates, LoadMetric::kEventRate, &events);
+  ASSERT_EQ(events.team_loads.size(), 1u);
+  EXPECT_EQ(events.team_loads[0].team_id, 10);
+  EXPECT_DOUBLE_EQ(events.team_loads[0].load, 100);
+  EXPECT_EQ(events.bucket_totals, (std::map<int32_t, double>{{1, 120}, {2, 0}}));
+
+  RebalanceRequest processing;
+  processing.pool = "hot";
+  FillRebalanceLoads(*snapshot, rates, LoadMetric::kProcessingTime, &processing);
+  ASSERT_EQ(processing.team_loads.size(), 2u);
+  EXPECT_EQ(processing.team_loads[1].team_id, 11);
+  EXPECT_DOUBLE_EQ(processing.team_loads[1].load, 0.25);
+  EXPECT_DOUBLE_EQ(processing.bucket_totals.at(1), 0.6);
+
+  // The plan from them: bucket 1's background is the unlisted 20.
+  absl::StatusOr<RebalancePlan> plan = PlanRebalance(*snapshot, events);
+  ASSERT_THAT(plan.status(), testing_util::IsOk());
+  EXPECT_DOUBLE_EQ(plan->pool_load, 120);
+  EXPECT_DOUBLE_EQ(plan->buckets[0].background, 20);
+}
+
+}  // namespace
+}  // namespace bucketmap
