@@ -58,6 +58,20 @@ TEST_F(SignalsStoreTest, LagReadingsAreReplacedWholeAndUnknownStaysUnknown) {
   EXPECT_EQ(store_->LoadLagReadings()->size(), 1u);
 }
 
+// Automatic rebalancing's daily churn (migration 0008): per pool and UTC
+// day, added up.
+TEST_F(SignalsStoreTest, RebalanceChurnAddsUpPerPoolAndDay) {
+  EXPECT_EQ(store_->LoadRebalanceChurn("hot", 20000).value_or(-1), 0);
+  ASSERT_TRUE(store_->AddRebalanceChurn("hot", 20000, 0.0125).ok());
+  ASSERT_TRUE(store_->AddRebalanceChurn("hot", 20000, 0.005).ok());
+  ASSERT_TRUE(store_->AddRebalanceChurn("cold", 20000, 0.01).ok());
+  ASSERT_TRUE(store_->AddRebalanceChurn("hot", 20001, 0.02).ok());
+  EXPECT_DOUBLE_EQ(store_->LoadRebalanceChurn("hot", 20000).value_or(-1), 0.0175);
+  EXPECT_DOUBLE_EQ(store_->LoadRebalanceChurn("cold", 20000).value_or(-1), 0.01);
+  EXPECT_DOUBLE_EQ(store_->LoadRebalanceChurn("hot", 20001).value_or(-1), 0.02);
+  EXPECT_EQ(store_->LoadRebalanceChurn("cold", 20001).value_or(-1), 0);
+}
+
 TEST_F(SignalsStoreTest, WindowsFromSeveralReplicasAddUpAndFoldOnceDue) {
   // Two replicas add to window 100; it is not due yet.
   ASSERT_TRUE(store_->AddLoad(Config(), Window(100, 7, 30), 99, 0.001).ok());
