@@ -63,7 +63,7 @@ std::map<int32_t, double> LoadsByRoute(const Snapshot& s, const std::vector<Team
   return out;
 }
 
-// Applies a plan as ApplyRebalance will: RebalanceAssignments, then
+// Applies a plan as ApplyRebalance does: RebalanceAssignments, then
 // PlanAssignments. Returns the snapshot after it.
 std::shared_ptr<const Snapshot> Apply(const Snapshot& s, const RebalancePlan& plan) {
   if (plan.moves.empty()) return nullptr;
