@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -170,6 +171,12 @@ TEST_F(RebalanceTest, PlanBringsASkewedPoolWithinTargetAndItsHandoffsComplete) {
     targets.insert(m.to_bucket_id());
   }
   EXPECT_THAT(targets, ElementsAre(b_[1], b_[2]));
+  // Exactly the plan docs/rebalancing.md prints for this pool.
+  std::vector<std::pair<int64_t, int32_t>> moves;
+  for (const v1::RebalanceMove& m : plan.moves()) moves.emplace_back(m.team_id(), m.to_bucket_id());
+  EXPECT_THAT(moves, ElementsAre(std::make_pair(2, b_[1]), std::make_pair(3, b_[2]),
+                                 std::make_pair(4, b_[1]), std::make_pair(5, b_[2])));
+  EXPECT_NEAR(plan.giants(0).limit(), 5.5 * unit, 1e-6 * unit);  // a share: 550 of 2200
   EXPECT_NEAR(plan.share_moved(), 4.0 / 22, 1e-9);
   EXPECT_EQ(plan.version(), Version());
 
