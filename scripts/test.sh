@@ -7,11 +7,10 @@
 # Stages, in order (wall times measured on the 2-core CI machine are in
 # docs/operations.md, "CI stages"):
 #   tsan    clang-14 ThreadSanitizer over the domain and client tests
-#   clang   clang-14 build of every annotated target with
-#           -Werror=thread-safety, instrumented for libFuzzer+ASan+UBSan,
-#           then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its seed corpus
-#   asan    gcc ASan+UBSan build of everything but bench/, then the whole
-#           ctest suite
+#   asan    one clang-14 tree: every target but bench/ with
+#           -Werror=thread-safety, instrumented for libFuzzer, ASan and
+#           UBSan; then each fuzzer for BUCKETMAP_FUZZ_SECONDS from its
+#           seed corpus, then the whole ctest suite on that tree
 #   main    the normal build and the whole ctest suite
 #   bench   every program in bench/ with --quick, on the main stage's
 #           binaries, and the Node client's route_bench --quick
@@ -25,10 +24,10 @@
 #                           the other stages use $BUCKETMAP_BUILD_DIR-<stage>
 #   BUCKETMAP_JOBS          parallel compile jobs and tests (default 2)
 #   BUCKETMAP_TSAN=0        skips the ThreadSanitizer stage
-#   BUCKETMAP_CLANG=0       skips the thread-safety build and the fuzzers
-#   BUCKETMAP_FUZZ=0        builds the clang stage but runs no fuzzer
+#   BUCKETMAP_ASAN=0        skips the clang ASan+UBSan stage (the
+#                           thread-safety check, the fuzzers, the suite)
+#   BUCKETMAP_FUZZ=0        runs no fuzzer in the asan stage
 #   BUCKETMAP_FUZZ_SECONDS  run time of each fuzzer (default 60)
-#   BUCKETMAP_ASAN=0        skips the ASan+UBSan stage
 #   BUCKETMAP_MAIN=0        skips the normal build and its ctest run
 #   BUCKETMAP_BENCH=0       skips the benchmarks' quick runs (with
 #                           BUCKETMAP_MAIN=0 they run on the existing
@@ -63,62 +62,59 @@ if [[ ${BUCKETMAP_TSAN:-1} != 0 ]]; then
   stage_done tsan
 fi
 
-# One clang-14 tree serves two checks. -Werror=thread-safety turns the
-# -Wthread-safety analysis (on for every clang build, see CMakeLists.txt)
-# into errors over every target with ABSL_GUARDED_BY annotations: the
-# server, the client, bucketctl, the tests that share watch_client.h and
-# the fakes of tests/support (unit_tests).
-# The same objects are instrumented for libFuzzer (coverage), ASan and
-# UBSan, which the fuzzers link. Annotations need no sanitizer: nothing
-# here runs except the fuzzers.
-if [[ ${BUCKETMAP_CLANG:-1} != 0 ]]; then
-  stage clang
-  CLANG_DIR=${BUILD_DIR}-clang
-  SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
-  CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$CLANG_DIR" -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUCKETMAP_FUZZ=ON \
-    -DCMAKE_C_FLAGS="$SAN" -DCMAKE_CXX_FLAGS="$SAN -Werror=thread-safety" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
-  ninja -C "$CLANG_DIR" -j"$JOBS" bucketmap-server bucketmap_client_watch bucketctl \
-    server_tests fault_tests unit_tests "${FUZZERS[@]}"
-  stage_done clang
+# One clang-14 tree serves three checks, so that the server is compiled
+# once for all of them:
+#   * -Werror=thread-safety turns the -Wthread-safety analysis (on for
+#     every clang build, see CMakeLists.txt) into errors over every target
+#     with ABSL_GUARDED_BY annotations;
+#   * every object is instrumented for libFuzzer's coverage, ASan and
+#     UBSan (-fno-sanitize-recover, CMakeLists.txt: any UBSan report
+#     aborts), and each fuzzer runs for BUCKETMAP_FUZZ_SECONDS from its
+#     seed corpus;
+#   * the whole ctest suite runs on the same binaries, the server that the
+#     process tests spawn included.
+# -O1 -g1: the sanitizers need no more, and the build is a third shorter
+# than at -O2 -g (docs/operations.md, "CI stages").
+if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
+  stage asan
+  ASAN_DIR=${BUILD_DIR}-asan
+  CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+    -DBUCKETMAP_SANITIZE=ON -DBUCKETMAP_FUZZ=ON -DBUCKETMAP_BENCH=OFF \
+    -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link \
+    -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link -Werror=thread-safety"
+  ninja -C "$ASAN_DIR" -j"$JOBS"
+  stage_done "asan build"
 
   if [[ ${BUCKETMAP_FUZZ:-1} != 0 ]]; then
     stage fuzz
     # Each fuzzer starts from the committed seeds and writes what it finds
     # to a scratch corpus, never to fuzz/corpus. A crash, leak or failed
     # check stops it with a non-zero exit and leaves the input in
-    # $CLANG_DIR/fuzz-artifacts/ (add it to fuzz/regressions/<fuzzer>/).
-    mkdir -p "$CLANG_DIR/fuzz-artifacts"
+    # $ASAN_DIR/fuzz-artifacts/ (add it to fuzz/regressions/<fuzzer>/).
+    mkdir -p "$ASAN_DIR/fuzz-artifacts"
     for fuzzer in "${FUZZERS[@]}"; do
-      corpora=("$CLANG_DIR/fuzz-corpus/$fuzzer" "$ROOT/fuzz/corpus/$fuzzer")
+      corpora=("$ASAN_DIR/fuzz-corpus/$fuzzer" "$ROOT/fuzz/corpus/$fuzzer")
       mkdir -p "${corpora[0]}"
       if [[ -d $ROOT/fuzz/regressions/$fuzzer ]]; then
         corpora+=("$ROOT/fuzz/regressions/$fuzzer")
       fi
-      "$CLANG_DIR/fuzz/$fuzzer" -max_total_time="${BUCKETMAP_FUZZ_SECONDS:-60}" \
+      "$ASAN_DIR/fuzz/$fuzzer" -max_total_time="${BUCKETMAP_FUZZ_SECONDS:-60}" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="$CLANG_DIR/fuzz-artifacts/$fuzzer-" "${corpora[@]}" 2>&1 | tail -n 30
+        -artifact_prefix="$ASAN_DIR/fuzz-artifacts/$fuzzer-" "${corpora[@]}" 2>&1 | tail -n 30
     done
     stage_done fuzz
   fi
-fi
 
-# AddressSanitizer + UndefinedBehaviorSanitizer (gcc) over the whole
-# suite, the server binary that the process tests spawn included.
-# -fno-sanitize-recover (CMakeLists.txt) makes any UBSan report abort.
-if [[ ${BUCKETMAP_ASAN:-1} != 0 ]]; then
-  stage asan
-  ASAN_DIR=${BUILD_DIR}-asan
-  cmake -S "$ROOT" -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DBUCKETMAP_SANITIZE=ON -DBUCKETMAP_BENCH=OFF
-  ninja -C "$ASAN_DIR" -j"$JOBS"
+  stage "asan tests"
   # scripts/lsan.supp: leaks inside uninstrumented Debian libraries.
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1 ${ASAN_OPTIONS:-}" \
     LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp ${LSAN_OPTIONS:-}" \
     UBSAN_OPTIONS="print_stacktrace=1 ${UBSAN_OPTIONS:-}" \
     ctest --test-dir "$ASAN_DIR" --output-on-failure -j"$JOBS"
-  stage_done asan
+  stage_done "asan tests"
 fi
 
 if [[ ${BUCKETMAP_MAIN:-1} != 0 ]]; then
