@@ -88,7 +88,11 @@ ABSL_FLAG(int32_t, worker_threads, Defaults().worker_threads, "Threads that run 
 ABSL_FLAG(absl::Duration, watch_heartbeat, Defaults().watch.heartbeat,
           "Period of heartbeats on watch streams (sent even while a push is un-ACKed).");
 ABSL_FLAG(absl::Duration, watch_ack_timeout, Defaults().watch.ack_timeout,
-          "A watch push not ACKed within this closes the stream; the client reconnects.");
+          "A watch push not ACKed within this closes the stream; the client reconnects (for "
+          "ACK_REQUESTED streams, a push marked ack_requested).");
+ABSL_FLAG(absl::Duration, watch_ack_interval, Defaults().watch.ack_interval,
+          "ACK_REQUESTED watch streams: a push asks for an ACK when the stream's last ACK is "
+          "older than this, so ListClients' applied versions lag by about this much.");
 ABSL_FLAG(int32_t, watch_max_deltas_per_push, Defaults().watch.max_deltas_per_push,
           "A watcher further behind than this many versions is sent the snapshot instead.");
 ABSL_FLAG(int32_t, watch_resume_versions, Defaults().watch.resume_max_versions,
@@ -311,6 +315,7 @@ int Run() {
   options.request_id_retention = absl::GetFlag(FLAGS_request_id_retention);
   options.watch.heartbeat = absl::GetFlag(FLAGS_watch_heartbeat);
   options.watch.ack_timeout = absl::GetFlag(FLAGS_watch_ack_timeout);
+  options.watch.ack_interval = absl::GetFlag(FLAGS_watch_ack_interval);
   options.watch.max_deltas_per_push = std::max(1, absl::GetFlag(FLAGS_watch_max_deltas_per_push));
   options.watch.resume_max_versions = std::max(0, absl::GetFlag(FLAGS_watch_resume_versions));
   options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);

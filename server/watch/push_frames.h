@@ -28,7 +28,7 @@ namespace bucketmap {
 
 // Wire tags of the messages a push is assembled from (mapping.proto):
 // WatchResponse.push = 1; Push.from_version = 1, to_version = 2, nonce = 3,
-// snapshot = 4, deltas = 5, reset = 6.
+// snapshot = 4, deltas = 5, reset = 6, ack_requested = 7.
 inline constexpr uint8_t kResponsePushTag = (1 << 3) | 2;
 inline constexpr uint8_t kPushFromTag = (1 << 3) | 0;
 inline constexpr uint8_t kPushToTag = (2 << 3) | 0;
@@ -36,6 +36,7 @@ inline constexpr uint8_t kPushNonceTag = (3 << 3) | 0;
 inline constexpr uint8_t kPushSnapshotTag = (4 << 3) | 2;
 inline constexpr uint8_t kPushDeltasTag = (5 << 3) | 2;
 inline constexpr uint8_t kPushResetTag = (6 << 3) | 0;
+inline constexpr uint8_t kPushAckRequestedTag = (7 << 3) | 0;
 
 // Appends `v` as a protobuf varint.
 void AppendVarint(std::string* out, uint64_t v);

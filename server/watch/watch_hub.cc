@@ -136,6 +136,7 @@ std::shared_ptr<const WatchHub::PushBody> WatchHub::MakeBody(int64_t acked,
   auto body = std::make_shared<PushBody>();
   const int64_t current = last_->version();
   body->to_version = current;
+  body->handoffs_open = !last_->snapshot().handoffs().empty();
   if (!snapshot) {
     snapshot = !(acked > 0 && acked < current && current - acked <= options_.max_deltas_per_push &&
                  !frames_.empty() && frames_.front()->version() <= acked + 1 &&
@@ -186,6 +187,14 @@ std::shared_ptr<const WatchHub::PushBody> WatchHub::MakeBody(int64_t acked,
 grpc::ByteBuffer WatchHub::BuildPush(int64_t acked, const std::vector<int32_t>& filter,
                                      uint64_t nonce, bool force_snapshot, bool reset,
                                      int64_t* to_version) {
+  BuiltPush push = BuildPush(acked, filter, nonce, force_snapshot, reset, AckMark::kNever);
+  *to_version = push.to_version;
+  return std::move(push.buffer);
+}
+
+WatchHub::BuiltPush WatchHub::BuildPush(int64_t from, const std::vector<int32_t>& filter,
+                                        uint64_t nonce, bool force_snapshot, bool reset,
+                                        AckMark mark) {
   std::shared_ptr<const PushBody> body;
   {
     // Streams at the same version with the same filter share one body:
@@ -195,33 +204,42 @@ grpc::ByteBuffer WatchHub::BuildPush(int64_t acked, const std::vector<int32_t>& 
       bodies_.clear();
       bodies_version_ = last_->version();
     }
-    auto key = std::make_tuple(force_snapshot ? int64_t{-1} : acked, filter);
+    auto key = std::make_tuple(force_snapshot ? int64_t{-1} : from, filter);
     auto it = bodies_.find(key);
     if (it == bodies_.end()) {
-      it = bodies_.emplace(std::move(key), MakeBody(acked, filter, force_snapshot)).first;
+      it = bodies_.emplace(std::move(key), MakeBody(from, filter, force_snapshot)).first;
     }
     body = it->second;
   }
-  *to_version = body->to_version;
+  BuiltPush built;
+  built.to_version = body->to_version;
+  built.snapshot = body->from_version == 0;
+  built.ack_requested =
+      mark == AckMark::kAlways || (mark == AckMark::kIfHandoffsOpen && body->handoffs_open);
   // The per-stream part: WatchResponse.push's tag and length, then the
   // Push fields that differ per stream.
-  std::string header;
-  header.push_back(static_cast<char>(kPushFromTag));
-  AppendVarint(&header, body->from_version);
-  header.push_back(static_cast<char>(kPushToTag));
-  AppendVarint(&header, body->to_version);
-  header.push_back(static_cast<char>(kPushNonceTag));
-  AppendVarint(&header, nonce);
+  std::string fields;
+  fields.push_back(static_cast<char>(kPushFromTag));
+  AppendVarint(&fields, body->from_version);
+  fields.push_back(static_cast<char>(kPushToTag));
+  AppendVarint(&fields, body->to_version);
+  fields.push_back(static_cast<char>(kPushNonceTag));
+  AppendVarint(&fields, nonce);
   if (reset) {
-    header.push_back(static_cast<char>(kPushResetTag));
-    header.push_back(1);
+    fields.push_back(static_cast<char>(kPushResetTag));
+    fields.push_back(1);
   }
-  std::string framed = FieldPrefix(kResponsePushTag, header.size() + body->size) + header;
+  if (built.ack_requested) {
+    fields.push_back(static_cast<char>(kPushAckRequestedTag));
+    fields.push_back(1);
+  }
+  std::string header = FieldPrefix(kResponsePushTag, fields.size() + body->size) + fields;
   std::vector<grpc::Slice> slices;
   slices.reserve(1 + body->slices.size());
-  slices.emplace_back(framed);
+  slices.emplace_back(header);
   slices.insert(slices.end(), body->slices.begin(), body->slices.end());
-  return grpc::ByteBuffer(slices.data(), slices.size());
+  built.buffer = grpc::ByteBuffer(slices.data(), slices.size());
+  return built;
 }
 
 grpc::Status WatchHub::Register(WatchStream* stream, int role, const std::string& client_id) {

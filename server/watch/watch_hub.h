@@ -10,10 +10,15 @@
 // Streams with a bucket filter share one filtered encoding per (version,
 // filter).
 //
-// At most one push per stream is un-ACKed. Heartbeats go out at
-// `heartbeat` even then, but never queue behind a write the client has not
-// taken (so a client that never reads costs a bounded amount of memory). A
-// push not ACKed within `ack_timeout` ends the stream with UNAVAILABLE.
+// A stream ACKs in one of two modes (Subscribe.ack_mode; docs/protocol.md,
+// "ACK modes"). ACK_EVERY_PUSH (clients that do not say): at most one push
+// per stream is un-ACKed, and a push not ACKed within `ack_timeout` ends
+// the stream with UNAVAILABLE. ACK_REQUESTED: pushes stream, one write in
+// flight, the versions committed meanwhile coalescing into the next push;
+// the pushes whose ACK the server needs are marked, and only those are
+// held to `ack_timeout`. Either way heartbeats go out at `heartbeat`, but
+// never queue behind a write the client has not taken (so a client that
+// never reads costs a bounded amount of memory).
 //
 // Each client's applied version, last ACK and NACK are kept by its stream;
 // a flusher thread saves the changed ones to the Store in batches, leased
@@ -58,6 +63,11 @@ namespace bucketmap {
 struct WatchOptions {
   absl::Duration heartbeat = absl::Seconds(10);
   absl::Duration ack_timeout = absl::Seconds(30);
+  // ACK_REQUESTED streams: a push is marked ack_requested when the
+  // stream's last ACK is older than this (besides the catch-up, snapshots,
+  // and a producer's pushes while a handoff is open), so ListClients'
+  // applied versions lag by about this much under a steady flow of writes.
+  absl::Duration ack_interval = absl::Seconds(1);
   // A stream further behind than this many versions gets the snapshot.
   int max_deltas_per_push = 64;
   // Resumes are served from the deltas of at most this many recent
@@ -112,8 +122,25 @@ class WatchHub {
   // Null when load reports are dropped.
   LoadAggregator* load() { return load_; }
 
-  // Builds a push taking a stream from `acked` to the current version.
-  // `force_snapshot` sends the snapshot whatever the gap. Sets *to_version.
+  // Which pushes are marked ack_requested (Push.ack_requested).
+  enum class AckMark {
+    kNever,           // ACK_EVERY_PUSH streams: the field is left out
+    kAlways,          // this push's ACK is needed
+    kIfHandoffsOpen,  // needed if the pushed version has an open handoff
+  };
+  struct BuiltPush {
+    grpc::ByteBuffer buffer;
+    int64_t to_version = 0;
+    bool snapshot = false;
+    bool ack_requested = false;
+  };
+
+  // Builds a push taking a stream from version `from` (the version it
+  // ACKed, or, when streaming, the last it was sent) to the current
+  // version. `force_snapshot` sends the snapshot whatever the gap.
+  BuiltPush BuildPush(int64_t from, const std::vector<int32_t>& filter, uint64_t nonce,
+                      bool force_snapshot, bool reset, AckMark mark);
+  // The same, unmarked; sets *to_version.
   grpc::ByteBuffer BuildPush(int64_t acked, const std::vector<int32_t>& filter, uint64_t nonce,
                              bool force_snapshot, bool reset, int64_t* to_version);
 
@@ -184,6 +211,7 @@ class WatchHub {
   struct PushBody {
     int64_t from_version = 0;  // 0: a snapshot
     int64_t to_version = 0;
+    bool handoffs_open = false;  // the snapshot at to_version has some
     std::vector<grpc::Slice> slices;
     size_t size = 0;
   };

@@ -52,7 +52,10 @@ void WatchStream::Tick(absl::Time now) {
   {
     absl::MutexLock lock(&mu_);
     if (!subscribed_ || finished_) return;
-    if (push_unacked_ && now - push_sent_ > hub_->options().ack_timeout) {
+    const bool waiting = streaming_
+                             ? ack_due_ && now - ack_due_since_ > hub_->options().ack_timeout
+                             : push_unacked_ && now - push_sent_ > hub_->options().ack_timeout;
+    if (waiting) {
       timed_out = true;
     } else if (now - last_heartbeat_ >= hub_->options().heartbeat) {
       last_heartbeat_ = now;
@@ -196,6 +199,10 @@ grpc::Status WatchStream::Subscribe(const v1::WatchRequest::Subscribe& sub) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "subscribe.known_version: must not be negative");
   }
+  if (!v1::AckMode_IsValid(sub.ack_mode())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "subscribe.ack_mode: ACK_EVERY_PUSH or ACK_REQUESTED");
+  }
   if (sub.role() == v1::PRODUCER && sub.bucket_filter_size() > 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "subscribe.bucket_filter: producers route every team and cannot filter");
@@ -236,6 +243,8 @@ grpc::Status WatchStream::Subscribe(const v1::WatchRequest::Subscribe& sub) {
     client_.connected_at = hub_->clock().Now();
     client_.applied_version = other_cluster ? 0 : sub.known_version();
     acked_ = other_cluster ? 0 : sub.known_version();
+    pushed_to_ = acked_;
+    streaming_ = sub.ack_mode() == v1::ACK_REQUESTED;
     need_snapshot_ = acked_ == 0 || other_cluster;
     reset_ = other_cluster;
     client_.replica = hub_->options().replica;
@@ -264,6 +273,7 @@ grpc::Status WatchStream::Ack(const v1::WatchRequest::Ack& ack) {
   }
   {
     absl::MutexLock lock(&mu_);
+    if (streaming_) return StreamingAck(ack);
     if (ack.nonce() != nonce_) return grpc::Status::OK;  // stale
     // What a client claims is checked against what it was sent: it
     // cannot have applied, nor drained, a version past the last push.
@@ -306,6 +316,47 @@ grpc::Status WatchStream::Ack(const v1::WatchRequest::Ack& ack) {
   return grpc::Status::OK;
 }
 
+grpc::Status WatchStream::StreamingAck(const v1::WatchRequest::Ack& ack) {
+  // The nonce of a push this stream sent (0 before the first: a producer
+  // reporting drained_version after a resume that needed no push); ACKs
+  // of nonces never sent are ignored, as on ACK_EVERY_PUSH streams.
+  const bool sent =
+      ack.nonce() == 0 ? nonce_ == 0 : ack.nonce() >= first_nonce_ && ack.nonce() <= nonce_;
+  if (!sent) return grpc::Status::OK;
+  // What a client claims is checked against what it was sent: it cannot
+  // have applied, nor drained, a version past the last push written to it.
+  if (ack.applied_version() > pushed_to_) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("ack.applied_version: ", ack.applied_version(),
+                                     " is not a version this stream was sent (it was sent up to ",
+                                     pushed_to_, ")"));
+  }
+  if (ack.drained_version() > ack.applied_version()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("ack.drained_version: ", ack.drained_version(),
+                                     " is past applied_version ", ack.applied_version()));
+  }
+  const absl::Time now = hub_->clock().Now();
+  // An ACK covers every push up to its version; an older one (a late
+  // repeat) may still carry a newer drained_version.
+  const bool progressed = ack.applied_version() > acked_;
+  if (progressed) {
+    acked_ = ack.applied_version();
+    client_.applied_version = acked_;
+  }
+  client_.drained_version = std::max(client_.drained_version, ack.drained_version());
+  client_.last_ack = now;
+  state_dirty_ = true;
+  if (ack_due_) {
+    if (acked_ >= ack_due_version_) {
+      ack_due_ = false;
+    } else if (progressed) {
+      ack_due_since_ = now;
+    }
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status WatchStream::Nack(const v1::WatchRequest::Nack& nack) {
   if (!subscribed_) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "nack: subscribe first");
@@ -313,8 +364,17 @@ grpc::Status WatchStream::Nack(const v1::WatchRequest::Nack& nack) {
   std::string client_id;  // logged after the lock is released
   {
     absl::MutexLock lock(&mu_);
-    if (!push_unacked_ || nack.nonce() != nonce_) return grpc::Status::OK;  // stale
-    push_unacked_ = false;
+    if (streaming_) {
+      // A push sent since the last snapshot; one snapshot answers them all.
+      if (nack.nonce() < std::max(nack_floor_, first_nonce_) || nack.nonce() > nonce_) {
+        return grpc::Status::OK;  // stale
+      }
+      nack_floor_ = nonce_ + 1;
+      if (ack_due_) ack_due_since_ = hub_->clock().Now();
+    } else {
+      if (!push_unacked_ || nack.nonce() != nonce_) return grpc::Status::OK;  // stale
+      push_unacked_ = false;
+    }
     need_snapshot_ = true;
     client_.nacks++;
     client_.last_nack = hub_->clock().Now();
@@ -368,23 +428,47 @@ grpc::Status WatchStream::Load(const v1::WatchRequest::LoadReport& load) {
 }
 
 std::optional<grpc::ByteBuffer> WatchStream::MaybePushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-  if (!subscribed_ || finished_ || push_unacked_ || push_in_path_) return std::nullopt;
-  const int64_t current = hub_->version();
-  if (!need_snapshot_ && acked_ >= current) return std::nullopt;
-  int64_t to_version = 0;
+  if (!subscribed_ || finished_ || push_in_path_ || (push_unacked_ && !streaming_)) {
+    return std::nullopt;
+  }
+  // A streaming stream goes on from the last version it was sent, the
+  // other kind from the last it ACKed (the same, once its push is ACKed).
+  const int64_t from = streaming_ ? pushed_to_ : acked_;
+  if (!need_snapshot_ && from >= hub_->version()) return std::nullopt;
   // Nonces start at a random value per stream, so a client must read a
   // push to ACK it.
   const uint64_t nonce = nonce_ == 0 ? first_nonce_ : nonce_ + 1;
-  grpc::ByteBuffer push =
-      hub_->BuildPush(acked_, filter_, nonce, need_snapshot_, reset_, &to_version);
+  const absl::Time now = hub_->clock().Now();
+  WatchHub::AckMark mark = WatchHub::AckMark::kNever;
+  if (streaming_) {
+    // The ACKs the server needs: of the catch-up and of snapshots (the
+    // client is current, or recovered from a NACK), at least one every
+    // ack_interval (ListClients), and a producer's while a handoff is
+    // open (the switch barrier reads its drained_version).
+    if (nonce_ == 0 || need_snapshot_ ||
+        (!ack_due_ && now - client_.last_ack >= hub_->options().ack_interval)) {
+      mark = WatchHub::AckMark::kAlways;
+    } else if (client_role_ == v1::PRODUCER) {
+      mark = WatchHub::AckMark::kIfHandoffsOpen;
+    }
+  }
+  WatchHub::BuiltPush push = hub_->BuildPush(from, filter_, nonce, need_snapshot_, reset_, mark);
   nonce_ = nonce;
-  pushed_to_ = to_version;
+  pushed_to_ = push.to_version;
   push_unacked_ = true;
   push_in_path_ = true;
   need_snapshot_ = false;
   reset_ = false;
-  push_sent_ = hub_->clock().Now();
-  return push;
+  push_sent_ = now;
+  if (streaming_) {
+    if (push.snapshot) nack_floor_ = nonce;
+    if (push.ack_requested) {
+      if (!ack_due_) ack_due_since_ = now;
+      ack_due_ = true;
+      ack_due_version_ = push.to_version;
+    }
+  }
+  return std::move(push.buffer);
 }
 
 void WatchStream::Send(grpc::ByteBuffer buffer, WriteKind kind) {

@@ -1,8 +1,11 @@
 // WatchStream: one WatchMapping call, as the hub serves it (see
 // watch_hub.h for the protocol's server side). The stream keeps only its
-// ACKed version, the last nonce, the client's state and its write path
-// (one write in flight, at most a push and the SYNC marker queued); pushes
-// are built by the hub from shared frames.
+// ACKed and pushed versions, the last nonce, the client's state and its
+// write path (one write in flight, at most a push and the SYNC marker
+// queued); pushes are built by the hub from shared frames. It serves
+// either ACK mode (Subscribe.ack_mode): ACK_EVERY_PUSH holds the next push
+// until the last one is ACKed; ACK_REQUESTED ("streaming") sends it once
+// the last one is written, and waits only for the ACKs it asked for.
 //
 // Ownership: gRPC holds one reference until OnDone; the hub takes more
 // (Ref/Unref) while it pokes, ticks or flushes the stream, and the last
@@ -76,6 +79,9 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // LoadAggregator.
   grpc::Status Load(const v1::WatchRequest::LoadReport& load);
 
+  // Ack() of an ACK_REQUESTED stream.
+  grpc::Status StreamingAck(const v1::WatchRequest::Ack& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Returns the next push, if one is due. A NACK or a first subscription
   // forces the snapshot even when the stream is at the current version.
   //
@@ -83,6 +89,8 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // (written, not merely ACKed): a client that ACKs pushes it has not read
   // would otherwise queue one snapshot per ACK. So a stream holds at most
   // one push and the SYNC marker in its write path, whatever it sends.
+  // That is also all the flow control a streaming stream has: it is sent
+  // the versions since the last push as soon as that push is written.
   std::optional<grpc::ByteBuffer> MaybePushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Writes `buffer`, or queues it behind the write in flight. A heartbeat
@@ -129,7 +137,21 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // Nonces start here (random per stream), so a client must read a push
   // to ACK it.
   const uint64_t first_nonce_;
+  // ACK_EVERY_PUSH: the last push is not ACKed yet.
   bool push_unacked_ ABSL_GUARDED_BY(mu_) = false;
+  // ACK_REQUESTED (Subscribe.ack_mode): pushes stream; pushed_to_ is where
+  // the next one starts.
+  bool streaming_ ABSL_GUARDED_BY(mu_) = false;
+  // Streaming: an ACK asked for (Push.ack_requested) and not yet had. It is
+  // had once acked_ reaches ack_due_version_; ack_due_since_ is when the
+  // wait began, or when the client's ACKs or NACKs last made progress.
+  bool ack_due_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t ack_due_version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time ack_due_since_ ABSL_GUARDED_BY(mu_);
+  // Streaming: NACKs of pushes older than this nonce are stale (the
+  // snapshot answering an earlier NACK replaces them), so a burst of
+  // failed pushes costs one snapshot.
+  uint64_t nack_floor_ ABSL_GUARDED_BY(mu_) = 0;
   bool need_snapshot_ ABSL_GUARDED_BY(mu_) = false;
   bool reset_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time push_sent_ ABSL_GUARDED_BY(mu_);

@@ -363,6 +363,52 @@ TEST_F(HostileTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
   ctx.TryCancel();
 }
 
+// D2 under ACK_REQUESTED (pushes stream without waiting for ACKs): ACKs
+// never cause a push there, so guessed ones queue nothing; what bounds the
+// stream is that a push is built only once the last one is written. A
+// client that stops reading holds its push in flight and the SYNC marker,
+// however many versions and ACKs come.
+TEST_F(HostileTest, BlindAckingStreamingClientCannotQueueMoreThanTwoWrites) {
+  const int32_t b1 = MakeBucket("b1");
+  MakeBucket("b2");
+  v1::BulkAssignRequest bulk;
+  bulk.set_reason("a big snapshot");
+  for (int64_t team = 1; team <= 100000; ++team) {
+    v1::BulkAssignment* a = bulk.add_assignments();
+    a->set_team_id(team);
+    a->set_bucket_id(b1);
+  }
+  v1::BulkAssignResponse bulked;
+  ASSERT_TRUE(admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), bulk, &bulked).ok());
+
+  grpc::ClientContext ctx;
+  auto stream = mapping_->WatchMapping(&ctx);
+  v1::WatchRequest sub;
+  sub.mutable_subscribe()->set_client_id("blind-streaming");
+  sub.mutable_subscribe()->set_role(v1::OBSERVER);
+  sub.mutable_subscribe()->set_ack_mode(v1::ACK_REQUESTED);
+  ASSERT_TRUE(stream->Write(sub));
+  v1::WatchResponse first;
+  ASSERT_TRUE(stream->Read(&first));
+  ASSERT_TRUE(first.has_push());
+
+  int64_t max_pending = 0;
+  for (int k = 0; k < 2000; ++k) {
+    v1::WatchRequest ack;
+    ack.mutable_ack()->set_nonce(first.push().nonce() + k);
+    ack.mutable_ack()->set_applied_version(0);
+    if (!stream->Write(ack)) break;  // refused: the stream ended
+    // A big write now and then: each push carries it (or, once more
+    // than --watch_max_deltas_per_push behind, the snapshot).
+    if (k % 7 == 0) ASSERT_TRUE(Pin(200000 + k, b1).ok());
+    max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
+  EXPECT_LE(max_pending, 2) << "pending writes of one stream";
+  ctx.TryCancel();
+}
+
 // D3: a producer's first ACK could claim drained_version INT64_MAX; kept by
 // GREATEST, it passed the barrier of every later handoff.
 TEST_F(HostileTest, ProducerCannotClaimVersionsItWasNotSent) {

@@ -36,8 +36,11 @@ class WatchClient {
     if (!finished_) stream_->Finish();
   }
 
+  // `ack_mode` ACK_EVERY_PUSH subscribes as clients written before it
+  // existed do: leaving the field out.
   void Subscribe(const std::string& client_id, v1::ClientRole role, int64_t known_version = 0,
-                 const std::string& cluster_id = "", std::vector<int32_t> filter = {}) {
+                 const std::string& cluster_id = "", std::vector<int32_t> filter = {},
+                 v1::AckMode ack_mode = v1::ACK_EVERY_PUSH) {
     v1::WatchRequest req;
     auto* sub = req.mutable_subscribe();
     sub->set_client_id(client_id);
@@ -45,6 +48,7 @@ class WatchClient {
     sub->set_known_version(known_version);
     sub->set_cluster_id(cluster_id);
     for (int32_t b : filter) sub->add_bucket_filter(b);
+    if (ack_mode != v1::ACK_EVERY_PUSH) sub->set_ack_mode(ack_mode);
     stream_->Write(req);
   }
 
