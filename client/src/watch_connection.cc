@@ -127,21 +127,41 @@ bool WatchConnection::RunStream(const std::string& address) {
   sub->set_known_version(client_->version());
   sub->set_cluster_id(client_->cluster_id());
   for (int32_t bucket : options_.bucket_filter) sub->add_bucket_filter(bucket);
+  // Pushes stream; only those the server marks need an ACK at once.
+  sub->set_ack_mode(v1::ACK_REQUESTED);
   bool synced = false;
   // Writes come from this thread (ACKs) and from the drain reporter
   // (re-ACKs); gRPC allows one writer at a time. ack_mu also guards what a
   // re-ACK repeats.
   absl::Mutex ack_mu;
-  // What a re-ACK repeats: the last push's nonce and applied version, or,
-  // when the stream synced without a push, nonce 0 and our version.
+  // What a re-ACK repeats: the last ACKed push's nonce and applied
+  // version, or, when the stream synced without a push, nonce 0 and our
+  // version.
   bool reporting = false;
   uint64_t acked_nonce = 0;
   int64_t acked_applied = 0;
   int64_t reported_drained = 0;
+  // The last push applied, ACKed or not: a lazy ACK reports it.
+  uint64_t applied_nonce = 0;
+  int64_t applied_version = 0;
   bool stream_done = false;
   DeliveryTracker* const tracker = options_.delivery_tracker;
   auto drained = [tracker](int64_t applied) {
     return tracker == nullptr ? int64_t{0} : tracker->DrainedVersion(applied);
+  };
+  // ACKs the last applied push; call with ack_mu held.
+  auto ack_applied = [&]() -> bool {
+    const int64_t d = drained(applied_version);
+    v1::WatchRequest answer;
+    answer.mutable_ack()->set_nonce(applied_nonce);
+    answer.mutable_ack()->set_applied_version(applied_version);
+    answer.mutable_ack()->set_drained_version(d);
+    reporting = true;
+    acked_nonce = applied_nonce;
+    acked_applied = applied_version;
+    reported_drained = d;
+    if (tracker != nullptr) tracker->SetReported(d, applied_version);
+    return stream->Write(answer);
   };
   std::thread reporter;
   if (tracker != nullptr) {
@@ -155,7 +175,7 @@ bool WatchConnection::RunStream(const std::string& address) {
         const int64_t d = drained(acked_applied);
         if (d <= reported_drained) continue;
         // The server records drained_version from a repeated ACK of the
-        // last push (docs/protocol.md).
+        // last ACKed push (docs/protocol.md).
         v1::WatchRequest again;
         again.mutable_ack()->set_nonce(acked_nonce);
         again.mutable_ack()->set_applied_version(acked_applied);
@@ -195,9 +215,19 @@ bool WatchConnection::RunStream(const std::string& address) {
   }
   if (stream->Write(subscribe)) {
     v1::WatchResponse response;
+    // After a NACK, the pushes already on their way cannot apply either:
+    // they are dropped, unanswered, until the snapshot that answers it.
+    bool awaiting_snapshot = false;
+    // A server that knows ack modes marks the first push of a stream; one
+    // that predates them marks none and waits for an ACK of every push.
+    bool first_push = true;
+    bool ack_every = false;
     while (stream->Read(&response)) {
       if (response.has_push()) {
         const v1::WatchResponse::Push& push = response.push();
+        if (first_push) ack_every = !push.ack_requested();
+        first_push = false;
+        if (awaiting_snapshot && !push.has_snapshot()) continue;
         absl::Status applied;
         if (push.has_snapshot()) {
           applied = client_->ApplySnapshot(push.snapshot());
@@ -209,28 +239,23 @@ bool WatchConnection::RunStream(const std::string& address) {
           absl::Status cached = client_->WriteCache();
           if (!cached.ok()) spdlog::warn("bucketmap: cache write failed: {}", cached.ToString());
         }
-        v1::WatchRequest answer;
         client_internal::MutexLock lock(&ack_mu);
         if (applied.ok()) {
+          awaiting_snapshot = false;
           // After the cache write: a version is ACKed only once it is on
           // disk, and drained_version never exceeds it.
-          const int64_t version = client_->version();
-          const int64_t d = drained(version);
-          answer.mutable_ack()->set_nonce(push.nonce());
-          answer.mutable_ack()->set_applied_version(version);
-          answer.mutable_ack()->set_drained_version(d);
-          reporting = true;
-          acked_nonce = push.nonce();
-          acked_applied = version;
-          reported_drained = d;
-          if (tracker != nullptr) tracker->SetReported(d, version);
+          applied_nonce = push.nonce();
+          applied_version = client_->version();
+          if ((ack_every || push.ack_requested()) && !ack_applied()) break;
         } else {
           spdlog::warn("bucketmap: push {}..{} not applied: {}", push.from_version(),
                        push.to_version(), applied.ToString());
+          awaiting_snapshot = true;
+          v1::WatchRequest answer;
           answer.mutable_nack()->set_nonce(push.nonce());
           answer.mutable_nack()->set_error(applied.ToString());
+          if (!stream->Write(answer)) break;
         }
-        if (!stream->Write(answer)) break;
       } else if (response.has_sync()) {
         client_->ConfirmCurrent(response.sync().version());
         synced = true;
@@ -242,18 +267,16 @@ bool WatchConnection::RunStream(const std::string& address) {
           // drained_version anyway (the ACK of "push" 0), or a server that
           // restarted would not know it until the next push, and would
           // hold a handoff's barrier until its grace deadline.
-          reporting = true;
-          acked_applied = client_->version();
-          reported_drained = drained(acked_applied);
-          v1::WatchRequest report;
-          report.mutable_ack()->set_nonce(0);
-          report.mutable_ack()->set_applied_version(acked_applied);
-          report.mutable_ack()->set_drained_version(reported_drained);
-          if (!stream->Write(report)) break;
-          tracker->SetReported(reported_drained, acked_applied);
+          applied_nonce = 0;
+          applied_version = client_->version();
+          if (!ack_applied()) break;
         }
       } else if (response.has_heartbeat()) {
         client_->ConfirmCurrent(response.heartbeat().version());
+        // The lazy ACK: pushes the server did not ask about are reported
+        // here, coalesced, so ListClients catches up in quiet times.
+        client_internal::MutexLock lock(&ack_mu);
+        if (applied_nonce != 0 && applied_version > acked_applied && !ack_applied()) break;
       }
     }
   }

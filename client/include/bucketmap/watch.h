@@ -2,10 +2,14 @@
 // MappingService.WatchMapping stream (docs/protocol.md).
 //
 // It connects to the client's addresses in turn, subscribes with the
-// client's version and cluster_id (so a reconnect resumes with deltas),
-// applies every push, writes the last-known-good cache file when the client
-// has one, and only then ACKs; a push that cannot be applied is NACKed and
-// the server answers with the snapshot. A broken stream is retried with
+// client's version and cluster_id (so a reconnect resumes with deltas) and
+// ack_mode ACK_REQUESTED, applies every push, and writes the last-known-good
+// cache file when the client has one. Only then does it ACK: at once the
+// pushes the server marks ack_requested, the others lazily (the newest
+// applied version, at the next heartbeat); against a server that predates
+// ack modes (its first push is unmarked), every push. A push that cannot be
+// applied is NACKed, the pushes already on their way are dropped, and the
+// server answers with the snapshot. A broken stream is retried with
 // exponential backoff and full jitter; the backoff resets once a stream has
 // synced. With a cache file and no mapping yet, Start() first seeds the
 // client from the file, so it can route while no server is reachable.
@@ -69,10 +73,11 @@ struct WatchConnectionOptions {
   // cache path). Producers need it for handoffs (SPEC §5).
   bool write_cache = true;
   // A producer's delivery tracker (not owned; must outlive the
-  // connection). Each ACK then carries drained_version, and the last push
-  // is ACKed again whenever drained_version advances without a new push,
-  // so the server's switch barrier (SPEC §5) passes as soon as this
-  // producer's old events are delivered. Without a tracker, ACKs carry
+  // connection). Each ACK then carries drained_version, and the last ACKed
+  // push is ACKed again whenever drained_version advances, so the server's
+  // switch barrier (SPEC §5) passes as soon as this producer's old events
+  // are delivered (the server marks a producer's pushes while a handoff is
+  // open, so the push that opens it is ACKed at once). Without a tracker, ACKs carry
   // drained_version 0: the producer never passes a barrier and handoffs
   // wait for their grace deadline.
   DeliveryTracker* delivery_tracker = nullptr;
