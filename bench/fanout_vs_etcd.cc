@@ -21,14 +21,16 @@
 //   Server CPU per delivered write: the server's user + system time over
 //   the writes (pauses included), divided by N x writes.
 //
-// bucketmap watchers speak WatchMapping as today's clients do: subscribe
-// as a consumer, ACK every push (--ack=every). etcd watchers create one
+// bucketmap watchers speak WatchMapping as the clients do: subscribe as a
+// consumer and ACK the pushes the server marks (--ack=needed, the C++
+// library's ACK_REQUESTED mode), or every push (--ack=every, clients that
+// predate ack modes). etcd watchers create one
 // watcher on their stream and read its events; etcd's protocol has no ACK.
 // The etcd client is generated from a hand-written subset of etcd's public
 // v3 API (bench/etcd/).
 //
 // Usage: fanout_vs_etcd [--quick] [--watchers=N,...] [--writes=N]
-//                       [--connections=N] [--ack=every|needed]
+//                       [--connections=N] [--ack=needed|every|both]
 //   (default: 1,000, 5,000 and 10,000 watchers, 11 writes, 50 connections;
 //   with --quick: 200 watchers, 5 writes)
 // etcd is $BUCKETMAP_ETCD_BIN, else /usr/bin/etcd (Debian's etcd-server).
@@ -206,9 +208,14 @@ void CancelAll(std::vector<std::unique_ptr<W>>& watchers) {
 
 class BucketmapSystem final : public System {
  public:
-  BucketmapSystem(TestPostgres* pg, AckPolicy ack) : pg_(pg), ack_(ack) {}
+  // `next_team` is shared by the systems on one PostgreSQL, so that every
+  // write of every round pins a new team.
+  BucketmapSystem(TestPostgres* pg, AckPolicy ack, int64_t* next_team)
+      : pg_(pg), ack_(ack), next_team_(next_team) {}
 
-  const char* name() const override { return "bucketmap"; }
+  const char* name() const override {
+    return ack_ == AckPolicy::kEvery ? "bucketmap (ACK every push)" : "bucketmap";
+  }
 
   void Start(int connections) override {
     const int port = FreePort();
@@ -260,7 +267,7 @@ class BucketmapSystem final : public System {
 
   int64_t Write() override {
     v1::AssignTeamRequest req;
-    req.set_team_id(next_team_++);  // a new team each time: never a no-op
+    req.set_team_id((*next_team_)++);  // a new team each time: never a no-op
     req.set_bucket_id(bucket_id_);
     req.set_reason("fanout_vs_etcd");
     v1::AssignTeamResponse resp;
@@ -300,7 +307,7 @@ class BucketmapSystem final : public System {
   const AckPolicy ack_;
   pid_t pid_ = 0;
   int32_t bucket_id_ = 0;
-  int64_t next_team_ = 1;
+  int64_t* const next_team_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::vector<std::unique_ptr<v1::MappingService::Stub>> stubs_;
   std::vector<std::unique_ptr<MappingWatcher>> watchers_;
@@ -538,47 +545,52 @@ std::string LoadAverage() {
   return absl::StrCat(one, " ", five, " ", fifteen);
 }
 
-int Run(const Config& config, AckPolicy ack, const std::string& etcd_binary) {
+// `acks`: the bucketmap rounds to run, one per ACK policy.
+int Run(const Config& config, const std::vector<AckPolicy>& acks, const std::string& etcd_binary) {
   auto pg = TestPostgres::Start();
   if (!pg.ok()) Fatal("%s", pg.status().ToString().c_str());
-  BucketmapSystem bucketmap(pg->get(), ack);
-  EtcdSystem etcd(etcd_binary, (*pg)->dir());
-  System* const systems[] = {&bucketmap, &etcd};
+  int64_t next_team = 1;
+  std::vector<std::unique_ptr<System>> owned;
+  for (AckPolicy ack : acks) {
+    owned.push_back(std::make_unique<BucketmapSystem>(pg->get(), ack, &next_team));
+  }
+  owned.push_back(std::make_unique<EtcdSystem>(etcd_binary, (*pg)->dir()));
+  const size_t etcd = owned.size() - 1;
 
-  std::printf(
-      "%d writes per round, watchers over %d connections, bucketmap ACKs every push; load "
-      "average at start: %s\n\n",
-      config.writes, config.connections, LoadAverage().c_str());
+  std::printf("%d writes per round, watchers over %d connections; load average at start: %s\n\n",
+              config.writes, config.connections, LoadAverage().c_str());
   std::printf(
       "| Watchers | System | p50 from write sent | p99 from write sent | Write reply (median) | "
       "Server RSS per idle watcher | Server CPU per delivered write |\n"
       "|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
-  std::vector<std::pair<RoundResult, RoundResult>> results;
+  std::vector<std::vector<RoundResult>> results;
   for (const int64_t size : config.watchers) {
     const int n = static_cast<int>(size);
-    RoundResult r[2];
-    for (int s = 0; s < 2; ++s) {
-      r[s] = RunRound(*systems[s], n, config);
+    std::vector<RoundResult> r(owned.size());
+    for (size_t s = 0; s < owned.size(); ++s) {
+      r[s] = RunRound(*owned[s], n, config);
       std::printf(
           "| %d | %s | %.2f ms | %.2f ms | %.2f ms | %.1f KiB (RSS %.1f -> %.1f MB) | "
           "%.1f us |\n",
-          n, systems[s]->name(), r[s].p50_ms, r[s].p99_ms, r[s].write_ms, r[s].kib_per_watcher,
+          n, owned[s]->name(), r[s].p50_ms, r[s].p99_ms, r[s].write_ms, r[s].kib_per_watcher,
           r[s].rss_before_mb, r[s].rss_idle_mb, r[s].server_us_per_delivery);
       std::fflush(stdout);
     }
-    results.emplace_back(r[0], r[1]);
+    results.push_back(std::move(r));
   }
   std::printf(
-      "\n| Watchers | p50 bucketmap / etcd | p99 bucketmap / etcd | RSS per watcher bucketmap / "
-      "etcd |\n|---|---|---|---|\n");
+      "\n| Watchers | System | p50 / etcd's | p99 / etcd's | RSS per watcher / etcd's |\n"
+      "|---|---|---|---|---|\n");
+  auto ratio = [](double x, double y) { return y > 0 ? x / y : 0.0; };
   for (size_t i = 0; i < results.size(); ++i) {
-    const RoundResult& b = results[i].first;
-    const RoundResult& e = results[i].second;
-    auto ratio = [](double x, double y) { return y > 0 ? x / y : 0.0; };
-    std::printf("| %ld | %.2fx | %.2fx | %.2fx |\n", static_cast<long>(config.watchers[i]),
-                ratio(b.p50_ms, e.p50_ms), ratio(b.p99_ms, e.p99_ms),
-                ratio(b.kib_per_watcher, e.kib_per_watcher));
+    const RoundResult& e = results[i][etcd];
+    for (size_t s = 0; s < etcd; ++s) {
+      const RoundResult& b = results[i][s];
+      std::printf("| %ld | %s | %.2fx | %.2fx | %.2fx |\n", static_cast<long>(config.watchers[i]),
+                  owned[s]->name(), ratio(b.p50_ms, e.p50_ms), ratio(b.p99_ms, e.p99_ms),
+                  ratio(b.kib_per_watcher, e.kib_per_watcher));
+    }
   }
   std::printf("\nload average at end: %s; this client's peak RSS: %.0f MB\n", LoadAverage().c_str(),
               PeakRssMb());
@@ -614,23 +626,17 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   bucketmap::BenchFlags flags("200 watchers, 5 writes");
   bucketmap::Config config;
-  std::string ack = "every";
+  std::string ack = "needed";
   flags.IntList("watchers", &config.watchers, 1,
                 "numbers of watchers, one round of each system each (default 1000,5000,10000)");
   flags.Int("writes", &config.writes, 1, "writes per round (default 11)");
   flags.Int("connections", &config.connections, 1,
             "gRPC connections the watchers are spread over (default 50)");
-  flags.Choice("ack", &ack, {"every", "needed"},
-               "which bucketmap pushes are ACKed: every one (today's protocol); 'needed' waits "
-               "for the protocol revision of issue 15");
+  flags.Choice("ack", &ack, {"every", "needed", "both"},
+               "which bucketmap pushes are ACKed: only those the server marks (needed, the "
+               "default: ack_mode ACK_REQUESTED), every one (clients that predate ack modes), or "
+               "both: a round of each, in that order, before etcd's");
   flags.Parse(argc, argv);
-  if (ack == "needed") {
-    std::fprintf(stderr,
-                 "%s: --ack=needed is not available yet: the server does not mark the pushes "
-                 "whose ACK it needs until the protocol revision of issue 15 (item 1)\n",
-                 bucketmap::BenchName().c_str());
-    return 2;
-  }
   if (config.watchers.empty()) {
     config.watchers =
         flags.quick() ? std::vector<int64_t>{200} : std::vector<int64_t>{1000, 5000, 10000};
@@ -649,5 +655,8 @@ int main(int argc, char** argv) {
         "BUCKETMAP_ETCD_BIN)",
         etcd_binary.c_str());
   }
-  return bucketmap::Run(config, bucketmap::AckPolicy::kEvery, etcd_binary);
+  std::vector<bucketmap::AckPolicy> acks;
+  if (ack != "needed") acks.push_back(bucketmap::AckPolicy::kEvery);
+  if (ack != "every") acks.push_back(bucketmap::AckPolicy::kNeeded);
+  return bucketmap::Run(config, acks, etcd_binary);
 }
