@@ -241,8 +241,15 @@ void ToProto(const Snapshot& snapshot, v1::MappingSnapshot* out) {
   for (const std::string& pool : snapshot.pools()) out->add_pools(pool);
   // The snapshot's columns already use the wire encoding of targets.
   v1::Assignments* assignments = out->mutable_assignments();
-  assignments->mutable_team_ids()->Add(snapshot.team_ids().begin(), snapshot.team_ids().end());
-  assignments->mutable_targets()->Add(snapshot.targets().begin(), snapshot.targets().end());
+  const int count = static_cast<int>(snapshot.assignment_count());
+  assignments->mutable_team_ids()->Reserve(count);
+  assignments->mutable_targets()->Reserve(count);
+  snapshot.team_ids().ForEachRun([assignments](absl::Span<const int64_t> run) {
+    assignments->mutable_team_ids()->Add(run.begin(), run.end());
+  });
+  snapshot.targets().ForEachRun([assignments](absl::Span<const int32_t> run) {
+    assignments->mutable_targets()->Add(run.begin(), run.end());
+  });
   for (const Handoff& h : snapshot.handoffs()) ToProto(h, out->add_handoffs());
   for (const Pool& p : snapshot.pool_objects()) ToProto(p, out->add_pool_objects());
   for (const TeamRule& r : snapshot.team_rules()) ToProto(r, out->add_team_rules());

@@ -36,13 +36,9 @@ std::vector<int64_t> KnownCandidates(const Plan& plan, const std::set<std::strin
   out.insert(out.end(), plan.change.unset.begin(), plan.change.unset.end());
   if (!shifted.empty()) {
     const Snapshot& after = *plan.after;
-    const auto& ids = after.team_ids();
-    const auto& targets = after.targets();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (targets[i] < 0 && shifted.count(after.pools()[-targets[i] - 1]) > 0) {
-        out.push_back(ids[i]);
-      }
-    }
+    after.assignments().ForEach([&](int64_t team, int32_t target) {
+      if (target < 0 && shifted.count(after.pools()[-target - 1]) > 0) out.push_back(team);
+    });
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());

@@ -63,11 +63,9 @@ Effect ComputeEffect(const Snapshot& before, const Snapshot& after, const Change
     // Teams assigned to a shifted pool whose override did not change are
     // in after's columns with the same pool.
     std::vector<int64_t> in_shifted;
-    const auto& ids = after.team_ids();
-    const auto& targets = after.targets();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (targets[i] < 0 && shifted_in_after[-targets[i] - 1]) in_shifted.push_back(ids[i]);
-    }
+    after.assignments().ForEach([&](int64_t team, int32_t target) {
+      if (target < 0 && shifted_in_after[-target - 1]) in_shifted.push_back(team);
+    });
     candidates = UnionSorted(candidates, in_shifted);
   }
   for (int64_t team : candidates) {

@@ -58,13 +58,6 @@ absl::Status CheckTarget(const Target& t, const std::string& field) {
   return absl::OkStatus();
 }
 
-// Returns the index of `team_id` in the ascending `ids`, or -1.
-ptrdiff_t IndexOf(const std::vector<int64_t>& ids, int64_t team_id) {
-  auto it = std::lower_bound(ids.begin(), ids.end(), team_id);
-  if (it == ids.end() || *it != team_id) return -1;
-  return it - ids.begin();
-}
-
 int32_t PoolIndex(const std::vector<std::string>& pools, std::string_view pool) {
   auto it = std::lower_bound(pools.begin(), pools.end(), pool,
                              [](const std::string& a, std::string_view b) { return a < b; });
@@ -169,12 +162,17 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(MappingState sta
   }
 
   s->pools_ = PoolList(s->buckets_, s->pool_counts_);
-  s->team_ids_.reserve(n);
-  s->targets_.reserve(n);
-  for (auto& [team, target] : state.assignments) {
-    s->team_ids_.push_back(team);
-    s->targets_.push_back(target.is_pin() ? target.bucket_id
-                                          : -PoolIndex(s->pools_, target.pool) - 1);
+  {
+    std::vector<int64_t> team_ids;
+    std::vector<int32_t> targets;
+    team_ids.reserve(n);
+    targets.reserve(n);
+    for (auto& [team, target] : state.assignments) {
+      team_ids.push_back(team);
+      targets.push_back(target.is_pin() ? target.bucket_id
+                                        : -PoolIndex(s->pools_, target.pool) - 1);
+    }
+    s->columns_ = AssignmentColumns(team_ids, targets);
   }
   s->BuildDerived(nullptr, nullptr);
   s->next_handoff_id_ = std::max<int64_t>(state.next_handoff_id, 1);
@@ -238,9 +236,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& ch
   s->pinned_counts_ = pinned_counts_;
   s->pool_counts_ = pool_counts_;
   auto forget_old = [&](int64_t team) {
-    const ptrdiff_t idx = IndexOf(team_ids_, team);
-    if (idx < 0) return;
-    const int32_t enc = targets_[idx];
+    const int32_t* found = columns_.Find(team);
+    if (found == nullptr) return;
+    const int32_t enc = *found;
     if (enc > 0) {
       --s->pinned_counts_[enc];
     } else {
@@ -293,46 +291,24 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Apply(const Change& ch
   }
 
   s->pools_ = PoolList(s->buckets_, s->pool_counts_);
-  // Pool indexes refer to the new pool table; re-encode when it moved.
-  bool identity = s->pools_ == pools_;
-  std::vector<int32_t> remap;
-  if (!identity) {
-    remap.resize(pools_.size());
+  // Pool indexes refer to the new pool table; re-encode every row when it
+  // moved (a pool gained its first or lost its last bucket or assignment).
+  const AssignmentColumns* base = &columns_;
+  AssignmentColumns remapped;
+  if (s->pools_ != pools_) {
+    std::vector<int32_t> remap(pools_.size());
     for (size_t i = 0; i < pools_.size(); ++i) remap[i] = PoolIndex(s->pools_, pools_[i]);
+    remapped =
+        columns_.MapTargets([&remap](int32_t enc) { return enc > 0 ? enc : -remap[-enc - 1] - 1; });
+    base = &remapped;
   }
-  std::vector<int32_t> set_targets;
-  set_targets.reserve(change.set.size());
+  std::vector<std::pair<int64_t, int32_t>> set_rows;
+  set_rows.reserve(change.set.size());
   for (const auto& [team, target] : change.set) {
-    set_targets.push_back(target.is_pin() ? target.bucket_id
-                                          : -PoolIndex(s->pools_, target.pool) - 1);
+    set_rows.emplace_back(
+        team, target.is_pin() ? target.bucket_id : -PoolIndex(s->pools_, target.pool) - 1);
   }
-
-  // Linear merge of the sorted old columns with the sorted set/unset lists.
-  const size_t n = team_ids_.size();
-  const size_t ns = change.set.size();
-  const size_t nu = change.unset.size();
-  s->team_ids_.reserve(n + ns);
-  s->targets_.reserve(n + ns);
-  size_t i = 0, j = 0, k = 0;
-  while (i < n || j < ns) {
-    if (j < ns && (i >= n || change.set[j].first <= team_ids_[i])) {
-      if (i < n && team_ids_[i] == change.set[j].first) ++i;
-      s->team_ids_.push_back(change.set[j].first);
-      s->targets_.push_back(set_targets[j]);
-      ++j;
-      continue;
-    }
-    const int64_t team = team_ids_[i];
-    while (k < nu && change.unset[k] < team) ++k;
-    if (k < nu && change.unset[k] == team) {
-      ++i;
-      continue;
-    }
-    const int32_t enc = targets_[i];
-    s->team_ids_.push_back(team);
-    s->targets_.push_back(identity || enc > 0 ? enc : -remap[-enc - 1] - 1);
-    ++i;
-  }
+  s->columns_ = base->Apply(set_rows, change.unset);
 
   s->BuildDerived(this, &change);
   s->handoffs_ = handoffs_;
@@ -547,17 +523,16 @@ const PlacementTable& Snapshot::PoolTable(std::string_view pool) const {
 }
 
 std::optional<Target> Snapshot::FindAssignment(int64_t team_id) const {
-  const ptrdiff_t idx = IndexOf(team_ids_, team_id);
-  if (idx < 0) return std::nullopt;
-  const int32_t enc = targets_[idx];
+  const int32_t* found = columns_.Find(team_id);
+  if (found == nullptr) return std::nullopt;
+  const int32_t enc = *found;
   if (enc > 0) return Target::Pin(enc);
   return Target::Pool(pools_[-enc - 1]);
 }
 
 Route Snapshot::RouteOf(int64_t team_id) const {
-  const ptrdiff_t idx = IndexOf(team_ids_, team_id);
-  if (idx >= 0) {
-    const int32_t enc = targets_[idx];
+  if (const int32_t* found = columns_.Find(team_id)) {
+    const int32_t enc = *found;
     if (enc > 0) return Route{enc, RouteSource::kPin, {}};
     const std::string& pool = pools_[-enc - 1];
     return Route{PoolTable(pool).BucketForTeam(team_id), RouteSource::kPool, pool};
@@ -624,12 +599,11 @@ MappingState Snapshot::ToState() const {
   state.buckets = buckets_;
   state.handoffs = handoffs_;
   state.next_handoff_id = next_handoff_id_;
-  state.assignments.reserve(team_ids_.size());
-  for (size_t i = 0; i < team_ids_.size(); ++i) {
-    const int32_t enc = targets_[i];
-    state.assignments.emplace_back(team_ids_[i],
+  state.assignments.reserve(columns_.size());
+  columns_.ForEach([&](int64_t team, int32_t enc) {
+    state.assignments.emplace_back(team,
                                    enc > 0 ? Target::Pin(enc) : Target::Pool(pools_[-enc - 1]));
-  }
+  });
   return state;
 }
 

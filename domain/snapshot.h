@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "domain/assignment_columns.h"
 #include "domain/change.h"
 #include "domain/handoff.h"
 #include "domain/model.h"
@@ -50,7 +51,10 @@ class Snapshot {
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(MappingState state);
 
   // Returns the snapshot after `change`, at version() + 1. Placement tables
-  // of pools the change does not touch are shared with this snapshot.
+  // of pools the change does not touch, and the assignment chunks holding
+  // none of its teams, are shared with this snapshot: the cost follows the
+  // change's size and the number of buckets, not the number of assignments
+  // (except when the pool table changes, which re-encodes every row).
   absl::StatusOr<std::shared_ptr<const Snapshot>> Apply(const Change& change) const;
 
   int64_t version() const { return version_; }
@@ -70,10 +74,12 @@ class Snapshot {
   const PlacementTable& PoolTable(std::string_view pool) const;
 
   // Packed assignment columns, ascending by team id. targets[i] > 0 is a
-  // pinned bucket id; targets[i] < 0 is pool index -targets[i] - 1.
-  const std::vector<int64_t>& team_ids() const { return team_ids_; }
-  const std::vector<int32_t>& targets() const { return targets_; }
-  size_t assignment_count() const { return team_ids_.size(); }
+  // pinned bucket id; targets[i] < 0 is pool index -targets[i] - 1. Held in
+  // chunks shared with the snapshots before and after this one.
+  const AssignmentColumns& assignments() const { return columns_; }
+  AssignmentColumns::TeamIds team_ids() const { return columns_.team_ids(); }
+  AssignmentColumns::Targets targets() const { return columns_.targets(); }
+  size_t assignment_count() const { return columns_.size(); }
 
   // Returns the override of a team, if any.
   std::optional<Target> FindAssignment(int64_t team_id) const;
@@ -153,8 +159,7 @@ class Snapshot {
   int32_t next_bucket_id_ = 1;
   std::vector<Bucket> buckets_;
   std::vector<std::string> pools_;
-  std::vector<int64_t> team_ids_;
-  std::vector<int32_t> targets_;
+  AssignmentColumns columns_;
   std::map<std::string, std::shared_ptr<const PlacementTable>, std::less<>> pool_tables_;
   std::map<int32_t, int64_t> pinned_counts_;
   std::map<std::string, int64_t, std::less<>> pool_counts_;

@@ -140,15 +140,11 @@ std::vector<int64_t> MappingView::TeamsInBucket(int32_t bucket_id) const {
   tables.reserve(snapshot_->pools().size());
   for (const std::string& pool : snapshot_->pools()) tables.push_back(&snapshot_->PoolTable(pool));
   std::vector<int64_t> teams;
-  const std::vector<int64_t>& ids = snapshot_->team_ids();
-  const std::vector<int32_t>& targets = snapshot_->targets();
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const int32_t t = targets[i];
+  snapshot_->assignments().ForEach([&](int64_t team, int32_t t) {
     const int32_t bucket =
-        t > 0 ? t
-              : tables[static_cast<size_t>(-static_cast<int64_t>(t) - 1)]->BucketForTeam(ids[i]);
-    if (bucket == bucket_id) teams.push_back(ids[i]);
-  }
+        t > 0 ? t : tables[static_cast<size_t>(-static_cast<int64_t>(t) - 1)]->BucketForTeam(team);
+    if (bucket == bucket_id) teams.push_back(team);
+  });
   return teams;
 }
 

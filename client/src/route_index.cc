@@ -56,10 +56,9 @@ class EntryMaker {
     for (const std::string& pool : snapshot.pools()) tables_.push_back(&snapshot.PoolTable(pool));
   }
 
-  // The entry of the override at `i` in the snapshot's columns.
-  RouteIndex::Entry Make(size_t i) const {
-    const int64_t team = snapshot_.team_ids()[i];
-    const int32_t target = snapshot_.targets()[i];
+  // The entry of `team`'s override, `target` in the snapshot's packed
+  // column encoding.
+  RouteIndex::Entry Make(int64_t team, int32_t target) const {
     int32_t bucket = target;
     int32_t pool = -1;
     RouteSource source = RouteSource::kPin;
@@ -108,10 +107,9 @@ std::vector<int64_t> DefaultEntryTeams(const Snapshot& snapshot, const HandoffSe
   }
   std::sort(teams.begin(), teams.end());
   teams.erase(std::unique(teams.begin(), teams.end()), teams.end());
-  const std::vector<int64_t>& ids = snapshot.team_ids();
   teams.erase(std::remove_if(teams.begin(), teams.end(),
-                             [&ids](int64_t team) {
-                               return std::binary_search(ids.begin(), ids.end(), team);
+                             [&snapshot](int64_t team) {
+                               return snapshot.assignments().Find(team) != nullptr;
                              }),
               teams.end());
   return teams;
@@ -286,10 +284,10 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Build(const Snapsh
   for (auto& g : grouped) g.reserve(n / count + n / count / 4 + 4);
   EntryMaker maker(snapshot, handoffs, index->default_slots_->data(),
                    index->default_routes_->data());
-  for (size_t i = 0; i < n; ++i) {
-    const Entry e = maker.Make(i);
+  snapshot.assignments().ForEach([&](int64_t team, int32_t target) {
+    const Entry e = maker.Make(team, target);
     grouped[PartitionOf(e.team_id, index->partition_mask_)].push_back(e);
-  }
+  });
   const std::vector<int64_t> synthetic = DefaultEntryTeams(snapshot, handoffs);
   if (!synthetic.empty()) {
     const std::vector<int64_t> listed =
@@ -344,7 +342,6 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
   std::sort(by_partition.begin(), by_partition.end());
   EntryMaker maker(snapshot, handoffs, index->default_slots_->data(),
                    index->default_routes_->data());
-  const std::vector<int64_t>& ids = snapshot.team_ids();
   const std::vector<int64_t> listed =
       handoffs.empty() ? std::vector<int64_t>() : handoffs.ListedTeams();
   auto listed_now = [&listed](int64_t team) {
@@ -368,9 +365,8 @@ absl::StatusOr<std::unique_ptr<const RouteIndex>> RouteIndex::Update(
     }
     for (size_t k = i; k < j; ++k) {
       const int64_t team = by_partition[k].second;
-      const auto it = std::lower_bound(ids.begin(), ids.end(), team);
-      if (it != ids.end() && *it == team) {
-        entries.push_back(maker.Make(static_cast<size_t>(it - ids.begin())));
+      if (const int32_t* target = snapshot.assignments().Find(team)) {
+        entries.push_back(maker.Make(team, *target));
       } else if (listed_now(team) || snapshot.HasRules(team)) {
         entries.push_back(maker.MakeDefaultEntry(team, listed_now(team)));
       }

@@ -410,27 +410,23 @@ void AdminServiceImpl::ListAssignments(
   }
   const int32_t page_size =
       request->page_size() == 0 ? kDefaultAssignmentsPage : request->page_size();
-  const auto& teams = snapshot.team_ids();
-  const auto& targets = snapshot.targets();
-  size_t i = std::upper_bound(teams.begin(), teams.end(), after_team) - teams.begin();
-  for (; i < teams.size() && response->assignments_size() < page_size; ++i) {
-    if (wanted != 0 && targets[i] != wanted) continue;
-    v1::Assignment* a = response->add_assignments();
-    a->set_team_id(teams[i]);
-    if (targets[i] > 0) {
-      a->set_bucket_id(targets[i]);
-    } else {
-      a->set_pool(snapshot.pools()[-targets[i] - 1]);
-    }
-  }
   // Look ahead for a further match so the last page carries no token.
-  for (; i < teams.size(); ++i) {
-    if (wanted == 0 || targets[i] == wanted) {
+  snapshot.assignments().ScanAfter(after_team, [&](int64_t team, int32_t target) {
+    if (wanted != 0 && target != wanted) return true;
+    if (response->assignments_size() == page_size) {
       response->set_next_page_token(
           absl::StrCat(response->assignments(response->assignments_size() - 1).team_id()));
-      break;
+      return false;
     }
-  }
+    v1::Assignment* a = response->add_assignments();
+    a->set_team_id(team);
+    if (target > 0) {
+      a->set_bucket_id(target);
+    } else {
+      a->set_pool(snapshot.pools()[-target - 1]);
+    }
+    return true;
+  });
   response->set_version(snapshot.version());
   return call->Reply(absl::OkStatus());
 }

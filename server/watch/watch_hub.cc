@@ -95,10 +95,8 @@ void WatchHub::OnPublish(const MappingManager::Published& published) {
     const Snapshot& before = previous->snapshot();
     PriorTargets prior;
     auto packed = [&before](int64_t team) -> int32_t {
-      const auto& teams = before.team_ids();
-      auto it = std::lower_bound(teams.begin(), teams.end(), team);
-      if (it == teams.end() || *it != team) return 0;
-      return before.targets()[it - teams.begin()];
+      const int32_t* target = before.assignments().Find(team);
+      return target == nullptr ? 0 : *target;
     };
     prior.set.reserve(change->set.size());
     for (const auto& [team, target] : change->set) prior.set.push_back(packed(team));
