@@ -4,10 +4,12 @@
 //
 //   Domain: Snapshot::Apply and PlanAssignments of a one-team pin on a
 //     snapshot of 1k and of 1M assignments (median of many).
-//   Server: AssignTeam of one new team, one client, sequential, through the
-//     real server binary and a throwaway PostgreSQL, first with 1k
-//     assignments loaded, then after BulkAssign grows the same mapping to
-//     1M.
+//   Server: AssignTeam of one new team, one client, sequential, through
+//     two real server binaries on throwaway PostgreSQLs, one holding 1k
+//     assignments and one 1M, the writes alternating between them so that
+//     the shared machine's load falls on both alike. Each database is
+//     vacuumed and analyzed after its load, so that autovacuum of the
+//     freshly loaded table does not run during the writes.
 //
 // Usage: write_cost_bench [--quick]   (--quick: 100k instead of 1M, fewer
 // writes). Prints Markdown rows with the ratio large ÷ small. Sanity
@@ -31,6 +33,7 @@
 #include "domain/planner.h"
 #include "domain/snapshot.h"
 #include "grpcpp/create_channel.h"
+#include "pqxx/pqxx"
 #include "tests/support/pg_harness.h"
 
 namespace bucketmap {
@@ -135,6 +138,11 @@ class Deployment {
   }
   v1::AdminService::Stub& admin() { return *admin_; }
   v1::MappingService::Stub& mapping() { return *mapping_; }
+  void Vacuum() {
+    pqxx::connection conn(pg_->url());
+    pqxx::nontransaction tx(conn);
+    tx.exec("VACUUM ANALYZE");
+  }
 
  private:
   std::unique_ptr<TestPostgres> pg_;
@@ -163,28 +171,36 @@ void Load(Deployment& d, int64_t from, int64_t to) {
   }
 }
 
-// `writes` sequential AssignTeam pins of new teams from `first_team`;
-// returns the median latency in µs.
-double MeasureServer(Deployment& d, int64_t first_team, int writes) {
-  std::vector<double> lat;
-  int64_t version = 0;
-  for (int i = 0; i < writes; ++i) {
+// One sequential writer: AssignTeam pins of new teams from `first_team`.
+class Writer {
+ public:
+  Writer(Deployment* d, int64_t first_team) : d_(d), next_team_(first_team) {}
+  void Write() {
     v1::AssignTeamRequest req;
-    req.set_team_id(first_team + i);
-    req.set_bucket_id(1 + i % kBuckets);
+    req.set_team_id(next_team_++);
+    req.set_bucket_id(static_cast<int32_t>(1 + next_team_ % kBuckets));
     req.set_reason("bench");
     v1::AssignTeamResponse resp;
     const auto t0 = Clock::now();
-    Check(d.admin().AssignTeam(Ctx().get(), req, &resp), "AssignTeam");
-    lat.push_back(Us(Clock::now() - t0));
-    Expect(resp.version() > version, "AssignTeam returned version %ld after %ld",
-           static_cast<long>(resp.version()), static_cast<long>(version));
-    version = resp.version();
+    Check(d_->admin().AssignTeam(Ctx().get(), req, &resp), "AssignTeam");
+    lat_.push_back(Us(Clock::now() - t0));
+    Expect(resp.version() > version_, "AssignTeam returned version %ld after %ld",
+           static_cast<long>(resp.version()), static_cast<long>(version_));
+    version_ = resp.version();
   }
-  const double median = Percentile(lat, 0.5);
-  Expect(median > 0, "an AssignTeam took no time");
-  return median;
-}
+  // The median latency in µs.
+  double Median() const {
+    const double median = Percentile(lat_, 0.5);
+    Expect(median > 0, "an AssignTeam took no time");
+    return median;
+  }
+
+ private:
+  Deployment* d_;
+  int64_t next_team_;
+  int64_t version_ = 0;
+  std::vector<double> lat_;
+};
 
 int64_t Rows(Deployment& d) {
   v1::MappingSnapshot snap;
@@ -207,22 +223,33 @@ int Main(bool quick) {
               reps, a.plan_us, b.plan_us, b.plan_us / a.plan_us);
 
   const int writes = quick ? 100 : 400;
-  Deployment d;
-  for (int32_t i = 1; i <= kBuckets; ++i) {
-    v1::CreateBucketRequest req;
-    req.mutable_bucket()->set_name(absl::StrCat("bucket-", i));
-    (*req.mutable_bucket()->mutable_topics())["ingestion"] = absl::StrCat("events_", i);
-    req.set_reason("bench");
-    v1::CreateBucketResponse resp;
-    Check(d.admin().CreateBucket(Ctx().get(), req, &resp), "CreateBucket");
+  Deployment d_small, d_large;
+  for (Deployment* d : {&d_small, &d_large}) {
+    for (int32_t i = 1; i <= kBuckets; ++i) {
+      v1::CreateBucketRequest req;
+      req.mutable_bucket()->set_name(absl::StrCat("bucket-", i));
+      (*req.mutable_bucket()->mutable_topics())["ingestion"] = absl::StrCat("events_", i);
+      req.set_reason("bench");
+      v1::CreateBucketResponse resp;
+      Check(d->admin().CreateBucket(Ctx().get(), req, &resp), "CreateBucket");
+    }
   }
-  Load(d, 1, small);
-  const double server_small = MeasureServer(d, 50'000'000, writes);
-  Load(d, small + 1, large);
-  const double server_large = MeasureServer(d, 60'000'000, writes);
-  const int64_t rows = Rows(d);
-  Expect(rows == large + 2 * writes, "the mapping has %ld rows, want %ld", static_cast<long>(rows),
-         static_cast<long>(large + 2 * writes));
+  Load(d_small, 1, small);
+  Load(d_large, 1, large);
+  d_small.Vacuum();
+  d_large.Vacuum();
+  Writer w_small(&d_small, 50'000'000), w_large(&d_large, 50'000'000);
+  for (int i = 0; i < writes; ++i) {
+    w_small.Write();
+    w_large.Write();
+  }
+  const double server_small = w_small.Median();
+  const double server_large = w_large.Median();
+  for (auto [d, n] : {std::pair{&d_small, small}, std::pair{&d_large, large}}) {
+    const int64_t rows = Rows(*d);
+    Expect(rows == n + writes, "the mapping has %ld rows, want %ld", static_cast<long>(rows),
+           static_cast<long>(n + writes));
+  }
   std::printf("| AssignTeam RPC, 1 client, new team (median of %d) | %.0f µs | %.0f µs | %.2fx |\n",
               writes, server_small, server_large, server_large / server_small);
   return ExitStatus();
