@@ -234,6 +234,28 @@ TEST(SnapshotApplyTest, ReencodesTargetsWhenPoolTableChanges) {
   EXPECT_EQ(c->PoolTable("default").members().size(), 1u);
 }
 
+TEST(SnapshotApplyTest, SharesUntouchedAssignmentChunks) {
+  MappingState state = BaseState();
+  state.assignments.clear();
+  for (int64_t team = 1; team <= 50'000; ++team) {
+    state.assignments.emplace_back(team, team % 2 == 0 ? Target::Pin(1) : Target::Pool("paid"));
+  }
+  auto s = MustBuild(std::move(state));
+  Change change;
+  change.set = {{25'000, Target::Pin(2)}, {60'000, Target::Pool("paid")}};
+  change.unset = {25'001};
+  auto a = *s->Apply(change);
+  EXPECT_EQ(a->assignment_count(), 50'000u);
+  EXPECT_EQ(a->RouteOf(25'000).bucket_id, 2);
+  EXPECT_FALSE(a->FindAssignment(25'001).has_value());
+  EXPECT_EQ(a->FindAssignment(60'000)->pool, "paid");
+  // A row far from the change is the same object in both snapshots: its
+  // chunk is shared, not copied.
+  EXPECT_EQ(a->assignments().Find(10'000), s->assignments().Find(10'000));
+  EXPECT_NE(a->assignments().Find(25'002), s->assignments().Find(25'002));
+  EXPECT_EQ(*a->assignments().Find(25'002), *s->assignments().Find(25'002));
+}
+
 TEST(SnapshotApplyTest, SharesUntouchedPoolTables) {
   auto s = MustBuild(BaseState());
   Change assign;
