@@ -100,6 +100,9 @@ ABSL_FLAG(int32_t, watch_resume_versions, Defaults().watch.resume_max_versions,
           "--watch_max_deltas_per_push)...");
 ABSL_FLAG(absl::Duration, watch_resume_age, Defaults().watch.resume_max_age,
           "...no older than this; older resumes get the snapshot.");
+ABSL_FLAG(int32_t, watch_fanout_threads, Defaults().watch.fanout_threads,
+          "Threads that push a new version to the watch streams, each taking a share of "
+          "them. 0: the hardware's concurrency; 1: one thread.");
 ABSL_FLAG(absl::Duration, client_lease, Defaults().watch.client_lease,
           "How long a watch client stays in ListClients after its last renewal.");
 ABSL_FLAG(std::string, auth_tokens_file, "",
@@ -319,6 +322,7 @@ int Run() {
   options.watch.max_deltas_per_push = std::max(1, absl::GetFlag(FLAGS_watch_max_deltas_per_push));
   options.watch.resume_max_versions = std::max(0, absl::GetFlag(FLAGS_watch_resume_versions));
   options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);
+  options.watch.fanout_threads = std::max(0, absl::GetFlag(FLAGS_watch_fanout_threads));
   options.watch.client_lease = absl::GetFlag(FLAGS_client_lease);
   options.handoff.enabled = absl::GetFlag(FLAGS_handoffs);
   options.handoff.grace = absl::GetFlag(FLAGS_handoff_grace);

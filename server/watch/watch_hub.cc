@@ -1,6 +1,7 @@
 #include "server/watch/watch_hub.h"
 
 #include <algorithm>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -20,13 +21,19 @@ WatchHub::WatchHub(MappingManager* manager, Store* store, Metrics* metrics, Watc
       metrics_(metrics),
       clock_(clock),
       load_(load),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      fanout_threads_(options_.fanout_threads > 0
+                          ? static_cast<size_t>(options_.fanout_threads)
+                          : std::max<size_t>(1, std::thread::hardware_concurrency())) {}
 
 WatchHub::~WatchHub() { Stop(); }
 
 void WatchHub::Start() {
   Preload();
   manager_->AddListener([this](const MappingManager::Published& p) { OnPublish(p); });
+  for (size_t i = 0; i + 1 < fanout_threads_; ++i) {
+    fanout_workers_.emplace_back([this, i] { FanoutLoop(i); });
+  }
   ticker_ = std::thread([this] { TickLoop(); });
   flusher_ = std::thread([this] { FlushLoop(); });
 }
@@ -292,11 +299,71 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchHub::NewStream
   return new WatchStream(this, ctx);
 }
 
-std::vector<WatchStream*> WatchHub::RefStreams() {
+void WatchHub::RefStreams(std::vector<WatchStream*>* streams) {
   absl::MutexLock lock(&mu_);
-  std::vector<WatchStream*> streams(streams_.begin(), streams_.end());
-  for (WatchStream* s : streams) s->Ref();
+  streams->reserve(streams->size() + streams_.size());
+  for (WatchStream* s : streams_) {
+    s->Ref();
+    streams->push_back(s);
+  }
+}
+
+std::vector<WatchStream*> WatchHub::RefStreams() {
+  std::vector<WatchStream*> streams;
+  RefStreams(&streams);
   return streams;
+}
+
+void WatchHub::PokeShard(const std::vector<WatchStream*>& streams, size_t shard, size_t shards) {
+  const size_t begin = streams.size() * shard / shards;
+  const size_t end = streams.size() * (shard + 1) / shards;
+  for (size_t i = begin; i < end; ++i) streams[i]->Poke();
+}
+
+void WatchHub::PokeAll(const std::vector<WatchStream*>& streams) {
+  const size_t shards =
+      std::max<size_t>(1, std::min(fanout_threads_, streams.size() / kMinStreamsPerFanoutShard));
+  if (shards == 1) {
+    PokeShard(streams, 0, 1);
+    return;
+  }
+  {
+    absl::MutexLock lock(&fanout_mu_);
+    fanout_streams_ = &streams;
+    fanout_shards_ = shards;
+    fanout_pending_ = shards - 1;
+    ++fanout_round_;
+  }
+  PokeShard(streams, 0, shards);
+  // The streams are Ref()ed until the caller is done with them: wait for
+  // the workers before returning.
+  absl::MutexLock lock(&fanout_mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fanout_mu_) { return fanout_pending_ == 0; };
+  fanout_mu_.Await(absl::Condition(&done));
+  fanout_streams_ = nullptr;
+}
+
+void WatchHub::FanoutLoop(size_t worker) {
+  uint64_t seen = 0;
+  while (true) {
+    const std::vector<WatchStream*>* streams = nullptr;
+    size_t shards = 0;
+    {
+      absl::MutexLock lock(&fanout_mu_);
+      auto ready = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fanout_mu_) {
+        return fanout_stop_ || fanout_round_ != seen;
+      };
+      fanout_mu_.Await(absl::Condition(&ready));
+      if (fanout_stop_) return;
+      seen = fanout_round_;
+      if (worker + 1 >= fanout_shards_) continue;  // not needed this round
+      streams = fanout_streams_;
+      shards = fanout_shards_;
+    }
+    PokeShard(*streams, worker + 1, shards);
+    absl::MutexLock lock(&fanout_mu_);
+    --fanout_pending_;
+  }
 }
 
 void WatchHub::TickLoop() {
@@ -304,6 +371,7 @@ void WatchHub::TickLoop() {
   // The loop waits in real time; what it decides (heartbeats, ACK
   // timeouts) is judged by the hub's clock.
   absl::Time next_tick = absl::Now() + kTick;
+  std::vector<WatchStream*> streams;
   while (!stopping_.HasBeenNotified()) {
     bool woke = false;
     {
@@ -317,9 +385,10 @@ void WatchHub::TickLoop() {
     const bool tick = real_now >= next_tick;
     if (!woke && !tick) continue;
     const absl::Time now = clock_->Now();
-    std::vector<WatchStream*> streams = RefStreams();
+    streams.clear();  // reused: no allocation per publish
+    RefStreams(&streams);
+    if (woke) PokeAll(streams);
     for (WatchStream* s : streams) {
-      if (woke) s->Poke();
       if (tick) s->Tick(now);
       s->Unref();
     }
@@ -418,6 +487,11 @@ void WatchHub::Stop() {
     wake_ = true;
   }
   if (ticker_.joinable()) ticker_.join();
+  {
+    absl::MutexLock lock(&fanout_mu_);
+    fanout_stop_ = true;
+  }
+  for (std::thread& worker : fanout_workers_) worker.join();
   if (flusher_.joinable()) flusher_.join();
 }
 

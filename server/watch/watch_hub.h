@@ -91,7 +91,16 @@ struct WatchOptions {
   // before it is parsed: the largest valid one, a load report of 1,000
   // teams, is about 30 KB.
   size_t max_request_bytes = 256 << 10;
+  // Threads that push a new version to the streams (the hub's ticker and
+  // fanout_threads - 1 more): each takes a contiguous share of the
+  // streams, at least kMinStreamsPerFanoutShard. 0: the hardware's
+  // concurrency; 1: the ticker alone. Heartbeats and ACK timeouts stay on
+  // the ticker.
+  int fanout_threads = 0;
 };
+
+// Fewer streams than this per thread are poked by fewer threads.
+inline constexpr size_t kMinStreamsPerFanoutShard = 8;
 
 class WatchStream;
 
@@ -180,8 +189,18 @@ class WatchHub {
   void AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added, bool contiguous)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t RingCapacity() const;
+  // Appends the streams, each Ref()ed, to *streams.
+  void RefStreams(std::vector<WatchStream*>* streams) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();
+  // Pokes every stream of `streams`, sharing them out over the fan-out
+  // workers and the calling thread (the ticker); returns once all are
+  // poked. A stream is in one share only, and Poke serializes on the
+  // stream's mutex, so each stream's pushes stay in order.
+  void PokeAll(const std::vector<WatchStream*>& streams) ABSL_LOCKS_EXCLUDED(fanout_mu_);
+  void FanoutLoop(size_t worker) ABSL_LOCKS_EXCLUDED(fanout_mu_);
+  // Pokes share `shard` of `shards` of `streams`.
+  static void PokeShard(const std::vector<WatchStream*>& streams, size_t shard, size_t shards);
   void FlushLoop();
   // Saves the states that changed (all of them with `all`).
   void Flush(bool all);
@@ -233,6 +252,18 @@ class WatchHub {
   bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::thread ticker_;
   std::thread flusher_;
+
+  // The fan-out workers (fanout_threads - 1 of them; worker i pokes share
+  // i + 1). A round hands them `fanout_streams_`, split in
+  // `fanout_shards_`; workers whose share is beyond it sit the round out.
+  const size_t fanout_threads_;
+  absl::Mutex fanout_mu_;
+  uint64_t fanout_round_ ABSL_GUARDED_BY(fanout_mu_) = 0;
+  const std::vector<WatchStream*>* fanout_streams_ ABSL_GUARDED_BY(fanout_mu_) = nullptr;
+  size_t fanout_shards_ ABSL_GUARDED_BY(fanout_mu_) = 0;
+  size_t fanout_pending_ ABSL_GUARDED_BY(fanout_mu_) = 0;  // workers still poking
+  bool fanout_stop_ ABSL_GUARDED_BY(fanout_mu_) = false;
+  std::vector<std::thread> fanout_workers_;
 };
 
 }  // namespace bucketmap

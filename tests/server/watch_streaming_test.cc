@@ -5,9 +5,11 @@
 // needs ACKs (catch-up, snapshot, ack interval, a producer's push while a
 // handoff is open), and clients that leave ack_mode out keep the protocol
 // they were written for, on the same server.
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_fixture.h"
@@ -28,6 +30,7 @@ class WatchStreamingTest : public ServerFixture {
     options.watch.ack_interval = ack_interval_;
     options.watch.max_deltas_per_push = 8;
     options.watch.client_flush = absl::Milliseconds(100);
+    options.watch.fanout_threads = fanout_threads_;
     return options;
   }
 
@@ -66,6 +69,7 @@ class WatchStreamingTest : public ServerFixture {
   absl::Duration heartbeat_ = absl::Seconds(30);
   absl::Duration ack_timeout_ = absl::Seconds(30);
   absl::Duration ack_interval_ = absl::Hours(1);
+  int fanout_threads_ = 0;
 };
 
 TEST_F(WatchStreamingTest, PushesStreamWithoutAcksAndOnlyTheNeededOnesAreMarked) {
@@ -156,6 +160,54 @@ TEST_F(WatchStreamingTest, OneSnapshotAnswersEveryNackOfThePushesBeforeIt) {
   EXPECT_TRUE(
       WaitForClient("nacker", [](const v1::ClientInfo& c) { return c.nacks() == 1; }).has_value())
       << "the NACKs of pushes the snapshot replaced were counted";
+}
+
+class WatchFanoutTest : public WatchStreamingTest {
+ protected:
+  WatchFanoutTest() { fanout_threads_ = 4; }
+};
+
+TEST_F(WatchFanoutTest, EveryStreamGetsEveryVersionInOrderWhenSeveralThreadsPush) {
+  // 48 streams: enough for the hub to split a version's pushes over its
+  // four threads (at least kMinStreamsPerFanoutShard each). Half stream,
+  // half ACK every push.
+  const int32_t b1 = MakeBucket("b1");
+  constexpr int kStreams = 48;
+  std::vector<std::unique_ptr<WatchClient>> clients;
+  std::vector<v1::WatchResponse::Push> last;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.push_back(std::make_unique<WatchClient>(mapping_.get()));
+    if (i % 2 == 0) {
+      last.push_back(Subscribe(*clients.back(), absl::StrCat("streamer-", i)));
+      continue;
+    }
+    clients.back()->Subscribe(absl::StrCat("acker-", i), v1::CONSUMER);
+    last.push_back(NextPush(*clients.back()));
+    std::optional<v1::WatchResponse> sync = clients.back()->NextNonHeartbeat();
+    ASSERT_TRUE(sync.has_value() && sync->has_sync());
+    clients.back()->Ack(last.back());
+  }
+  // Six versions: fewer than max_deltas_per_push, so no stream is sent
+  // the snapshot.
+  for (int team = 1; team <= 6; ++team) ASSERT_TRUE(Pin(team, b1).ok());
+  const int64_t final_version = Version();
+  // Each stream: gapless and in order from its catch-up to the last
+  // version, every push carrying exactly the deltas it claims.
+  for (int i = 0; i < kStreams; ++i) {
+    int64_t at = last[i].to_version();
+    while (at < final_version) {
+      const v1::WatchResponse::Push push = NextPush(*clients[i]);
+      ASSERT_EQ(push.from_version(), at) << "stream " << i;
+      ASSERT_FALSE(push.has_snapshot()) << "stream " << i;
+      ASSERT_EQ(push.deltas_size(), push.to_version() - push.from_version()) << "stream " << i;
+      for (int d = 0; d < push.deltas_size(); ++d) {
+        EXPECT_EQ(push.deltas(d).to_version(), at + d + 1) << "stream " << i;
+      }
+      at = push.to_version();
+      if (i % 2 == 1) clients[i]->Ack(push);
+    }
+    EXPECT_EQ(at, final_version) << "stream " << i;
+  }
 }
 
 class WatchStreamingIntervalTest : public WatchStreamingTest {
