@@ -18,11 +18,8 @@ bool KeepPacked(int32_t target, const std::vector<int32_t>& filter) {
 }  // namespace
 
 void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
+  char bytes[kMaxVarint];
+  out->append(bytes, static_cast<size_t>(WriteVarint(bytes, v) - bytes));
 }
 
 std::string FieldPrefix(uint8_t tag, size_t size) {

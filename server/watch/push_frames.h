@@ -12,6 +12,7 @@
 #ifndef BUCKETMAP_SERVER_WATCH_PUSH_FRAMES_H_
 #define BUCKETMAP_SERVER_WATCH_PUSH_FRAMES_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -40,6 +41,20 @@ inline constexpr uint8_t kPushAckRequestedTag = (7 << 3) | 0;
 
 // Appends `v` as a protobuf varint.
 void AppendVarint(std::string* out, uint64_t v);
+
+// The most bytes a varint takes.
+inline constexpr size_t kMaxVarint = 10;
+
+// Writes `v` as a varint at `out` (room for kMaxVarint bytes); returns the
+// end of what it wrote.
+inline char* WriteVarint(char* out, uint64_t v) {
+  while (v >= 0x80) {
+    *out++ = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  *out++ = static_cast<char>(v);
+  return out;
+}
 
 // The tag and length of a length-delimited field of `size` bytes.
 std::string FieldPrefix(uint8_t tag, size_t size);

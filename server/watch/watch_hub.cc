@@ -1,9 +1,11 @@
 #include "server/watch/watch_hub.h"
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "bucketmap/v1/mapping.pb.h"
 #include "codec/codec.h"
@@ -222,26 +224,28 @@ WatchHub::BuiltPush WatchHub::BuildPush(int64_t from, const std::vector<int32_t>
   built.ack_requested =
       mark == AckMark::kAlways || (mark == AckMark::kIfHandoffsOpen && body->handoffs_open);
   // The per-stream part: WatchResponse.push's tag and length, then the
-  // Push fields that differ per stream.
-  std::string fields;
-  fields.push_back(static_cast<char>(kPushFromTag));
-  AppendVarint(&fields, body->from_version);
-  fields.push_back(static_cast<char>(kPushToTag));
-  AppendVarint(&fields, body->to_version);
-  fields.push_back(static_cast<char>(kPushNonceTag));
-  AppendVarint(&fields, nonce);
-  if (reset) {
-    fields.push_back(static_cast<char>(kPushResetTag));
-    fields.push_back(1);
-  }
-  if (built.ack_requested) {
-    fields.push_back(static_cast<char>(kPushAckRequestedTag));
-    fields.push_back(1);
-  }
-  std::string header = FieldPrefix(kResponsePushTag, fields.size() + body->size) + fields;
-  std::vector<grpc::Slice> slices;
+  // Push fields that differ per stream, written on the stack (it is one
+  // per stream and push: no allocation; gRPC inlines a slice this small).
+  char fields[3 * (1 + kMaxVarint) + 4];
+  char* end = fields;
+  auto varint_field = [&end](uint8_t tag, uint64_t v) {
+    *end++ = static_cast<char>(tag);
+    end = WriteVarint(end, v);
+  };
+  varint_field(kPushFromTag, static_cast<uint64_t>(body->from_version));
+  varint_field(kPushToTag, static_cast<uint64_t>(body->to_version));
+  varint_field(kPushNonceTag, nonce);
+  if (reset) varint_field(kPushResetTag, 1);
+  if (built.ack_requested) varint_field(kPushAckRequestedTag, 1);
+  const size_t fields_size = static_cast<size_t>(end - fields);
+  char header[1 + kMaxVarint + sizeof(fields)];
+  header[0] = static_cast<char>(kResponsePushTag);
+  char* at = WriteVarint(header + 1, fields_size + body->size);
+  std::memcpy(at, fields, fields_size);
+  at += fields_size;
+  absl::InlinedVector<grpc::Slice, 8> slices;
   slices.reserve(1 + body->slices.size());
-  slices.emplace_back(header);
+  slices.emplace_back(header, static_cast<size_t>(at - header));
   slices.insert(slices.end(), body->slices.begin(), body->slices.end());
   built.buffer = grpc::ByteBuffer(slices.data(), slices.size());
   return built;
