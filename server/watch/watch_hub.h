@@ -24,7 +24,10 @@
 // a flusher thread saves the changed ones to the Store in batches, leased
 // and renewed, so ListClients sees them.
 //
-// Thread safety: all public methods are thread-safe. Lock order: a
+// Threads: a ticker (heartbeats, ACK timeouts, and a share of each new
+// version's pushes), fanout_threads - 1 workers pushing the other shares,
+// and the flusher. Thread safety: all public methods are thread-safe.
+// fanout_mu_ is taken with no other lock held. Lock order: a
 // stream's mutex, then WatchHub::mu_, then a VersionFrame's; no lock is
 // held while calling into gRPC (StartWrite, Finish).
 #ifndef BUCKETMAP_SERVER_WATCH_WATCH_HUB_H_
