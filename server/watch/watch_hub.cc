@@ -24,9 +24,10 @@ WatchHub::WatchHub(MappingManager* manager, Store* store, Metrics* metrics, Watc
       clock_(clock),
       load_(load),
       options_(std::move(options)),
-      fanout_threads_(options_.fanout_threads > 0
-                          ? static_cast<size_t>(options_.fanout_threads)
-                          : std::max<size_t>(1, std::thread::hardware_concurrency())) {}
+      fanout_threads_(std::min(kMaxFanoutThreads,
+                               options_.fanout_threads > 0
+                                   ? static_cast<size_t>(options_.fanout_threads)
+                                   : std::max<size_t>(1, std::thread::hardware_concurrency()))) {}
 
 WatchHub::~WatchHub() { Stop(); }
 

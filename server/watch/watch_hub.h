@@ -104,6 +104,8 @@ struct WatchOptions {
 
 // Fewer streams than this per thread are poked by fewer threads.
 inline constexpr size_t kMinStreamsPerFanoutShard = 8;
+// --watch_fanout_threads (or the hardware's concurrency) is capped here.
+inline constexpr size_t kMaxFanoutThreads = 64;
 
 class WatchStream;
 
