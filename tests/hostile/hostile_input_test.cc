@@ -321,46 +321,61 @@ TEST_F(HostileTest, NackErrorIsCutAtACharacterAndLaterClientsAreStillRecorded) {
 // built only once the last one left the write path, an ACK must carry the
 // push's nonce (random per stream) and its to_version, and a stream holds
 // at most a push and the SYNC marker.
-TEST_F(HostileTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
-  const int32_t b1 = MakeBucket("b1");
-  MakeBucket("b2");
-  v1::BulkAssignRequest bulk;
-  bulk.set_reason("a big snapshot");
-  for (int64_t team = 1; team <= 100000; ++team) {
-    v1::BulkAssignment* a = bulk.add_assignments();
-    a->set_team_id(team);
-    a->set_bucket_id(b1);
-  }
-  v1::BulkAssignResponse bulked;
-  ASSERT_TRUE(admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), bulk, &bulked).ok());
+//
+// The attack, in `ack_mode`: a mapping of 100k pins, then a raw stream that
+// reads its first push (so it knows the nonce), then never reads again, but
+// ACKs the pushes it guesses were sent, nonces counting up from the first,
+// each with applied_version 0 (once enough to have the server queue the
+// full snapshot again, per ACK), while a write now and then gives every
+// push something to carry (or, once more than --watch_max_deltas_per_push
+// behind, the snapshot). Returns the most writes the hub held pending.
+class BlindAckingTest : public HostileTest {
+ protected:
+  int64_t MaxPendingWritesOfABlindAckingStream(v1::AckMode ack_mode) {
+    const int32_t b1 = MakeBucket("b1");
+    MakeBucket("b2");
+    v1::BulkAssignRequest bulk;
+    bulk.set_reason("a big snapshot");
+    for (int64_t team = 1; team <= 100000; ++team) {
+      v1::BulkAssignment* a = bulk.add_assignments();
+      a->set_team_id(team);
+      a->set_bucket_id(b1);
+    }
+    v1::BulkAssignResponse bulked;
+    EXPECT_TRUE(admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), bulk, &bulked).ok());
 
-  // A raw stream that reads its first push (so it knows the nonce), then
-  // never reads again, but ACKs the pushes it guesses were sent, nonces
-  // counting up from the first, each with applied_version 0 (once enough
-  // to have the server queue the full snapshot again, per ACK).
-  grpc::ClientContext ctx;
-  auto stream = mapping_->WatchMapping(&ctx);
-  v1::WatchRequest sub;
-  sub.mutable_subscribe()->set_client_id("blind");
-  sub.mutable_subscribe()->set_role(v1::OBSERVER);
-  ASSERT_TRUE(stream->Write(sub));
-  v1::WatchResponse first;
-  ASSERT_TRUE(stream->Read(&first));
-  ASSERT_TRUE(first.has_push());
-
-  int64_t max_pending = 0;
-  for (int k = 0; k < 2000; ++k) {
-    v1::WatchRequest ack;
-    ack.mutable_ack()->set_nonce(first.push().nonce() + k);
-    ack.mutable_ack()->set_applied_version(0);
-    if (!stream->Write(ack)) break;  // refused: the stream ended
-    if (k % 7 == 0) ASSERT_TRUE(Pin(200000 + k, b1).ok());
+    grpc::ClientContext ctx;
+    auto stream = mapping_->WatchMapping(&ctx);
+    v1::WatchRequest sub;
+    sub.mutable_subscribe()->set_client_id("blind");
+    sub.mutable_subscribe()->set_role(v1::OBSERVER);
+    sub.mutable_subscribe()->set_ack_mode(ack_mode);
+    EXPECT_TRUE(stream->Write(sub));
+    v1::WatchResponse first;
+    if (!stream->Read(&first) || !first.has_push()) {
+      ADD_FAILURE() << "no first push";
+      ctx.TryCancel();
+      return -1;
+    }
+    int64_t max_pending = 0;
+    for (int k = 0; k < 2000; ++k) {
+      v1::WatchRequest ack;
+      ack.mutable_ack()->set_nonce(first.push().nonce() + k);
+      ack.mutable_ack()->set_applied_version(0);
+      if (!stream->Write(ack)) break;  // refused: the stream ended
+      if (k % 7 == 0) EXPECT_TRUE(Pin(200000 + k, b1).ok());
+      max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
+    }
+    absl::SleepFor(absl::Milliseconds(300));
     max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
+    ctx.TryCancel();
+    return max_pending;
   }
-  absl::SleepFor(absl::Milliseconds(300));
-  max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
-  EXPECT_LE(max_pending, 2) << "pending writes of one stream";
-  ctx.TryCancel();
+};
+
+TEST_F(BlindAckingTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
+  EXPECT_LE(MaxPendingWritesOfABlindAckingStream(v1::ACK_EVERY_PUSH), 2)
+      << "pending writes of one stream";
 }
 
 // D2 under ACK_REQUESTED (pushes stream without waiting for ACKs): ACKs
@@ -368,45 +383,9 @@ TEST_F(HostileTest, BlindAckingClientCannotQueueMoreThanTwoWrites) {
 // stream is that a push is built only once the last one is written. A
 // client that stops reading holds its push in flight and the SYNC marker,
 // however many versions and ACKs come.
-TEST_F(HostileTest, BlindAckingStreamingClientCannotQueueMoreThanTwoWrites) {
-  const int32_t b1 = MakeBucket("b1");
-  MakeBucket("b2");
-  v1::BulkAssignRequest bulk;
-  bulk.set_reason("a big snapshot");
-  for (int64_t team = 1; team <= 100000; ++team) {
-    v1::BulkAssignment* a = bulk.add_assignments();
-    a->set_team_id(team);
-    a->set_bucket_id(b1);
-  }
-  v1::BulkAssignResponse bulked;
-  ASSERT_TRUE(admin_->BulkAssign(Ctx(absl::Seconds(60)).get(), bulk, &bulked).ok());
-
-  grpc::ClientContext ctx;
-  auto stream = mapping_->WatchMapping(&ctx);
-  v1::WatchRequest sub;
-  sub.mutable_subscribe()->set_client_id("blind-streaming");
-  sub.mutable_subscribe()->set_role(v1::OBSERVER);
-  sub.mutable_subscribe()->set_ack_mode(v1::ACK_REQUESTED);
-  ASSERT_TRUE(stream->Write(sub));
-  v1::WatchResponse first;
-  ASSERT_TRUE(stream->Read(&first));
-  ASSERT_TRUE(first.has_push());
-
-  int64_t max_pending = 0;
-  for (int k = 0; k < 2000; ++k) {
-    v1::WatchRequest ack;
-    ack.mutable_ack()->set_nonce(first.push().nonce() + k);
-    ack.mutable_ack()->set_applied_version(0);
-    if (!stream->Write(ack)) break;  // refused: the stream ended
-    // A big write now and then: each push carries it (or, once more
-    // than --watch_max_deltas_per_push behind, the snapshot).
-    if (k % 7 == 0) ASSERT_TRUE(Pin(200000 + k, b1).ok());
-    max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
-  }
-  absl::SleepFor(absl::Milliseconds(300));
-  max_pending = std::max(max_pending, server_->watch_hub().pending_writes());
-  EXPECT_LE(max_pending, 2) << "pending writes of one stream";
-  ctx.TryCancel();
+TEST_F(BlindAckingTest, BlindAckingStreamingClientCannotQueueMoreThanTwoWrites) {
+  EXPECT_LE(MaxPendingWritesOfABlindAckingStream(v1::ACK_REQUESTED), 2)
+      << "pending writes of one stream";
 }
 
 // D3: a producer's first ACK could claim drained_version INT64_MAX; kept by
