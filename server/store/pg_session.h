@@ -182,6 +182,9 @@ class TransactionReads final : public WriteReads {
 
   absl::StatusOr<bool> ProducerLeased() override;
 
+  // Whether a read failed, which leaves the transaction aborted.
+  bool failed() const { return producer_leased_.has_value() && !producer_leased_->ok(); }
+
  private:
   pqxx::transaction_base& tx_;
   const Clock* const clock_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <utility>
@@ -59,22 +61,150 @@ const size_t kWriteStatementCount = sizeof(kWriteStatements) / sizeof(Statement)
 
 namespace {
 
-// Commits `tx` unless `deadline` has passed. The caller of a write whose
-// deadline passed has its error (or is about to get it), so the write must
-// not take effect after all: it is rolled back (when `tx` is destroyed)
-// and Unavailable returned, with nothing written. This is the last check
-// that can be made: a deadline that passes during the COMMIT round trip
-// itself still commits (the caller's request_id tells it so on a replay).
-absl::Status CommitBeforeDeadline(pqxx::transaction_base& tx, const PgStoreOptions& options,
-                                  const WriteContext& ctx, absl::Time deadline) {
-  if (options.TEST_before_commit) options.TEST_before_commit(ctx, deadline);
-  if (options.clock->Now() >= deadline) {
-    return absl::UnavailableError(
-        absl::StrCat(ctx.kind.empty() ? "write" : ctx.kind,
-                     ": deadline passed before COMMIT; rolled back, nothing was written"));
+// What the writes of one transaction share: the version row as the writes
+// before have left it.
+struct GroupState {
+  const pqxx::row* meta = nullptr;  // bm_meta as locked
+  int64_t version = 0;              // after the writes so far
+  std::string cluster_id;
+  // The mapping at `version`; null until a plan needs it.
+  std::shared_ptr<const Snapshot> mapping;
+  int32_t next_bucket_id = 0;  // the largest of the changes'
+  bool changed = false;        // some write bumps the version
+  // The request_ids to remember, written last, just before COMMIT.
+  struct Request {
+    const WriteContext* ctx;  // null for one committed before the group
+    std::string response;
+    int64_t version;
+  };
+  std::vector<Request> requests;
+};
+
+// One write inside its group's transaction `tx` (the steps of
+// Store::Write, without the commit); may throw libpqxx exceptions. Sets
+// *plan_called before calling plan(), and *wrote when it writes a row. A
+// write that returns an error wrote nothing, unless it also sets *fatal:
+// then `tx` holds part of it, or is aborted, and must be rolled back.
+absl::StatusOr<WriteResult> WriteInTransaction(pqxx::work& tx, const PgStoreOptions& options,
+                                               const WriteContext& ctx, const ReadingPlanFn& plan,
+                                               GroupState* group, bool* plan_called, bool* wrote,
+                                               bool* fatal) {
+  const std::string what = ctx.kind.empty() ? "write" : ctx.kind;
+  if (ctx.deadline <= options.clock->Now()) {
+    return absl::UnavailableError(absl::StrCat(what, ": deadline passed before the write"));
   }
-  tx.commit();
-  return absl::OkStatus();
+  if (ctx.leader_epoch != 0) RETURN_IF_ERROR(CheckLeaderEpoch(tx, ctx.leader_epoch));
+
+  if (!ctx.request_id.empty()) {
+    // Seen earlier in this group, or committed before it.
+    std::optional<GroupState::Request> seen;
+    std::string fingerprint;
+    for (const GroupState::Request& request : group->requests) {
+      if (request.ctx->request_id != ctx.request_id) continue;
+      seen = request;
+      fingerprint = request.ctx->fingerprint;
+    }
+    if (!seen.has_value()) {
+      const pqxx::result rows = tx.exec_prepared("find_request", ctx.request_id);
+      if (!rows.empty()) {
+        seen = GroupState::Request{nullptr, pqxx::binarystring(rows[0][1]).str(),
+                                   rows[0][2].as<int64_t>()};
+        fingerprint = pqxx::binarystring(rows[0][0]).str();
+      }
+    }
+    if (seen.has_value()) {
+      if (fingerprint != ctx.fingerprint) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("request_id: \"", ctx.request_id,
+                         "\" was already used for a different request; use a new request_id"));
+      }
+      WriteResult replay;
+      replay.replayed = true;
+      replay.response = std::move(seen->response);
+      replay.version = seen->version;
+      return replay;  // it writes nothing
+    }
+  }
+
+  if (ctx.expected_version != 0 && ctx.expected_version != group->version) {
+    return absl::AbortedError(absl::StrCat("expected_version ", ctx.expected_version,
+                                           " does not match current version ", group->version));
+  }
+
+  if (group->mapping == nullptr) {
+    // No write of the group has changed the mapping yet: it is at the
+    // locked version.
+    ASSIGN_OR_RETURN(MappingState state, ReadState(tx, *group->meta));
+    absl::StatusOr<std::shared_ptr<const Snapshot>> built = Snapshot::Build(std::move(state));
+    if (!built.ok()) {
+      return absl::InternalError(
+          absl::StrCat("stored mapping is inconsistent: ", built.status().message()));
+    }
+    group->mapping = *std::move(built);
+  }
+  const Snapshot& before = *group->mapping;
+
+  *plan_called = true;
+  TransactionReads reads(tx, options.clock);
+  absl::StatusOr<PlannedWrite> planned = plan(before, reads);
+  if (reads.failed()) {
+    *fatal = true;  // the failed read aborted `tx`
+    return planned.ok() ? absl::InternalError(absl::StrCat(what, ": a read of its plan failed"))
+                        : planned.status();
+  }
+  if (!planned.ok()) return planned.status();
+
+  WriteResult result;
+  result.response = planned->response;
+  result.effect = planned->plan.effect;
+  if (!planned->plan.effect.changed) {
+    if (!ctx.request_id.empty()) {
+      group->requests.push_back({&ctx, planned->response, group->version});
+      *wrote = true;
+    }
+    result.version = group->version;
+    result.snapshot = group->mapping;
+    return result;
+  }
+
+  const int64_t version = group->version + 1;
+  const Change& change = planned->plan.change;
+  if (planned->plan.after == nullptr || planned->plan.after->version() != version) {
+    return absl::InternalError(
+        absl::StrCat(what, ": plan produced no snapshot at version ", version));
+  }
+
+  // From here on, an error leaves part of this write in `tx`.
+  *fatal = true;
+  std::vector<int32_t> bucket_ids;
+  for (const Bucket& bucket : change.buckets) {
+    tx.exec_prepared0("upsert_bucket", bucket.id, bucket.name, static_cast<int>(bucket.state),
+                      bucket.weight, bucket.pool, BucketToJson(bucket), bucket.created_version,
+                      bucket.updated_version);
+    bucket_ids.push_back(bucket.id);
+  }
+  RETURN_IF_ERROR(PersistAssignments(tx, before, change, version, options.copy_threshold));
+  RETURN_IF_ERROR(PersistHandoffs(tx, change, version, ctx.leader_epoch));
+  RETURN_IF_ERROR(PersistPoolsAndRules(tx, change, version));
+
+  v1::MappingDelta delta;
+  ToProto(change, version, &delta);
+  auto encoded = std::make_shared<const std::string>(delta.SerializeAsString());
+  tx.exec_prepared0("insert_log", version, ctx.kind, ctx.actor, ctx.reason, ctx.request_id,
+                    static_cast<int64_t>(change.set.size() + change.unset.size()),
+                    IntArrayLiteral(bucket_ids), pqxx::binarystring(*encoded));
+  if (!ctx.request_id.empty()) group->requests.push_back({&ctx, planned->response, version});
+  *fatal = false;
+  *wrote = true;
+  group->version = version;
+  group->mapping = planned->plan.after;
+  group->next_bucket_id = std::max(group->next_bucket_id, change.next_bucket_id);
+  group->changed = true;
+
+  result.version = version;
+  result.snapshot = planned->plan.after;
+  result.encoded_delta = std::move(encoded);
+  return result;
 }
 
 }  // namespace
@@ -226,125 +356,119 @@ absl::StatusOr<WriteResult> PgStore::Write(const WriteContext& ctx,
   if (ctx.deadline <= options_.clock->Now()) {
     return absl::UnavailableError(absl::StrCat(what, ": deadline passed before the write"));
   }
+  const std::vector<GroupedWrite> one = {GroupedWrite{&ctx, &plan}};
   return RunWithRetry<WriteResult>(
       [&] { return Acquire(deadline); }, what,
       [&](Connection& conn, bool* retryable) -> absl::StatusOr<WriteResult> {
+        std::vector<absl::StatusOr<WriteResult>> results;
         bool plan_called = false;
-        absl::StatusOr<WriteResult> result;
+        bool committing = false;
+        absl::Status s;
         try {
-          result = WriteOnce(conn, ctx, deadline, cached, plan, &plan_called);
+          s = WriteGroupOnce(conn, one, deadline, cached, &results, &plan_called, &committing);
         } catch (...) {
-          result = StatusFromCurrentException(what);
+          s = StatusFromCurrentException(what);
         }
-        // plan() may have side effects the caller counts on happening once.
+        // plan() is not called again on a stale connection's retry: a
+        // write's single attempt ran it.
         *retryable = !plan_called;
-        return result;
+        if (!s.ok()) return s;
+        return std::move(results[0]);
       });
 }
 
-absl::StatusOr<WriteResult> PgStore::WriteOnce(Connection& conn, const WriteContext& ctx,
-                                               absl::Time deadline,
-                                               const std::shared_ptr<const Snapshot>& cached,
-                                               const ReadingPlanFn& plan, bool* plan_called) {
+std::vector<absl::StatusOr<WriteResult>> PgStore::WriteGroup(
+    const std::vector<GroupedWrite>& writes, std::shared_ptr<const Snapshot> cached) {
+  if (writes.size() <= 1) return Store::WriteGroup(writes, std::move(cached));
+  // Statements may run until the latest deadline; each write's own is
+  // checked before it runs and before COMMIT.
+  const absl::Time now = options_.clock->Now();
+  absl::Time deadline = absl::InfinitePast();
+  for (const GroupedWrite& write : writes) deadline = std::max(deadline, write.ctx->deadline);
+  deadline = std::min(deadline, now + options_.read_timeout);
+  std::vector<absl::StatusOr<WriteResult>> results;
+  bool committing = false;
+  absl::StatusOr<bool> group =
+      RunWithRetry<bool>([&] { return Acquire(deadline); }, "write group",
+                         [&](Connection& conn, bool* retryable) -> absl::StatusOr<bool> {
+                           *retryable = false;  // a failed group is run again write by write
+                           bool plan_called = false;
+                           RETURN_IF_ERROR(WriteGroupOnce(conn, writes, deadline, cached, &results,
+                                                          &plan_called, &committing));
+                           return true;
+                         });
+  if (group.ok()) return results;
+  if (committing) {
+    // The outcome is unknown for every write that was to commit.
+    for (absl::StatusOr<WriteResult>& result : results) {
+      if (result.ok()) result = group.status();
+    }
+    return results;
+  }
+  spdlog::info("a group of {} writes was rolled back before COMMIT ({}); running them one by one",
+               writes.size(), group.status().ToString());
+  return Store::WriteGroup(writes, std::move(cached));
+}
+
+absl::Status PgStore::WriteGroupOnce(Connection& conn, const std::vector<GroupedWrite>& writes,
+                                     absl::Time deadline,
+                                     const std::shared_ptr<const Snapshot>& cached,
+                                     std::vector<absl::StatusOr<WriteResult>>* results,
+                                     bool* plan_called, bool* committing) {
+  results->clear();
   pqxx::work tx(conn.conn);
   SetTimeouts(tx, deadline - options_.clock->Now());
   // The global write order: every writer queues on this row lock.
   const pqxx::row meta = tx.exec_prepared1("lock_meta");
-  const int64_t current = meta[0].as<int64_t>();
-  const std::string cluster_id = meta[1].as<std::string>();
-  if (ctx.leader_epoch != 0) RETURN_IF_ERROR(CheckLeaderEpoch(tx, ctx.leader_epoch));
-
-  if (!ctx.request_id.empty()) {
-    const pqxx::result seen = tx.exec_prepared("find_request", ctx.request_id);
-    if (!seen.empty()) {
-      const pqxx::binarystring fingerprint(seen[0][0]);
-      if (fingerprint.str() != ctx.fingerprint) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("request_id: \"", ctx.request_id,
-                         "\" was already used for a different request; use a new request_id"));
-      }
-      WriteResult replay;
-      replay.replayed = true;
-      replay.response = pqxx::binarystring(seen[0][1]).str();
-      replay.version = seen[0][2].as<int64_t>();
-      return replay;  // the transaction rolls back: it wrote nothing
+  GroupState group;
+  group.meta = &meta;
+  group.version = meta[0].as<int64_t>();
+  group.cluster_id = meta[1].as<std::string>();
+  if (cached != nullptr && cached->version() == group.version &&
+      cached->cluster_id() == group.cluster_id) {
+    group.mapping = cached;
+  }
+  std::vector<const WriteContext*> to_commit;
+  for (const GroupedWrite& write : writes) {
+    bool wrote = false;
+    bool fatal = false;
+    results->push_back(WriteInTransaction(tx, options_, *write.ctx, *write.plan, &group,
+                                          plan_called, &wrote, &fatal));
+    if (fatal) return results->back().status();
+    if (wrote) to_commit.push_back(write.ctx);
+  }
+  if (to_commit.empty()) {
+    tx.commit();  // it wrote nothing; ends the transaction and the lock
+    return absl::OkStatus();
+  }
+  if (group.changed) {
+    tx.exec_prepared0("bump_meta", group.version, group.next_bucket_id);
+    tx.exec_prepared1("notify_version", kVersionChannel,
+                      absl::StrCat(group.version, " ", group.cluster_id));
+  }
+  for (const GroupState::Request& request : group.requests) {
+    tx.exec_prepared0("remember_request", request.ctx->request_id,
+                      pqxx::binarystring(request.ctx->fingerprint),
+                      pqxx::binarystring(request.response), request.version);
+  }
+  // The caller of a write whose deadline passed has its error (or is about
+  // to get it), so the write must not take effect after all: the
+  // transaction is rolled back (when `tx` is destroyed) and Unavailable
+  // returned, with nothing written. This is the last check that can be
+  // made: a deadline that passes during the COMMIT round trip itself still
+  // commits (the caller's request_id tells it so on a replay).
+  for (const WriteContext* ctx : to_commit) {
+    const absl::Time write_deadline = std::min(ctx->deadline, deadline);
+    if (options_.TEST_before_commit) options_.TEST_before_commit(*ctx, write_deadline);
+    if (options_.clock->Now() >= write_deadline) {
+      return absl::UnavailableError(
+          absl::StrCat(ctx->kind.empty() ? "write" : ctx->kind,
+                       ": deadline passed before COMMIT; rolled back, nothing was written"));
     }
   }
-
-  if (ctx.expected_version != 0 && ctx.expected_version != current) {
-    return absl::AbortedError(absl::StrCat("expected_version ", ctx.expected_version,
-                                           " does not match current version ", current));
-  }
-
-  std::shared_ptr<const Snapshot> before;
-  if (cached != nullptr && cached->version() == current && cached->cluster_id() == cluster_id) {
-    before = cached;
-  } else {
-    ASSIGN_OR_RETURN(MappingState state, ReadState(tx, meta));
-    absl::StatusOr<std::shared_ptr<const Snapshot>> built = Snapshot::Build(std::move(state));
-    if (!built.ok()) {
-      return absl::InternalError(
-          absl::StrCat("stored mapping is inconsistent: ", built.status().message()));
-    }
-    before = *std::move(built);
-  }
-
-  *plan_called = true;
-  TransactionReads reads(tx, options_.clock);
-  ASSIGN_OR_RETURN(PlannedWrite planned, plan(*before, reads));
-
-  WriteResult result;
-  result.response = planned.response;
-  result.effect = planned.plan.effect;
-  if (!planned.plan.effect.changed) {
-    if (!ctx.request_id.empty()) {
-      tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
-                        pqxx::binarystring(planned.response), current);
-      RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
-    } else {
-      tx.commit();  // it wrote nothing; ends the transaction and the lock
-    }
-    result.version = current;
-    result.snapshot = before;
-    return result;
-  }
-
-  const int64_t version = current + 1;
-  const Change& change = planned.plan.change;
-  if (planned.plan.after == nullptr || planned.plan.after->version() != version) {
-    return absl::InternalError(
-        absl::StrCat(ctx.kind, ": plan produced no snapshot at version ", version));
-  }
-
-  std::vector<int32_t> bucket_ids;
-  for (const Bucket& bucket : change.buckets) {
-    tx.exec_prepared0("upsert_bucket", bucket.id, bucket.name, static_cast<int>(bucket.state),
-                      bucket.weight, bucket.pool, BucketToJson(bucket), bucket.created_version,
-                      bucket.updated_version);
-    bucket_ids.push_back(bucket.id);
-  }
-  RETURN_IF_ERROR(PersistAssignments(tx, *before, change, version, options_.copy_threshold));
-  RETURN_IF_ERROR(PersistHandoffs(tx, change, version, ctx.leader_epoch));
-  RETURN_IF_ERROR(PersistPoolsAndRules(tx, change, version));
-
-  v1::MappingDelta delta;
-  ToProto(change, version, &delta);
-  auto encoded = std::make_shared<const std::string>(delta.SerializeAsString());
-  tx.exec_prepared0("insert_log", version, ctx.kind, ctx.actor, ctx.reason, ctx.request_id,
-                    static_cast<int64_t>(change.set.size() + change.unset.size()),
-                    IntArrayLiteral(bucket_ids), pqxx::binarystring(*encoded));
-  tx.exec_prepared0("bump_meta", version, change.next_bucket_id);
-  tx.exec_prepared1("notify_version", kVersionChannel, absl::StrCat(version, " ", cluster_id));
-  if (!ctx.request_id.empty()) {
-    tx.exec_prepared0("remember_request", ctx.request_id, pqxx::binarystring(ctx.fingerprint),
-                      pqxx::binarystring(planned.response), version);
-  }
-  RETURN_IF_ERROR(CommitBeforeDeadline(tx, options_, ctx, deadline));
-
-  result.version = version;
-  result.snapshot = planned.plan.after;
-  result.encoded_delta = std::move(encoded);
-  return result;
+  *committing = true;
+  tx.commit();
+  return absl::OkStatus();
 }
 
 }  // namespace bucketmap

@@ -121,6 +121,9 @@ class PgStore final : public Store {
   using Store::Write;
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
                                     const ReadingPlanFn& plan) override;
+  // One transaction for the group (see Store::WriteGroup).
+  std::vector<absl::StatusOr<WriteResult>> WriteGroup(
+      const std::vector<GroupedWrite>& writes, std::shared_ptr<const Snapshot> cached) override;
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;
   // InvalidArgument for a negative after_version.
   absl::StatusOr<std::vector<v1::MappingDelta>> LoadDeltas(int64_t after_version,
@@ -153,12 +156,15 @@ class PgStore final : public Store {
   // Gives a connection back; a broken one (`healthy` false) is closed.
   void Release(std::unique_ptr<Connection> conn, bool healthy);
 
-  // One attempt of Write() on `conn`; may throw libpqxx exceptions.
-  // Sets *plan_called before calling plan().
-  absl::StatusOr<WriteResult> WriteOnce(Connection& conn, const WriteContext& ctx,
-                                        absl::Time deadline,
-                                        const std::shared_ptr<const Snapshot>& cached,
-                                        const ReadingPlanFn& plan, bool* plan_called);
+  // One transaction of `writes` on `conn` (Write() runs a group of one);
+  // may throw libpqxx exceptions. Fills *results with one result per write
+  // run so far, sets *plan_called before calling a plan and *committing
+  // before sending COMMIT. OK when the transaction committed (or had
+  // nothing to commit); otherwise it was rolled back, unless *committing.
+  absl::Status WriteGroupOnce(Connection& conn, const std::vector<GroupedWrite>& writes,
+                              absl::Time deadline, const std::shared_ptr<const Snapshot>& cached,
+                              std::vector<absl::StatusOr<WriteResult>>* results, bool* plan_called,
+                              bool* committing);
 
   const PgStoreOptions options_;
   const std::string conninfo_;

@@ -95,6 +95,13 @@ struct WriteResult {
   std::shared_ptr<const std::string> encoded_delta;
 };
 
+// One write of a group (Store::WriteGroup): what Write() takes, by
+// reference; both must outlive the call.
+struct GroupedWrite {
+  const WriteContext* ctx = nullptr;
+  const ReadingPlanFn* plan = nullptr;
+};
+
 struct HistoryQuery {
   int64_t team_id = 0;       // 0: any
   int64_t from_version = 0;  // inclusive; 0: unbounded
@@ -238,6 +245,38 @@ class Store {
     return Write(
         ctx, std::move(cached),
         ReadingPlanFn([&plan](const Snapshot& current, WriteReads&) { return plan(current); }));
+  }
+
+  // WriteGroup()
+  //
+  // Runs `writes` in order, each as Write() would run it alone: each is
+  // planned against the mapping the ones before it left, gets its own
+  // version (or its own error: its plan's, its request_id's, its
+  // expected_version's, its deadline's, its leader epoch's), and writes
+  // nothing when it fails. Returns one result per write, in order; each
+  // successful result's snapshot is the mapping after that write.
+  //
+  // A store may commit them together (group commit): one transaction, the
+  // version row locked once, one COMMIT and one notification for the
+  // group, so concurrent writers share the round trips. If that
+  // transaction fails before COMMIT (a statement fails, or some write's
+  // deadline passes before COMMIT), nothing of it was written and each
+  // write is run again alone, through Write(). If COMMIT itself fails, the
+  // outcome is unknown for every write that was in it, as for Write(). So
+  // a plan may be called more than once, each time against the mapping it
+  // is then planned on: it must compute its write from its arguments.
+  //
+  // This default runs the writes one by one through Write().
+  virtual std::vector<absl::StatusOr<WriteResult>> WriteGroup(
+      const std::vector<GroupedWrite>& writes, std::shared_ptr<const Snapshot> cached) {
+    std::vector<absl::StatusOr<WriteResult>> results;
+    for (const GroupedWrite& write : writes) {
+      results.push_back(Write(*write.ctx, cached, *write.plan));
+      if (results.back().ok() && results.back()->snapshot != nullptr) {
+        cached = results.back()->snapshot;
+      }
+    }
+    return results;
   }
 
   // Returns change-log records matching `query`, ascending by version.

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <set>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -413,6 +416,143 @@ TEST_F(LateCommitTest, NoOpWhoseDeadlinePassesBeforeCommitDoesNotRememberItsRequ
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("deadline passed before COMMIT")));
   EXPECT_EQ(hook_calls_.load(), 1);
   ExpectNothingWritten(2, 2);
+}
+
+// The writes of a group (Store::WriteGroup) as PgStore runs them: in one
+// transaction, each planned on what the ones before it left, with its own
+// version or its own error, and nothing written for a failed one.
+TEST_F(PgStoreTest, WriteGroupCommitsEachWriteAtItsOwnVersionInOneTransaction) {
+  const std::shared_ptr<const Snapshot> v1 =
+      MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha")).snapshot;
+  const PlanFn failing = [](const Snapshot&) -> absl::StatusOr<PlannedWrite> {
+    return absl::FailedPreconditionError("bucket 1 is draining");
+  };
+  WriteContext stale = Ctx("AssignTeam");
+  stale.expected_version = 1;  // the version before the group, not at its turn
+  WriteContext in_turn = Ctx("AssignTeam");
+  in_turn.expected_version = 3;
+  const std::vector<std::pair<WriteContext, PlanFn>> given = {
+      {Ctx("AssignTeam", "g-1", "fp-1"), PinPlan(10, 1)},      // version 2
+      {Ctx("AssignTeam"), PinPlan(11, 1)},                     // version 3
+      {Ctx("AssignTeam", "g-noop", "fp"), PinPlan(10, 1)},     // no-op at 3
+      {Ctx("AssignTeam"), failing},                            // its plan's error
+      {stale, PinPlan(13, 1)},                                 // Aborted
+      {Ctx("AssignTeam", "g-1", "fp-1"), PinPlan(10, 1)},      // replay of version 2
+      {Ctx("AssignTeam", "g-1", "fp-other"), PinPlan(14, 1)},  // InvalidArgument
+      {in_turn, PinPlan(12, 1)},                               // version 4
+  };
+  std::vector<ReadingPlanFn> plans;
+  for (const auto& [ctx, plan] : given) {
+    plans.push_back([plan = plan](const Snapshot& s, WriteReads&) { return plan(s); });
+  }
+  std::vector<GroupedWrite> writes;
+  for (size_t i = 0; i < given.size(); ++i) writes.push_back({&given[i].first, &plans[i]});
+
+  std::vector<absl::StatusOr<WriteResult>> results = store_->WriteGroup(writes, v1);
+  ASSERT_THAT(results, SizeIs(given.size()));
+  for (int i : {0, 1, 2, 5, 7}) ASSERT_THAT(results[i], IsOk()) << "write " << i;
+  EXPECT_EQ(results[0]->version, 2);
+  EXPECT_EQ(results[1]->version, 3);
+  EXPECT_EQ(results[2]->version, 3);
+  EXPECT_FALSE(results[2]->effect.changed);
+  EXPECT_THAT(results[3], StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("draining")));
+  EXPECT_THAT(results[4], StatusIs(absl::StatusCode::kAborted, HasSubstr("expected_version 1")));
+  EXPECT_TRUE(results[5]->replayed);
+  EXPECT_EQ(results[5]->version, 2);
+  EXPECT_EQ(results[5]->response, "assign 1");
+  EXPECT_THAT(results[6], StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("request_id")));
+  EXPECT_EQ(results[7]->version, 4);
+  // Each changed write has the snapshot after it and its encoded delta.
+  for (int i : {0, 1, 7}) {
+    ASSERT_NE(results[i]->snapshot, nullptr);
+    EXPECT_EQ(results[i]->snapshot->version(), results[i]->version);
+    EXPECT_NE(results[i]->encoded_delta, nullptr);
+  }
+
+  // One transaction wrote versions 2 to 4, with a change-log row each.
+  EXPECT_EQ(*store_->CurrentVersion(), 4);
+  EXPECT_EQ(pg_->Psql("SELECT version, request_id IS NOT NULL FROM change_log WHERE version > 1"
+                      " ORDER BY version")
+                .value_or(""),
+            "2|t\n3|f\n4|f");
+  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 1);
+  EXPECT_EQ(
+      pg_->Psql("SELECT request_id, version FROM request_ids ORDER BY request_id").value_or(""),
+      "g-1|2\ng-noop|3");
+  auto loaded = store_->LoadSnapshot();
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ((*loaded)->assignment_count(), 3u);  // teams 10, 11 and 12; not 13 or 14
+}
+
+// A write of a group whose deadline passes before COMMIT rolls the group
+// back; the others are then run again, each alone, and commit.
+TEST_F(PgStoreTest, WriteGroupWithALateWriteIsRunAgainWriteByWrite) {
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  PgStoreOptions options = Options();
+  std::atomic<int> late_calls{0};
+  options.TEST_before_commit = [&](const WriteContext& ctx, absl::Time deadline) {
+    if (ctx.request_id != "req-late") return;
+    late_calls.fetch_add(1);
+    absl::SleepFor(deadline - absl::Now() + absl::Milliseconds(1));
+  };
+  auto store = PgStore::Open(options);
+  ASSERT_THAT(store, IsOk());
+  WriteContext late = Ctx("AssignTeam", "req-late", "fp");
+  late.deadline = absl::Now() + absl::Milliseconds(300);
+  const std::vector<WriteContext> contexts = {Ctx("AssignTeam", "a", "fp"), late,
+                                              Ctx("AssignTeam", "b", "fp")};
+  const std::vector<ReadingPlanFn> plans = {
+      [](const Snapshot& s, WriteReads&) { return PinPlan(20, 1)(s); },
+      [](const Snapshot& s, WriteReads&) { return PinPlan(5, 1)(s); },
+      [](const Snapshot& s, WriteReads&) { return PinPlan(21, 1)(s); }};
+  std::vector<GroupedWrite> writes;
+  for (size_t i = 0; i < contexts.size(); ++i) writes.push_back({&contexts[i], &plans[i]});
+
+  std::vector<absl::StatusOr<WriteResult>> results = (*store)->WriteGroup(writes, nullptr);
+  ASSERT_THAT(results, SizeIs(3));
+  ASSERT_THAT(results[0], IsOk());
+  EXPECT_EQ(results[0]->version, 2);
+  EXPECT_THAT(results[1], StatusIs(absl::StatusCode::kUnavailable, HasSubstr("deadline passed")));
+  ASSERT_THAT(results[2], IsOk());
+  EXPECT_EQ(results[2]->version, 3);
+  EXPECT_EQ(late_calls.load(), 1);  // alone, its deadline had passed before it started
+  // Nothing of the late write; the others in a transaction each.
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids WHERE request_id = 'req-late'"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 2);
+  EXPECT_EQ(*store_->CurrentVersion(), 3);
+}
+
+// A statement that fails in a group's transaction (here a CHECK violated
+// by a corrupt plan) rolls the group back; each write is then run again
+// alone, and only the bad one fails.
+TEST_F(PgStoreTest, WriteGroupWhoseStatementFailsIsRunAgainWriteByWrite) {
+  MustWrite(Ctx("CreateBucket"), CreateBucketPlan("alpha"));
+  const std::vector<WriteContext> contexts = {Ctx("AssignTeam"), Ctx("AssignTeam", "bad", "fp"),
+                                              Ctx("AssignTeam")};
+  const std::vector<ReadingPlanFn> plans = {
+      [](const Snapshot& s, WriteReads&) { return PinPlan(30, 1)(s); },
+      [](const Snapshot& s, WriteReads&) -> absl::StatusOr<PlannedWrite> {
+        ASSIGN_OR_RETURN(PlannedWrite planned, PinPlan(32, 1)(s));
+        planned.plan.change.set[0].second = Target::Pin(-5);  // bucket_id >= 1 in the table
+        return planned;
+      },
+      [](const Snapshot& s, WriteReads&) { return PinPlan(31, 1)(s); }};
+  std::vector<GroupedWrite> writes;
+  for (size_t i = 0; i < contexts.size(); ++i) writes.push_back({&contexts[i], &plans[i]});
+
+  std::vector<absl::StatusOr<WriteResult>> results = store_->WriteGroup(writes, nullptr);
+  ASSERT_THAT(results, SizeIs(3));
+  ASSERT_THAT(results[0], IsOk());
+  EXPECT_EQ(results[0]->version, 2);
+  EXPECT_FALSE(results[1].ok());
+  ASSERT_THAT(results[2], IsOk());
+  EXPECT_EQ(results[2]->version, 3);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id IN (30, 31)"), 2);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 32"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
+  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 2);
+  EXPECT_EQ(*store_->CurrentVersion(), 3);
 }
 
 // A write that stops between statements while it holds the version row (a
