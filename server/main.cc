@@ -85,6 +85,9 @@ ABSL_FLAG(absl::Duration, startup_timeout, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "How long SIGTERM waits for in-flight calls.");
 ABSL_FLAG(int32_t, worker_threads, Defaults().worker_threads, "Threads that run PostgreSQL work.");
+ABSL_FLAG(int32_t, max_write_group, Defaults().max_write_group,
+          "Most concurrent writes committed in one PostgreSQL transaction (group commit); each "
+          "keeps its own version and outcome. 1: every write commits alone.");
 ABSL_FLAG(absl::Duration, watch_heartbeat, Defaults().watch.heartbeat,
           "Period of heartbeats on watch streams (sent even while a push is un-ACKed).");
 ABSL_FLAG(absl::Duration, watch_ack_timeout, Defaults().watch.ack_timeout,
@@ -311,6 +314,7 @@ int Run() {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.max_message_size = absl::GetFlag(FLAGS_max_message_size);
   options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
+  options.max_write_group = std::max(1, absl::GetFlag(FLAGS_max_write_group));
   options.admin.max_bulk_assign = absl::GetFlag(FLAGS_max_bulk_assign);
   options.admin.write_timeout = absl::GetFlag(FLAGS_write_timeout);
   options.refresh_interval = absl::GetFlag(FLAGS_refresh_interval);

@@ -59,8 +59,11 @@ absl::StatusOr<std::unique_ptr<BucketmapServer>> BucketmapServer::Start(
   if (!options.metrics_listen.empty()) {
     RETURN_IF_ERROR(server->metrics_->Serve(options.metrics_listen));
   }
-  server->manager_ = std::make_unique<MappingManager>(server->store_.get());
+  server->manager_ =
+      std::make_unique<MappingManager>(server->store_.get(), options.max_write_group);
   Metrics* metrics = server->metrics_.get();
+  server->manager_->set_group_observer(
+      [metrics](size_t writes) { metrics->RecordWriteGroup(writes); });
   server->manager_->AddListener([metrics](const MappingManager::Published& p) {
     metrics->OnSnapshot(p.snapshot->snapshot());
   });

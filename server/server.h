@@ -103,7 +103,12 @@ struct ServerOptions {
   // host:port for /metrics; empty disables the exposer.
   std::string metrics_listen;
   int max_message_size = 64 << 20;
-  int worker_threads = 4;
+  // Threads that run PostgreSQL work. A write waiting for its group commit
+  // holds one, so this bounds the writes one group can take.
+  int worker_threads = 16;
+  // Most concurrent writes committed in one transaction (group commit,
+  // server/state/mapping_manager.h); 1 commits each write alone.
+  int max_write_group = MappingManager::kDefaultMaxWriteGroup;
   AdminServiceOptions admin;
   WatchOptions watch;
   // Period of the catch-up poll against PostgreSQL.

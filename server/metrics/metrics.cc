@@ -233,7 +233,17 @@ Metrics::Metrics()
           prometheus::BuildCounter()
               .Name("bucketmap_auto_rebalance_load_share_moved_total")
               .Help("Share of a pool's load (0..1 per round) that automatic rebalancing moved")
-              .Register(*registry_)) {}
+              .Register(*registry_)),
+      write_group_size_(
+          prometheus::BuildHistogram()
+              .Name("bucketmap_write_group_size")
+              .Help("Writes taken into one store transaction (group commit)")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64})) {}
+
+void Metrics::RecordWriteGroup(size_t writes) {
+  write_group_size_.Observe(static_cast<double>(writes));
+}
 
 void Metrics::SetBucketLags(const std::vector<BucketLag>& lags) {
   std::map<std::vector<std::string>, BucketLag> next;

@@ -104,6 +104,10 @@ class Metrics {
   // their expire_time passed.
   void RecordRulesExpired(int64_t count);
 
+  // Group commit (server/state/mapping_manager.h): one group of `writes`
+  // writes taken into one store transaction.
+  void RecordWriteGroup(size_t writes);
+
   // Automatic rebalancing (server/rebalance/auto_rebalancer.h): one round
   // of one pool, by outcome ("applied", "within_target", "budget_spent",
   // "no_move", "failed"; budget_spent: the day's churn budget is used up,
@@ -152,6 +156,7 @@ class Metrics {
   prometheus::Counter& rules_expired_;
   prometheus::Family<prometheus::Counter>& auto_rebalance_rounds_;
   prometheus::Family<prometheus::Counter>& auto_rebalance_share_moved_;
+  prometheus::Histogram& write_group_size_;
   absl::Mutex mu_;
   // The bucketmap_bucket_lag_* series now exported, by their labels.
   std::map<std::vector<std::string>, BucketLag> lag_series_ ABSL_GUARDED_BY(mu_);

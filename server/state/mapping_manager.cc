@@ -1,5 +1,6 @@
 #include "server/state/mapping_manager.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -20,7 +21,21 @@ const std::string& ServedSnapshot::Serialized() const {
   return serialized_;
 }
 
-MappingManager::MappingManager(Store* store) : store_(store) {}
+struct MappingManager::Writer {
+  Writer(const WriteContext& ctx, const ReadingPlanFn& plan) : ctx(ctx), plan(plan) {}
+
+  const WriteContext& ctx;
+  const ReadingPlanFn& plan;
+  // `plan`, keeping the change of its last call, so watchers get the
+  // write's version as a delta.
+  ReadingPlanFn keep_change;
+  Change change;
+  absl::StatusOr<WriteResult> result = absl::InternalError("write: not run");
+  bool done = false;
+};
+
+MappingManager::MappingManager(Store* store, int max_write_group)
+    : store_(store), max_write_group_(std::max(1, max_write_group)) {}
 
 absl::Status MappingManager::Init() {
   absl::MutexLock lock(&write_mu_);
@@ -73,28 +88,69 @@ absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx, const
 
 absl::StatusOr<WriteResult> MappingManager::Write(const WriteContext& ctx,
                                                   const ReadingPlanFn& plan) {
-  absl::MutexLock lock(&write_mu_);
-  std::shared_ptr<const ServedSnapshot> cached = Current();
-  // Keep the change, so watchers get this version as a delta.
-  Change change;
-  ReadingPlanFn keep_change = [&](const Snapshot& current,
-                                  WriteReads& reads) -> absl::StatusOr<PlannedWrite> {
-    absl::StatusOr<PlannedWrite> planned = plan(current, reads);
-    if (planned.ok()) change = planned->plan.change;
-    return planned;
-  };
-  absl::StatusOr<WriteResult> result =
-      store_->Write(ctx, cached ? cached->shared() : nullptr, keep_change);
-  if (!result.ok()) return result;
-  if (result->snapshot != nullptr) {
-    Publish(result->snapshot, &change, result->encoded_delta);
-  } else if (cached == nullptr || cached->version() < result->version) {
-    // A replay or a write planned on a reloaded state: our copy is behind.
-    if (absl::Status s = ReloadLocked(); !s.ok()) {
-      spdlog::warn("reload after write at version {} failed: {}", result->version, s.ToString());
+  Writer writer(ctx, plan);
+  std::vector<Writer*> group;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_.push_back(&writer);
+    auto turn = [this, &writer]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      return writer.done || queue_.front() == &writer;
+    };
+    queue_mu_.Await(absl::Condition(&turn));
+    if (writer.done) return std::move(writer.result);
+    // This writer leads: it takes the writers queued behind it.
+    for (Writer* next : queue_) {
+      if (group.size() == static_cast<size_t>(max_write_group_)) break;
+      group.push_back(next);
     }
   }
-  return result;
+  RunGroup(group);
+  absl::MutexLock lock(&queue_mu_);
+  for (Writer* done : group) {
+    queue_.pop_front();
+    done->done = true;
+  }
+  return std::move(writer.result);
+}
+
+void MappingManager::RunGroup(const std::vector<Writer*>& group) {
+  if (group_observer_) group_observer_(group.size());
+  absl::MutexLock lock(&write_mu_);
+  std::vector<GroupedWrite> writes;
+  writes.reserve(group.size());
+  for (Writer* writer : group) {
+    writer->keep_change = [writer](const Snapshot& current,
+                                   WriteReads& reads) -> absl::StatusOr<PlannedWrite> {
+      absl::StatusOr<PlannedWrite> planned = writer->plan(current, reads);
+      if (planned.ok()) writer->change = planned->plan.change;
+      return planned;
+    };
+    writes.push_back(GroupedWrite{&writer->ctx, &writer->keep_change});
+  }
+  std::shared_ptr<const ServedSnapshot> cached = Current();
+  std::vector<absl::StatusOr<WriteResult>> results =
+      store_->WriteGroup(writes, cached ? cached->shared() : nullptr);
+  for (size_t i = 0; i < group.size(); ++i) {
+    Writer* writer = group[i];
+    if (i < results.size()) {
+      writer->result = std::move(results[i]);
+    } else {
+      writer->result = absl::InternalError("write group: the store returned no result");
+    }
+    if (!writer->result.ok()) continue;
+    const WriteResult& result = *writer->result;
+    if (result.snapshot != nullptr) {
+      Publish(result.snapshot, &writer->change, result.encoded_delta);
+      continue;
+    }
+    std::shared_ptr<const ServedSnapshot> current = Current();
+    if (current == nullptr || current->version() < result.version) {
+      // A replay of a write this copy has not seen: it is behind.
+      if (absl::Status s = ReloadLocked(); !s.ok()) {
+        spdlog::warn("reload after write at version {} failed: {}", result.version, s.ToString());
+      }
+    }
+  }
 }
 
 bool MappingManager::OtherCluster(const std::string& cluster_id) const {

@@ -2,9 +2,17 @@
 //
 // It holds the current ServedSnapshot (an immutable Snapshot plus its wire
 // form, serialized at most once) and advances it after each commit. All
-// writes of this replica go through Write(), which runs them one at a time
-// so the in-memory snapshot advances in version order; PostgreSQL orders
-// writes across replicas.
+// writes of this replica go through Write(), which runs them in arrival
+// order, so the in-memory snapshot advances in version order; PostgreSQL
+// orders writes across replicas.
+//
+// Group commit: writers queue; the first in the queue leads, takes the
+// writers queued behind it (up to max_write_group in all) and runs them
+// through Store::WriteGroup, which commits them in one transaction, each
+// with its own version and outcome. The writes that arrive meanwhile form
+// the next group. So under concurrent writers the round trips of one
+// transaction (lock, COMMIT, notification) are shared, and a lone writer
+// pays nothing more than before.
 //
 // Thread safety: all methods are thread-safe. Current() never blocks on
 // I/O; Write(), CatchUp() and Reload() block on the Store and must run on
@@ -13,6 +21,7 @@
 #define BUCKETMAP_SERVER_STATE_MAPPING_MANAGER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -50,8 +59,12 @@ class ServedSnapshot {
 
 class MappingManager {
  public:
-  // `store` must outlive the manager.
-  explicit MappingManager(Store* store);
+  // Most writes committed in one transaction by default.
+  static constexpr int kDefaultMaxWriteGroup = 64;
+
+  // `store` must outlive the manager. `max_write_group` (at least 1; 1
+  // commits every write alone) bounds a group commit.
+  explicit MappingManager(Store* store, int max_write_group = kDefaultMaxWriteGroup);
 
   // Loads the snapshot from the store. Unavailable if it cannot be reached.
   absl::Status Init();
@@ -60,7 +73,9 @@ class MappingManager {
   std::shared_ptr<const ServedSnapshot> Current() const;
 
   // Runs a write through the store and publishes the resulting snapshot.
-  // See Store::Write for the contract.
+  // See Store::Write for the contract, and Store::WriteGroup for how it
+  // may share a transaction with concurrent writes (`plan` may then be
+  // called more than once).
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, const ReadingPlanFn& plan);
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, const PlanFn& plan);
 
@@ -106,7 +121,20 @@ class MappingManager {
   // Register listeners before serving.
   void AddListener(Listener listener);
 
+  // Called with the size of every write group, before it runs (metrics).
+  // Set it before serving.
+  void set_group_observer(std::function<void(size_t writes)> observer) {
+    group_observer_ = std::move(observer);
+  }
+
  private:
+  // A queued write, and its outcome once done. The leader of its group
+  // sets `result` before `done`; both are read by the writer only after
+  // it sees `done` under queue_mu_.
+  struct Writer;
+  // Runs `group` (the leader first) and sets each writer's result.
+  void RunGroup(const std::vector<Writer*>& group) ABSL_LOCKS_EXCLUDED(queue_mu_, write_mu_);
+
   // Publishes `snapshot` if it is newer than the current one.
   void Publish(std::shared_ptr<const Snapshot> snapshot, const Change* change,
                std::shared_ptr<const std::string> encoded_delta) ABSL_LOCKS_EXCLUDED(mu_);
@@ -119,11 +147,16 @@ class MappingManager {
   bool OtherCluster(const std::string& cluster_id) const;
 
   Store* const store_;
-  // Held across a whole write or reload, so publications are ordered.
+  const int max_write_group_;
+  // The writers waiting, in arrival order; the first leads the next group.
+  absl::Mutex queue_mu_;
+  std::deque<Writer*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  // Held across a whole write group or reload, so publications are ordered.
   absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::shared_ptr<const ServedSnapshot> current_ ABSL_GUARDED_BY(mu_);
   std::vector<Listener> listeners_;
+  std::function<void(size_t)> group_observer_;
 };
 
 }  // namespace bucketmap

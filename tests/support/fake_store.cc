@@ -134,6 +134,21 @@ class FakeWriteReads final : public WriteReads {
 
 }  // namespace
 
+std::vector<absl::StatusOr<WriteResult>> FakeStore::WriteGroup(
+    const std::vector<GroupedWrite>& writes, std::shared_ptr<const Snapshot> cached) {
+  {
+    absl::MutexLock lock(&mu_);
+    write_groups_.push_back(writes.size());
+  }
+  if (on_write_group_) on_write_group_(writes.size());
+  return Store::WriteGroup(writes, std::move(cached));
+}
+
+std::vector<size_t> FakeStore::write_groups() const {
+  absl::MutexLock lock(&mu_);
+  return write_groups_;
+}
+
 absl::StatusOr<WriteResult> FakeStore::Write(const WriteContext& ctx,
                                              std::shared_ptr<const Snapshot> cached,
                                              const ReadingPlanFn& plan) {

@@ -51,6 +51,7 @@
 #define BUCKETMAP_TESTS_SUPPORT_FAKE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -118,6 +119,11 @@ class FakeStore final : public Store {
   // The plan's WriteReads answer from the fake's own tables, at its clock.
   absl::StatusOr<WriteResult> Write(const WriteContext& ctx, std::shared_ptr<const Snapshot> cached,
                                     const ReadingPlanFn& plan) override;
+  // Store's default (the writes one by one through Write()), after
+  // recording the group's size and calling the hook of
+  // set_on_write_group(), if any.
+  std::vector<absl::StatusOr<WriteResult>> WriteGroup(
+      const std::vector<GroupedWrite>& writes, std::shared_ptr<const Snapshot> cached) override;
   // Page size <= 0 means 100; at most kMaxHistoryPageSize.
   absl::StatusOr<HistoryPage> GetHistory(const HistoryQuery& query) override;
   // InvalidArgument for a negative after_version; NotFound when a version
@@ -178,6 +184,13 @@ class FakeStore final : public Store {
   // Where the store reads the time from now on. Not null; borrowed.
   void set_clock(const Clock* clock);
 
+  // Called at the start of every WriteGroup() with the group's size,
+  // before it runs; a test may block in it (writers then queue). Set it
+  // before writing.
+  void set_on_write_group(std::function<void(size_t)> hook) { on_write_group_ = std::move(hook); }
+  // The size of every WriteGroup() call so far, in order.
+  std::vector<size_t> write_groups() const;
+
   // Inspection, without counting as calls: the committed version and
   // snapshot, and the kept change-log rows (ascending by version).
   int64_t version() const;
@@ -229,6 +242,8 @@ class FakeStore final : public Store {
   std::map<int64_t, absl::Time> team_moves_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time, std::less<>> pool_moves_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<int32_t, std::string>, LagReading> lag_ ABSL_GUARDED_BY(mu_);
+  std::function<void(size_t)> on_write_group_;
+  std::vector<size_t> write_groups_ ABSL_GUARDED_BY(mu_);
   LoadSlots load_added_ ABSL_GUARDED_BY(mu_);
   int64_t last_fold_through_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
 };
