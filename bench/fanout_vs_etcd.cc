@@ -31,6 +31,7 @@
 //
 // Usage: fanout_vs_etcd [--quick] [--watchers=N,...] [--writes=N]
 //                       [--connections=N] [--ack=needed|every|both]
+//                       [--fanout_threads=N,...]
 //   (default: 1,000, 5,000 and 10,000 watchers, 11 writes, 50 connections;
 //   with --quick: 200 watchers, 5 writes)
 // etcd is $BUCKETMAP_ETCD_BIN, else /usr/bin/etcd (Debian's etcd-server).
@@ -210,18 +211,27 @@ class BucketmapSystem final : public System {
  public:
   // `next_team` is shared by the systems on one PostgreSQL, so that every
   // write of every round pins a new team.
-  BucketmapSystem(TestPostgres* pg, AckPolicy ack, int64_t* next_team)
-      : pg_(pg), ack_(ack), next_team_(next_team) {}
-
-  const char* name() const override {
-    return ack_ == AckPolicy::kEvery ? "bucketmap (ACK every push)" : "bucketmap";
+  // `fanout_threads` > 0 starts the server with --watch_fanout_threads.
+  BucketmapSystem(TestPostgres* pg, AckPolicy ack, int fanout_threads, int64_t* next_team)
+      : pg_(pg), ack_(ack), fanout_threads_(fanout_threads), next_team_(next_team) {
+    name_ = ack_ == AckPolicy::kEvery ? "bucketmap (ACK every push)" : "bucketmap";
+    if (fanout_threads_ > 0) {
+      absl::StrAppend(&name_, ", ", fanout_threads_, " fan-out thread",
+                      fanout_threads_ == 1 ? "" : "s");
+    }
   }
+
+  const char* name() const override { return name_.c_str(); }
 
   void Start(int connections) override {
     const int port = FreePort();
-    pid_ = SpawnServer({BUCKETMAP_SERVER_BINARY, "--postgres_url=" + pg_->url(),
-                        absl::StrCat("--grpc_listen=127.0.0.1:", port), "--metrics_listen="},
-                       log());
+    std::vector<std::string> args = {BUCKETMAP_SERVER_BINARY, "--postgres_url=" + pg_->url(),
+                                     absl::StrCat("--grpc_listen=127.0.0.1:", port),
+                                     "--metrics_listen="};
+    if (fanout_threads_ > 0) {
+      args.push_back(absl::StrCat("--watch_fanout_threads=", fanout_threads_));
+    }
+    pid_ = SpawnServer(args, log());
     const std::string target = absl::StrCat("127.0.0.1:", port);
     admin_ = v1::AdminService::NewStub(ControlChannel(target));
     const absl::Time give_up = absl::Now() + absl::Minutes(1);
@@ -305,6 +315,8 @@ class BucketmapSystem final : public System {
 
   TestPostgres* const pg_;
   const AckPolicy ack_;
+  const int fanout_threads_;
+  std::string name_;
   pid_t pid_ = 0;
   int32_t bucket_id_ = 0;
   int64_t* const next_team_;
@@ -421,6 +433,8 @@ struct Config {
   std::vector<int64_t> watchers;
   int writes = 0;
   int connections = 0;
+  // --watch_fanout_threads of each bucketmap round; empty: the default.
+  std::vector<int64_t> fanout_threads;
 };
 
 struct RoundResult {
@@ -545,14 +559,20 @@ std::string LoadAverage() {
   return absl::StrCat(one, " ", five, " ", fifteen);
 }
 
-// `acks`: the bucketmap rounds to run, one per ACK policy.
+// `acks`: the bucketmap rounds to run, one per ACK policy and each of
+// config.fanout_threads.
 int Run(const Config& config, const std::vector<AckPolicy>& acks, const std::string& etcd_binary) {
   auto pg = TestPostgres::Start();
   if (!pg.ok()) Fatal("%s", pg.status().ToString().c_str());
   int64_t next_team = 1;
   std::vector<std::unique_ptr<System>> owned;
+  const std::vector<int64_t> threads =
+      config.fanout_threads.empty() ? std::vector<int64_t>{0} : config.fanout_threads;
   for (AckPolicy ack : acks) {
-    owned.push_back(std::make_unique<BucketmapSystem>(pg->get(), ack, &next_team));
+    for (int64_t t : threads) {
+      owned.push_back(
+          std::make_unique<BucketmapSystem>(pg->get(), ack, static_cast<int>(t), &next_team));
+    }
   }
   owned.push_back(std::make_unique<EtcdSystem>(etcd_binary, (*pg)->dir()));
   const size_t etcd = owned.size() - 1;
@@ -632,6 +652,9 @@ int main(int argc, char** argv) {
   flags.Int("writes", &config.writes, 1, "writes per round (default 11)");
   flags.Int("connections", &config.connections, 1,
             "gRPC connections the watchers are spread over (default 50)");
+  flags.IntList("fanout_threads", &config.fanout_threads, 1,
+                "a bucketmap round per value, its server run with --watch_fanout_threads=N "
+                "(default: one round, the server's default)");
   flags.Choice("ack", &ack, {"every", "needed", "both"},
                "which bucketmap pushes are ACKed: only those the server marks (needed, the "
                "default: ack_mode ACK_REQUESTED), every one (clients that predate ack modes), or "
