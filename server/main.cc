@@ -105,7 +105,7 @@ ABSL_FLAG(absl::Duration, watch_resume_age, Defaults().watch.resume_max_age,
           "...no older than this; older resumes get the snapshot.");
 ABSL_FLAG(int32_t, watch_fanout_threads, Defaults().watch.fanout_threads,
           "Threads that push a new version to the watch streams, each taking a share of "
-          "them. 0: the hardware's concurrency; 1: one thread; at most 64.");
+          "them. 0: twice the hardware's concurrency; 1: one thread; at most 64.");
 ABSL_FLAG(absl::Duration, client_lease, Defaults().watch.client_lease,
           "How long a watch client stays in ListClients after its last renewal.");
 ABSL_FLAG(std::string, auth_tokens_file, "",

@@ -96,15 +96,16 @@ struct WatchOptions {
   size_t max_request_bytes = 256 << 10;
   // Threads that push a new version to the streams (the hub's ticker and
   // fanout_threads - 1 more): each takes a contiguous share of the
-  // streams, at least kMinStreamsPerFanoutShard. 0: the hardware's
-  // concurrency; 1: the ticker alone. Heartbeats and ACK timeouts stay on
-  // the ticker.
+  // streams, at least kMinStreamsPerFanoutShard. 0: twice the hardware's
+  // concurrency (part of each push waits in gRPC's write path rather than
+  // computes: docs/benchmarks.md, the sweep of --fanout_threads); 1: the
+  // ticker alone. Heartbeats and ACK timeouts stay on the ticker.
   int fanout_threads = 0;
 };
 
 // Fewer streams than this per thread are poked by fewer threads.
 inline constexpr size_t kMinStreamsPerFanoutShard = 8;
-// --watch_fanout_threads (or the hardware's concurrency) is capped here.
+// --watch_fanout_threads (or its default) is capped here.
 inline constexpr size_t kMaxFanoutThreads = 64;
 
 class WatchStream;
@@ -194,7 +195,8 @@ class WatchHub {
   void AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added, bool contiguous)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t RingCapacity() const;
-  // Appends the streams, each Ref()ed, to *streams.
+  // Appends the streams, each Ref()ed, to *streams, the streams of one
+  // connection next to each other.
   void RefStreams(std::vector<WatchStream*>* streams) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();

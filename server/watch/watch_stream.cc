@@ -29,7 +29,11 @@ uint64_t RandomNonce() {
 }  // namespace
 
 WatchStream::WatchStream(WatchHub* hub, grpc::CallbackServerContext* ctx)
-    : hub_(hub), peer_(ctx->peer()), opened_(hub->clock().Now()), first_nonce_(RandomNonce()) {
+    : hub_(hub),
+      peer_(ctx->peer()),
+      connection_key_(std::hash<std::string>{}(peer_)),
+      opened_(hub->clock().Now()),
+      first_nonce_(RandomNonce()) {
   StartRead(&read_buffer_);
 }
 

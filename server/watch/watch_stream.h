@@ -46,6 +46,10 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref();
 
+  // Equal for the streams of one connection (a hash of the peer address),
+  // so that the hub can push a connection's streams from one thread.
+  size_t connection_key() const { return connection_key_; }
+
   // A new version is available: push it if no push is un-ACKed.
   void Poke();
 
@@ -105,6 +109,7 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   WatchHub* const hub_;
   const std::string peer_;
+  const size_t connection_key_;
   const absl::Time opened_;
   std::atomic<int> refs_{1};  // gRPC's, released in OnDone
   grpc::ByteBuffer read_buffer_;
