@@ -418,6 +418,23 @@ TEST_F(LateCommitTest, NoOpWhoseDeadlinePassesBeforeCommitDoesNotRememberItsRequ
   ExpectNothingWritten(2, 2);
 }
 
+// `plan` as WriteGroup takes it.
+ReadingPlanFn Reading(PlanFn plan) {
+  return [plan = std::move(plan)](const Snapshot& s, WriteReads&) { return plan(s); };
+}
+
+// The group of contexts[i] with plans[i].
+std::vector<GroupedWrite> Group(const std::vector<WriteContext>& contexts,
+                                const std::vector<ReadingPlanFn>& plans) {
+  std::vector<GroupedWrite> writes;
+  for (size_t i = 0; i < contexts.size(); ++i) writes.push_back({&contexts[i], &plans[i]});
+  return writes;
+}
+
+// How many transactions wrote the change-log rows after version 1.
+constexpr char kTransactionsAfterV1[] =
+    "SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1";
+
 // The writes of a group (Store::WriteGroup) as PgStore runs them: in one
 // transaction, each planned on what the ones before it left, with its own
 // version or its own error, and nothing written for a failed one.
@@ -431,25 +448,23 @@ TEST_F(PgStoreTest, WriteGroupCommitsEachWriteAtItsOwnVersionInOneTransaction) {
   stale.expected_version = 1;  // the version before the group, not at its turn
   WriteContext in_turn = Ctx("AssignTeam");
   in_turn.expected_version = 3;
-  const std::vector<std::pair<WriteContext, PlanFn>> given = {
-      {Ctx("AssignTeam", "g-1", "fp-1"), PinPlan(10, 1)},      // version 2
-      {Ctx("AssignTeam"), PinPlan(11, 1)},                     // version 3
-      {Ctx("AssignTeam", "g-noop", "fp"), PinPlan(10, 1)},     // no-op at 3
-      {Ctx("AssignTeam"), failing},                            // its plan's error
-      {stale, PinPlan(13, 1)},                                 // Aborted
-      {Ctx("AssignTeam", "g-1", "fp-1"), PinPlan(10, 1)},      // replay of version 2
-      {Ctx("AssignTeam", "g-1", "fp-other"), PinPlan(14, 1)},  // InvalidArgument
-      {in_turn, PinPlan(12, 1)},                               // version 4
+  const std::vector<WriteContext> contexts = {
+      Ctx("AssignTeam", "g-1", "fp-1"),      // version 2
+      Ctx("AssignTeam"),                     // version 3
+      Ctx("AssignTeam", "g-noop", "fp"),     // no-op at 3
+      Ctx("AssignTeam"),                     // its plan's error
+      stale,                                 // Aborted
+      Ctx("AssignTeam", "g-1", "fp-1"),      // replay of version 2
+      Ctx("AssignTeam", "g-1", "fp-other"),  // InvalidArgument
+      in_turn,                               // version 4
   };
-  std::vector<ReadingPlanFn> plans;
-  for (const auto& [ctx, plan] : given) {
-    plans.push_back([plan = plan](const Snapshot& s, WriteReads&) { return plan(s); });
-  }
-  std::vector<GroupedWrite> writes;
-  for (size_t i = 0; i < given.size(); ++i) writes.push_back({&given[i].first, &plans[i]});
+  const std::vector<ReadingPlanFn> plans = {Reading(PinPlan(10, 1)), Reading(PinPlan(11, 1)),
+                                            Reading(PinPlan(10, 1)), Reading(failing),
+                                            Reading(PinPlan(13, 1)), Reading(PinPlan(10, 1)),
+                                            Reading(PinPlan(14, 1)), Reading(PinPlan(12, 1))};
 
-  std::vector<absl::StatusOr<WriteResult>> results = store_->WriteGroup(writes, v1);
-  ASSERT_THAT(results, SizeIs(given.size()));
+  std::vector<absl::StatusOr<WriteResult>> results = store_->WriteGroup(Group(contexts, plans), v1);
+  ASSERT_THAT(results, SizeIs(contexts.size()));
   for (int i : {0, 1, 2, 5, 7}) ASSERT_THAT(results[i], IsOk()) << "write " << i;
   EXPECT_EQ(results[0]->version, 2);
   EXPECT_EQ(results[1]->version, 3);
@@ -475,7 +490,7 @@ TEST_F(PgStoreTest, WriteGroupCommitsEachWriteAtItsOwnVersionInOneTransaction) {
                       " ORDER BY version")
                 .value_or(""),
             "2|t\n3|f\n4|f");
-  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 1);
+  EXPECT_EQ(QueryInt(kTransactionsAfterV1), 1);
   EXPECT_EQ(
       pg_->Psql("SELECT request_id, version FROM request_ids ORDER BY request_id").value_or(""),
       "g-1|2\ng-noop|3");
@@ -501,14 +516,11 @@ TEST_F(PgStoreTest, WriteGroupWithALateWriteIsRunAgainWriteByWrite) {
   late.deadline = absl::Now() + absl::Milliseconds(300);
   const std::vector<WriteContext> contexts = {Ctx("AssignTeam", "a", "fp"), late,
                                               Ctx("AssignTeam", "b", "fp")};
-  const std::vector<ReadingPlanFn> plans = {
-      [](const Snapshot& s, WriteReads&) { return PinPlan(20, 1)(s); },
-      [](const Snapshot& s, WriteReads&) { return PinPlan(5, 1)(s); },
-      [](const Snapshot& s, WriteReads&) { return PinPlan(21, 1)(s); }};
-  std::vector<GroupedWrite> writes;
-  for (size_t i = 0; i < contexts.size(); ++i) writes.push_back({&contexts[i], &plans[i]});
+  const std::vector<ReadingPlanFn> plans = {Reading(PinPlan(20, 1)), Reading(PinPlan(5, 1)),
+                                            Reading(PinPlan(21, 1))};
 
-  std::vector<absl::StatusOr<WriteResult>> results = (*store)->WriteGroup(writes, nullptr);
+  std::vector<absl::StatusOr<WriteResult>> results =
+      (*store)->WriteGroup(Group(contexts, plans), nullptr);
   ASSERT_THAT(results, SizeIs(3));
   ASSERT_THAT(results[0], IsOk());
   EXPECT_EQ(results[0]->version, 2);
@@ -519,7 +531,7 @@ TEST_F(PgStoreTest, WriteGroupWithALateWriteIsRunAgainWriteByWrite) {
   // Nothing of the late write; the others in a transaction each.
   EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 5"), 0);
   EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids WHERE request_id = 'req-late'"), 0);
-  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 2);
+  EXPECT_EQ(QueryInt(kTransactionsAfterV1), 2);
   EXPECT_EQ(*store_->CurrentVersion(), 3);
 }
 
@@ -531,17 +543,15 @@ TEST_F(PgStoreTest, WriteGroupWhoseStatementFailsIsRunAgainWriteByWrite) {
   const std::vector<WriteContext> contexts = {Ctx("AssignTeam"), Ctx("AssignTeam", "bad", "fp"),
                                               Ctx("AssignTeam")};
   const std::vector<ReadingPlanFn> plans = {
-      [](const Snapshot& s, WriteReads&) { return PinPlan(30, 1)(s); },
-      [](const Snapshot& s, WriteReads&) -> absl::StatusOr<PlannedWrite> {
+      Reading(PinPlan(30, 1)), Reading([](const Snapshot& s) -> absl::StatusOr<PlannedWrite> {
         ASSIGN_OR_RETURN(PlannedWrite planned, PinPlan(32, 1)(s));
         planned.plan.change.set[0].second = Target::Pin(-5);  // bucket_id >= 1 in the table
         return planned;
-      },
-      [](const Snapshot& s, WriteReads&) { return PinPlan(31, 1)(s); }};
-  std::vector<GroupedWrite> writes;
-  for (size_t i = 0; i < contexts.size(); ++i) writes.push_back({&contexts[i], &plans[i]});
+      }),
+      Reading(PinPlan(31, 1))};
 
-  std::vector<absl::StatusOr<WriteResult>> results = store_->WriteGroup(writes, nullptr);
+  std::vector<absl::StatusOr<WriteResult>> results =
+      store_->WriteGroup(Group(contexts, plans), nullptr);
   ASSERT_THAT(results, SizeIs(3));
   ASSERT_THAT(results[0], IsOk());
   EXPECT_EQ(results[0]->version, 2);
@@ -551,7 +561,7 @@ TEST_F(PgStoreTest, WriteGroupWhoseStatementFailsIsRunAgainWriteByWrite) {
   EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id IN (30, 31)"), 2);
   EXPECT_EQ(QueryInt("SELECT count(*) FROM assignments WHERE team_id = 32"), 0);
   EXPECT_EQ(QueryInt("SELECT count(*) FROM request_ids"), 0);
-  EXPECT_EQ(QueryInt("SELECT count(DISTINCT xmin::text) FROM change_log WHERE version > 1"), 2);
+  EXPECT_EQ(QueryInt(kTransactionsAfterV1), 2);
   EXPECT_EQ(*store_->CurrentVersion(), 3);
 }
 
