@@ -80,6 +80,8 @@ export interface PushMsg {
   snapshot?: MappingSnapshotMsg | null;
   deltas: MappingDeltaMsg[];
   reset: boolean;
+  /** Set on an ACK_REQUESTED stream's pushes whose ACK the server needs at once. */
+  ack_requested: boolean;
 }
 
 export interface WatchResponseMsg {

@@ -7,6 +7,15 @@
 // applies every push, writes the cache file when the client has one, and
 // only then ACKs; a push that cannot be applied is NACKed and the server
 // answers with the snapshot. Pushes are handled one at a time, in order.
+//
+// It subscribes with ack_mode ACK_REQUESTED, as the C++ library does
+// (docs/protocol.md, "ACK modes"): pushes stream without waiting for ACKs,
+// and only those the server marks ack_requested are ACKed at once; the
+// others are ACKed lazily, coalesced, at the next heartbeat. A server that
+// predates ack modes marks no first push: the stream then ACKs every push.
+// After a NACK, the pushes already on their way are dropped, unanswered,
+// until the snapshot that answers it.
+//
 // A broken stream is retried with exponential backoff and full jitter; the
 // backoff resets once a stream has synced. With a cache file and no
 // mapping yet, start() first seeds the client from the file, so it can
@@ -86,12 +95,21 @@ export function channelCredentials(tls: WatchTlsOptions | undefined): grpc.Chann
 
 interface Stream {
   call: grpc.ClientDuplexStream<object, WatchResponseMsg>;
-  // What a re-ACK repeats: the last push's nonce and applied version (or
-  // nonce 0 and our version after a SYNC without a push).
+  // What a re-ACK repeats: the last ACKed push's nonce and applied version
+  // (or nonce 0 and our version after a SYNC without a push).
   reporting: boolean;
   ackedNonce: Long;
   ackedApplied: number;
   reportedDrained: number;
+  // The last push applied, ACKed or not: a lazy ACK reports it.
+  appliedNonce: Long;
+  appliedVersion: number;
+  // A server that knows ack modes marks the first push of a stream; one
+  // that predates them marks none and waits for an ACK of every push.
+  firstPush: boolean;
+  ackEvery: boolean;
+  // After a NACK: pushes are dropped until the snapshot that answers it.
+  awaitingSnapshot: boolean;
   done: boolean;
 }
 
@@ -231,6 +249,11 @@ export class WatchConnection {
       ackedNonce: Long.UZERO,
       ackedApplied: 0,
       reportedDrained: 0,
+      appliedNonce: Long.UZERO,
+      appliedVersion: 0,
+      firstPush: true,
+      ackEvery: false,
+      awaitingSnapshot: false,
       done: false,
     };
     this.stream = stream;
@@ -271,17 +294,18 @@ export class WatchConnection {
                 // drained_version anyway (the ACK of "push" 0), or a server
                 // that restarted would hold a handoff's barrier until its
                 // grace deadline.
-                stream.reporting = true;
-                stream.ackedNonce = Long.UZERO;
-                stream.ackedApplied = this.client.version;
-                stream.reportedDrained = tracker.drainedVersion(stream.ackedApplied);
-                this.write(stream, {
-                  ack: { nonce: Long.UZERO, applied_version: stream.ackedApplied, drained_version: stream.reportedDrained },
-                });
-                tracker.setReported(stream.reportedDrained, stream.ackedApplied);
+                stream.appliedNonce = Long.UZERO;
+                stream.appliedVersion = this.client.version;
+                this.ackApplied(stream);
               }
             } else if (response.heartbeat) {
               this.client.confirmCurrent(toInt(response.heartbeat.version));
+              // The lazy ACK: pushes the server did not ask about are
+              // reported here, coalesced, so ListClients catches up in
+              // quiet times.
+              if (!stream.appliedNonce.isZero() && stream.appliedVersion > stream.ackedApplied) {
+                this.ackApplied(stream);
+              }
             }
           } catch (e) {
             this.client.logger.warn(`bucketmap: watch stream to ${address}: ${(e as Error).message}`);
@@ -298,6 +322,8 @@ export class WatchConnection {
           known_version: this.client.version,
           cluster_id: this.client.clusterId,
           bucket_filter: this.options.bucketFilter,
+          // Pushes stream; only those the server marks need an ACK at once.
+          ack_mode: 'ACK_REQUESTED',
         },
       });
       if (this.stopping) finish('stopping');
@@ -305,6 +331,9 @@ export class WatchConnection {
   }
 
   private async handlePush(stream: Stream, push: PushMsg): Promise<void> {
+    if (stream.firstPush) stream.ackEvery = !push.ack_requested;
+    stream.firstPush = false;
+    if (stream.awaitingSnapshot && !push.snapshot) return;
     let error: Error | null = null;
     try {
       if (push.snapshot) this.client.applySnapshot(push.snapshot);
@@ -318,9 +347,11 @@ export class WatchConnection {
       this.client.logger.warn(
         `bucketmap: push ${toInt(push.from_version)}..${toInt(push.to_version)} not applied: ${error.message}`,
       );
+      stream.awaitingSnapshot = true;
       this.write(stream, { nack: { nonce, error: error.message } });
       return;
     }
+    stream.awaitingSnapshot = false;
     if (this.options.writeCache && this.client.options.cachePath) {
       // The file must hold the version before the server hears of it.
       try {
@@ -332,14 +363,21 @@ export class WatchConnection {
     if (stream.done) return;
     // After the cache write: a version is ACKed once it is on disk, and
     // drained_version never exceeds it. The push took us to to_version.
-    const version = this.client.version;
+    stream.appliedNonce = nonce;
+    stream.appliedVersion = this.client.version;
+    if (stream.ackEvery || push.ack_requested) this.ackApplied(stream);
+  }
+
+  // ACKs the last applied push (or, after a SYNC without one, "push" 0).
+  private ackApplied(stream: Stream): void {
+    const version = stream.appliedVersion;
     const tracker = this.options.deliveryTracker;
     const drained = tracker === undefined ? 0 : tracker.drainedVersion(version);
     stream.reporting = true;
-    stream.ackedNonce = nonce;
+    stream.ackedNonce = stream.appliedNonce;
     stream.ackedApplied = version;
     stream.reportedDrained = drained;
-    this.write(stream, { ack: { nonce, applied_version: version, drained_version: drained } });
+    this.write(stream, { ack: { nonce: stream.appliedNonce, applied_version: version, drained_version: drained } });
     tracker?.setReported(drained, version);
   }
 
