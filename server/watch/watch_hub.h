@@ -195,8 +195,7 @@ class WatchHub {
   void AddFrames(std::vector<std::shared_ptr<const VersionFrame>> added, bool contiguous)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t RingCapacity() const;
-  // Appends the streams, each Ref()ed, to *streams, the streams of one
-  // connection next to each other.
+  // Appends the streams, each Ref()ed, to *streams.
   void RefStreams(std::vector<WatchStream*>* streams) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<WatchStream*> RefStreams() ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();
