@@ -16,16 +16,37 @@ bool IsFinal(v1::HandoffPhase phase) {
          phase == v1::HANDOFF_CANCELLED;
 }
 
+// What every handoff of a snapshot or a delta must be, ended or not (the
+// server's Snapshot::MergeHandoffs refuses the same): an id >= 1 that the
+// list does not repeat, and ascending team ids, each with its target.
+absl::Status CheckHandoffs(const google::protobuf::RepeatedPtrField<v1::Handoff>& handoffs,
+                           const std::string& field) {
+  std::set<int64_t> ids;
+  for (int i = 0; i < handoffs.size(); ++i) {
+    const v1::Handoff& h = handoffs.Get(i);
+    const std::string at = absl::StrCat(field, "[", i, "]");
+    if (h.id() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".id: must be >= 1, got ", h.id()));
+    }
+    if (!ids.insert(h.id()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ".id: handoff ", h.id(), " appears twice"));
+    }
+    if (h.team_ids_size() != h.to_bucket_ids_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".to_bucket_ids: ", h.to_bucket_ids_size(),
+                                                     " targets for ", h.team_ids_size(),
+                                                     " team ids"));
+    }
+    if (!std::is_sorted(h.team_ids().begin(), h.team_ids().end())) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".team_ids: not in ascending order"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// An open handoff, checked by CheckHandoffs, as the set keeps it.
 absl::StatusOr<std::shared_ptr<const HandoffSet::Entry>> MakeEntry(const v1::Handoff& h,
                                                                    const std::string& field) {
-  if (h.id() < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".id: must be >= 1, got ", h.id()));
-  }
-  if (h.team_ids_size() != h.to_bucket_ids_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".to_bucket_ids: ",
-                                                   h.to_bucket_ids_size(), " targets for ",
-                                                   h.team_ids_size(), " team ids"));
-  }
   auto entry = std::make_shared<HandoffSet::Entry>();
   entry->handoff = h;
   if (h.pool_before_size() > 0) {
@@ -62,6 +83,7 @@ const std::shared_ptr<const HandoffSet>& HandoffSet::Empty() {
 absl::StatusOr<std::shared_ptr<const HandoffSet>> HandoffSet::Build(
     const google::protobuf::RepeatedPtrField<v1::Handoff>& handoffs, const std::string& field) {
   if (handoffs.empty()) return Empty();
+  if (absl::Status s = CheckHandoffs(handoffs, field); !s.ok()) return s;
   auto set = std::make_shared<HandoffSet>();
   for (int i = 0; i < handoffs.size(); ++i) {
     const v1::Handoff& h = handoffs.Get(i);
@@ -73,12 +95,6 @@ absl::StatusOr<std::shared_ptr<const HandoffSet>> HandoffSet::Build(
   }
   std::sort(set->entries_.begin(), set->entries_.end(),
             [](const auto& a, const auto& b) { return a->handoff.id() < b->handoff.id(); });
-  for (size_t i = 1; i < set->entries_.size(); ++i) {
-    if (set->entries_[i]->handoff.id() == set->entries_[i - 1]->handoff.id()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": handoff ", set->entries_[i]->handoff.id(), " appears twice"));
-    }
-  }
   set->Index();
   return std::shared_ptr<const HandoffSet>(std::move(set));
 }
@@ -89,6 +105,7 @@ absl::StatusOr<std::shared_ptr<const HandoffSet>> HandoffSet::Apply(
     std::vector<v1::Handoff>* ended) {
   // Shared while unchanged: handoffs change at a few versions only.
   if (changes.empty()) return previous;
+  if (absl::Status s = CheckHandoffs(changes, field); !s.ok()) return s;
   auto set = std::make_shared<HandoffSet>();
   set->entries_ = previous->entries_;
   for (int i = 0; i < changes.size(); ++i) {
@@ -141,13 +158,9 @@ void HandoffSet::Find(int64_t team_id, bool pinned, std::string_view pool, int32
        it != listed_.end() && it->first == team_id; ++it) {
     const Entry& e = *entries_[it->second];
     const auto& teams = e.handoff.team_ids();
-    const auto pos = std::lower_bound(teams.begin(), teams.end(), team_id);
-    // team_ids is ascending by contract; fall back to a scan if a server
-    // sent it otherwise.
-    int index = pos != teams.end() && *pos == team_id
-                    ? static_cast<int>(pos - teams.begin())
-                    : static_cast<int>(std::find(teams.begin(), teams.end(), team_id) -
-                                       teams.begin());
+    // team_ids is ascending (CheckHandoffs) and lists team_id (listed_).
+    const int index =
+        static_cast<int>(std::lower_bound(teams.begin(), teams.end(), team_id) - teams.begin());
     seen[it->second] = true;
     add(e, e.handoff.to_bucket_ids(index));
   }

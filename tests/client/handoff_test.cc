@@ -274,6 +274,32 @@ TEST(HandoffTest, RejectsMalformedHandoffsNamingTheField) {
   EXPECT_EQ(client.version(), 1);
 }
 
+// Ended handoffs too: the server refuses every one of these shapes
+// (Snapshot::MergeHandoffs), so a push carrying one is not from a server.
+// Found by client_delta_fuzzer: a COMPLETED handoff with targets but no
+// team ids was accepted.
+TEST(HandoffTest, RejectsMalformedEndedAndDuplicatedHandoffs) {
+  Client client(ClientOptions{});
+  ASSERT_THAT(client.ApplySnapshot(SnapshotProto(BaseState())), IsOk());
+  v1::Handoff targets_only = Ended(ListedHandoff(3, 1, 1, {}), v1::HANDOFF_COMPLETED, 2);
+  targets_only.add_to_bucket_ids(2);
+  EXPECT_THAT(client.ApplyDeltas({WithHandoffs(DeltaProto(Change{}, 1), {targets_only})}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("deltas[0].handoffs[0].to_bucket_ids")));
+  v1::Handoff unsorted = ListedHandoff(4, 1, 1, {{9, 3}, {7, 2}});
+  EXPECT_THAT(
+      client.ApplyDeltas({WithHandoffs(DeltaProto(Change{}, 1), {unsorted})}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("deltas[0].handoffs[0].team_ids")));
+  v1::Handoff open = ListedHandoff(5, 1, 1, {{7, 2}});
+  v1::Handoff ended = Ended(open, v1::HANDOFF_CANCELLED, 2);
+  EXPECT_THAT(client.ApplyDeltas({WithHandoffs(DeltaProto(Change{}, 1), {open, ended})}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("deltas[0].handoffs[1].id: handoff 5 appears twice")));
+  EXPECT_EQ(client.version(), 1);
+  EXPECT_FALSE(client.Route(7).handoff());
+  EXPECT_EQ(client.Route(7).bucket_id(), 1);
+}
+
 TEST(HandoffTest, CacheFileKeepsOpenHandoffs) {
   char dir[] = "/tmp/handoff_cacheXXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);

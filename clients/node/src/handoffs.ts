@@ -69,14 +69,35 @@ export interface HandoffEntry {
   readonly before: PlacementTable | null;
 }
 
+/**
+ * What every handoff of a snapshot or a delta must be, ended or not (the
+ * server refuses the same): an id >= 1 that the list does not repeat, and
+ * ascending team ids, each with its target.
+ */
+function checkHandoffs(handoffs: readonly HandoffMsg[], field: string): void {
+  const ids = new Set<number>();
+  handoffs.forEach((h, i) => {
+    const at = `${field}[${i}]`;
+    const id = toInt(h.id);
+    if (!(id >= 1)) throw invalid(`${at}.id: must be >= 1, got ${id}`);
+    if (ids.has(id)) throw invalid(`${at}.id: handoff ${id} appears twice`);
+    ids.add(id);
+    const teams = (h.team_ids ?? []).map((t) => normalizeTeamId(toTeamId(t)));
+    const to = h.to_bucket_ids ?? [];
+    if (teams.length !== to.length) {
+      throw invalid(`${at}.to_bucket_ids: ${to.length} targets for ${teams.length} team ids`);
+    }
+    for (let j = 1; j < teams.length; ++j) {
+      if (compareTeamIds(teams[j - 1], teams[j]) > 0) throw invalid(`${at}.team_ids: not in ascending order`);
+    }
+  });
+}
+
+/** An open handoff, checked by checkHandoffs, as the set keeps it. */
 function makeEntry(h: HandoffMsg, field: string): HandoffEntry {
   const id = toInt(h.id);
-  if (!(id >= 1)) throw invalid(`${field}.id: must be >= 1, got ${id}`);
   const teams = h.team_ids ?? [];
   const to = h.to_bucket_ids ?? [];
-  if (teams.length !== to.length) {
-    throw invalid(`${field}.to_bucket_ids: ${to.length} targets for ${teams.length} team ids`);
-  }
   let before: PlacementTable | null = null;
   const poolBefore = h.pool_before ?? [];
   if (poolBefore.length > 0) {
@@ -129,14 +150,12 @@ export class HandoffSet {
   /** The set of MappingSnapshot.handoffs; final ones are left out. */
   static build(handoffs: readonly HandoffMsg[], field: string): HandoffSet {
     if (handoffs.length === 0) return HandoffSet.EMPTY;
+    checkHandoffs(handoffs, field);
     const entries: HandoffEntry[] = [];
     handoffs.forEach((h, i) => {
       if (!isFinal(h.state)) entries.push(makeEntry(h, `${field}[${i}]`));
     });
     entries.sort((a, b) => a.id - b.id);
-    for (let i = 1; i < entries.length; ++i) {
-      if (entries[i].id === entries[i - 1].id) throw invalid(`${field}: handoff ${entries[i].id} appears twice`);
-    }
     return entries.length === 0 ? HandoffSet.EMPTY : new HandoffSet(entries);
   }
 
@@ -146,6 +165,7 @@ export class HandoffSet {
    */
   apply(changes: readonly HandoffMsg[], field: string, ended: HandoffMsg[]): HandoffSet {
     if (changes.length === 0) return this;
+    checkHandoffs(changes, field);
     const entries = [...this.entries];
     changes.forEach((h, i) => {
       const id = toInt(h.id);

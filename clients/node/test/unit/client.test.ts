@@ -158,6 +158,32 @@ test('snapshot errors name the field; an older snapshot is refused; another clus
   assert.equal(c.route(7).bucketId, 9);
 });
 
+// As the C++ client (client_delta_fuzzer found it there): ended handoffs
+// are checked too, and no handoff id appears twice in one list.
+test('malformed ended, unsorted or repeated handoffs are refused, naming the field', () => {
+  const c = newClient();
+  c.applySnapshot(base());
+  const bad = [
+    [[handoff({ id: 3, openedVersion: 1, source: 1, to: [2], state: HandoffPhase.COMPLETED })], /deltas\[0\]\.handoffs\[0\]\.to_bucket_ids/],
+    [[handoff({ id: 4, openedVersion: 1, source: 1, teams: [9, 7], to: [2, 2] })], /deltas\[0\]\.handoffs\[0\]\.team_ids: not in ascending order/],
+    [
+      [
+        handoff({ id: 5, openedVersion: 1, source: 1, teams: [7], to: [2] }),
+        handoff({ id: 5, openedVersion: 1, source: 1, teams: [7], to: [2], state: HandoffPhase.CANCELLED }),
+      ],
+      /deltas\[0\]\.handoffs\[1\]\.id: handoff 5 appears twice/,
+    ],
+  ] as const;
+  for (const [handoffs, re] of bad) {
+    assert.throws(
+      () => c.applyDeltas([delta({ from: 5, handoffs: [...handoffs] })]),
+      (e: BucketmapError) => e.code === 'INVALID_ARGUMENT' && re.test(e.message),
+    );
+  }
+  assert.equal(c.version, 5);
+  assert.equal(c.handoffState(7).open, false);
+});
+
 test('route index across many random deltas matches the rules', () => {
   const c = newClient();
   c.applySnapshot(snapshot({ version: 1, buckets: [{ id: 1 }, { id: 2 }, { id: 3, pool: 'p' }], pools: ['p'] }));
