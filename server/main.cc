@@ -94,8 +94,10 @@ ABSL_FLAG(absl::Duration, watch_ack_timeout, Defaults().watch.ack_timeout,
           "A watch push not ACKed within this closes the stream; the client reconnects (for "
           "ACK_REQUESTED streams, a push marked ack_requested).");
 ABSL_FLAG(absl::Duration, watch_ack_interval, Defaults().watch.ack_interval,
-          "ACK_REQUESTED watch streams: a push asks for an ACK when the stream's last ACK is "
-          "older than this, so ListClients' applied versions lag by about this much.");
+          "ACK_REQUESTED watch streams: a push asks for an ACK when the stream's ACKs have been "
+          "behind the pushes it was sent for this long. Longer than --watch_heartbeat, so that "
+          "clients ACKing lazily at heartbeats are never asked; ListClients' applied versions "
+          "lag by up to a heartbeat for them, by up to this for the others.");
 ABSL_FLAG(int32_t, watch_max_deltas_per_push, Defaults().watch.max_deltas_per_push,
           "A watcher further behind than this many versions is sent the snapshot instead.");
 ABSL_FLAG(int32_t, watch_resume_versions, Defaults().watch.resume_max_versions,

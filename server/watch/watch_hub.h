@@ -66,11 +66,14 @@ namespace bucketmap {
 struct WatchOptions {
   absl::Duration heartbeat = absl::Seconds(10);
   absl::Duration ack_timeout = absl::Seconds(30);
-  // ACK_REQUESTED streams: a push is marked ack_requested when the
-  // stream's last ACK is older than this (besides the catch-up, snapshots,
-  // and a producer's pushes while a handoff is open), so ListClients'
-  // applied versions lag by about this much under a steady flow of writes.
-  absl::Duration ack_interval = absl::Seconds(1);
+  // ACK_REQUESTED streams: a push is marked ack_requested when what the
+  // server knows of the stream (its last ACK) has been behind what it sent
+  // for this long (besides the catch-up, snapshots, and a producer's
+  // pushes while a handoff is open). Longer than `heartbeat`, so that
+  // clients which ACK lazily at heartbeats (both libraries) never get a
+  // push marked for it: ListClients lags by up to a heartbeat for them,
+  // and by up to this for a client that only ACKs marked pushes.
+  absl::Duration ack_interval = absl::Seconds(15);
   // A stream further behind than this many versions gets the snapshot.
   int max_deltas_per_push = 64;
   // Resumes are served from the deltas of at most this many recent

@@ -347,6 +347,7 @@ grpc::Status WatchStream::StreamingAck(const v1::WatchRequest::Ack& ack) {
   if (progressed) {
     acked_ = ack.applied_version();
     client_.applied_version = acked_;
+    behind_since_ = now;  // what is still unACKed counts from here
   }
   client_.drained_version = std::max(client_.drained_version, ack.drained_version());
   client_.last_ack = now;
@@ -446,17 +447,21 @@ std::optional<grpc::ByteBuffer> WatchStream::MaybePushLocked() ABSL_EXCLUSIVE_LO
   WatchHub::AckMark mark = WatchHub::AckMark::kNever;
   if (streaming_) {
     // The ACKs the server needs: of the catch-up and of snapshots (the
-    // client is current, or recovered from a NACK), at least one every
-    // ack_interval (ListClients), and a producer's while a handoff is
-    // open (the switch barrier reads its drained_version).
-    if (nonce_ == 0 || need_snapshot_ ||
-        (!ack_due_ && now - client_.last_ack >= hub_->options().ack_interval)) {
+    // client is current, or recovered from a NACK), one when what it
+    // knows of the client (ListClients) has been behind what it sent for
+    // ack_interval, and a producer's while a handoff is open (the switch
+    // barrier reads its drained_version). A push after a quiet spell is
+    // not marked: clients ACK it lazily, off the fan-out's path.
+    const bool behind_too_long =
+        acked_ < pushed_to_ && now - behind_since_ >= hub_->options().ack_interval;
+    if (nonce_ == 0 || need_snapshot_ || (!ack_due_ && behind_too_long)) {
       mark = WatchHub::AckMark::kAlways;
     } else if (client_role_ == v1::PRODUCER) {
       mark = WatchHub::AckMark::kIfHandoffsOpen;
     }
   }
   WatchHub::BuiltPush push = hub_->BuildPush(from, filter_, nonce, need_snapshot_, reset_, mark);
+  if (acked_ >= pushed_to_) behind_since_ = now;  // the first push the client has not ACKed
   nonce_ = nonce;
   pushed_to_ = push.to_version;
   push_unacked_ = true;

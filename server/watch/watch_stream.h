@@ -153,6 +153,10 @@ class WatchStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   bool ack_due_ ABSL_GUARDED_BY(mu_) = false;
   int64_t ack_due_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time ack_due_since_ ABSL_GUARDED_BY(mu_);
+  // Streaming, while acked_ < pushed_to_: since when what the server
+  // knows of the client has been behind what it sent (the first push
+  // after the client was fully ACKed, or its last ACK that made progress).
+  absl::Time behind_since_ ABSL_GUARDED_BY(mu_);
   // Streaming: NACKs of pushes older than this nonce are stale (the
   // snapshot answering an earlier NACK replaces them), so a burst of
   // failed pushes costs one snapshot.

@@ -2,9 +2,9 @@
 // "ACK modes"), end to end on a real PostgreSQL: pushes stream without
 // waiting for ACKs, only the marked ones are held to the ACK timeout, one
 // snapshot answers any number of NACKs, the marks come where the server
-// needs ACKs (catch-up, snapshot, ack interval, a producer's push while a
-// handoff is open), and clients that leave ack_mode out keep the protocol
-// they were written for, on the same server.
+// needs ACKs (catch-up, snapshot, ACKs behind for the ack interval, a
+// producer's push while a handoff is open), and clients that leave
+// ack_mode out keep the protocol they were written for, on the same server.
 #include <memory>
 #include <optional>
 #include <vector>
@@ -234,6 +234,38 @@ TEST_F(WatchStreamingIntervalTest, APushAsksForAnAckOncePerInterval) {
   EXPECT_TRUE(WaitForClient("lazy", [&](const v1::ClientInfo& c) {
                 return c.applied_version() == marked.to_version();
               }).has_value());
+}
+
+TEST_F(WatchStreamingIntervalTest, APushAfterAQuietSpellIsNotMarked) {
+  const int32_t b1 = MakeBucket("b1");
+  WatchClient client(mapping_.get());
+  client.Ack(Subscribe(client, "rare"));
+  // Writes rarer than the interval, each push ACKed (as a lazy client does
+  // at its next heartbeat) before the next write: the server was never
+  // behind for an interval, so none of them asks for an ACK at once.
+  for (int team = 1; team <= 3; ++team) {
+    absl::SleepFor(absl::Milliseconds(400));
+    ASSERT_TRUE(Pin(team, b1).ok());
+    const v1::WatchResponse::Push push = NextPush(client);
+    EXPECT_FALSE(push.ack_requested()) << "write " << team;
+    client.Ack(push);
+  }
+  // A partial ACK restarts the wait: pushes 4 and 5 go out, 4 is ACKed, and
+  // 6 comes within the interval of that ACK.
+  ASSERT_TRUE(Pin(4, b1).ok());
+  const v1::WatchResponse::Push fourth = NextPush(client);
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(Pin(5, b1).ok());
+  EXPECT_FALSE(NextPush(client).ack_requested());
+  absl::SleepFor(absl::Milliseconds(150));
+  client.Ack(fourth);
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(Pin(6, b1).ok());
+  EXPECT_FALSE(NextPush(client).ack_requested()) << "behind for 200 ms since the last ACK";
+  // Behind for longer than the interval since then: marked.
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(Pin(7, b1).ok());
+  EXPECT_TRUE(NextPush(client).ack_requested());
 }
 
 class WatchStreamingTimeoutTest : public WatchStreamingTest {
