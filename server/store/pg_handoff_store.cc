@@ -144,18 +144,22 @@ absl::StatusOr<std::vector<v1::Handoff>> QueryHandoffs(pqxx::transaction_base& t
 
 absl::StatusOr<MoveTimes> QueryMoveTimes(pqxx::transaction_base& tx,
                                          const std::vector<int64_t>& team_ids) {
+  // One statement, one round trip: the teams' rows (pool NULL), then the
+  // pools'.
   MoveTimes times;
-  if (!team_ids.empty()) {
-    for (const pqxx::row& row : tx.exec_params(
-             "SELECT team_id, (extract(epoch FROM moved_at) * 1000000)::bigint FROM team_moves"
-             " WHERE team_id = ANY($1::bigint[])",
-             ArrayLiteral(team_ids))) {
-      times.teams[row[0].as<int64_t>()] = absl::FromUnixMicros(row[1].as<int64_t>());
-    }
-  }
   for (const pqxx::row& row :
-       tx.exec("SELECT pool, (extract(epoch FROM moved_at) * 1000000)::bigint FROM pool_moves")) {
-    times.pools[row[0].as<std::string>()] = absl::FromUnixMicros(row[1].as<int64_t>());
+       tx.exec_params("SELECT team_id, NULL::text, (extract(epoch FROM moved_at) * 1000000)::bigint"
+                      " FROM team_moves WHERE team_id = ANY($1::bigint[])"
+                      " UNION ALL"
+                      " SELECT NULL::bigint, pool, (extract(epoch FROM moved_at) * 1000000)::bigint"
+                      " FROM pool_moves",
+                      ArrayLiteral(team_ids))) {
+    const absl::Time at = absl::FromUnixMicros(row[2].as<int64_t>());
+    if (row[1].is_null()) {
+      times.teams[row[0].as<int64_t>()] = at;
+    } else {
+      times.pools[row[1].as<std::string>()] = at;
+    }
   }
   return times;
 }

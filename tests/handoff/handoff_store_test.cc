@@ -73,6 +73,28 @@ TEST_F(HandoffStoreTest, OpenedHandoffIsPersistedLoadedAndInTheDelta) {
   EXPECT_EQ(times->teams.count(team + 1), 0u);
 }
 
+// The teams asked for that moved, and every pool that did, in one
+// statement.
+TEST_F(HandoffStoreTest, MoveTimesListTheAskedTeamsAndEveryPool) {
+  ASSERT_TRUE(
+      pg_->Psql("INSERT INTO team_moves VALUES (7, 'epoch'::timestamptz + interval '7 s', 2),"
+                " (8, 'epoch'::timestamptz + interval '8 s', 3);"
+                " INSERT INTO pool_moves VALUES ('default', 'epoch'::timestamptz"
+                " + interval '1 s', 2), ('vip', 'epoch'::timestamptz + interval '2 s', 3)")
+          .ok());
+  auto times = store_->LoadMoveTimes({7, 9});
+  ASSERT_THAT(times, IsOk());
+  EXPECT_EQ(times->teams.size(), 1u);
+  EXPECT_EQ(times->teams[7], absl::FromUnixSeconds(7));
+  EXPECT_EQ(times->pools.size(), 2u);
+  EXPECT_EQ(times->pools["default"], absl::FromUnixSeconds(1));
+  EXPECT_EQ(times->pools["vip"], absl::FromUnixSeconds(2));
+  times = store_->LoadMoveTimes({});
+  ASSERT_THAT(times, IsOk());
+  EXPECT_TRUE(times->teams.empty());
+  EXPECT_EQ(times->pools.size(), 2u);
+}
+
 TEST_F(HandoffStoreTest, PhaseChangesAreVersionsAndEndedHandoffsLeaveTheOpenSet) {
   const int64_t team = MakeBuckets();
   WriteResult w = MustWrite(Ctx("AssignTeam"), PolicyPin(team, 2, absl::Now()));
