@@ -144,16 +144,8 @@ absl::StatusOr<std::vector<v1::Handoff>> QueryHandoffs(pqxx::transaction_base& t
 
 absl::StatusOr<MoveTimes> QueryMoveTimes(pqxx::transaction_base& tx,
                                          const std::vector<int64_t>& team_ids) {
-  // One statement, one round trip: the teams' rows (pool NULL), then the
-  // pools'.
   MoveTimes times;
-  for (const pqxx::row& row :
-       tx.exec_params("SELECT team_id, NULL::text, (extract(epoch FROM moved_at) * 1000000)::bigint"
-                      " FROM team_moves WHERE team_id = ANY($1::bigint[])"
-                      " UNION ALL"
-                      " SELECT NULL::bigint, pool, (extract(epoch FROM moved_at) * 1000000)::bigint"
-                      " FROM pool_moves",
-                      ArrayLiteral(team_ids))) {
+  for (const pqxx::row& row : tx.exec_prepared("move_times", ArrayLiteral(team_ids))) {
     const absl::Time at = absl::FromUnixMicros(row[2].as<int64_t>());
     if (row[1].is_null()) {
       times.teams[row[0].as<int64_t>()] = at;

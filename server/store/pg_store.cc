@@ -54,8 +54,20 @@ const Statement kWriteStatements[] = {
     // other, while the new leader's epoch bump waits for them.
     {"lock_leader", "SELECT epoch FROM bm_leader FOR SHARE"},
     // Delivered to the listening replicas at commit, in commit order.
-    {"notify_version", "SELECT pg_notify($1, $2)"},
-    {"bump_meta", "UPDATE bm_meta SET version = $1, next_bucket_id = GREATEST(next_bucket_id, $2)"},
+    // When the teams of $1 and every pool last moved (QueryMoveTimes):
+    // the teams' rows (pool NULL), then the pools'.
+    {"move_times",
+     "SELECT team_id, NULL::text, (extract(epoch FROM moved_at) * 1000000)::bigint"
+     " FROM team_moves WHERE team_id = ANY($1::bigint[])"
+     " UNION ALL"
+     " SELECT NULL::bigint, pool, (extract(epoch FROM moved_at) * 1000000)::bigint"
+     " FROM pool_moves"},
+    // The version row and the notification of its new version, in one
+    // round trip.
+    {"bump_meta",
+     "WITH bumped AS (UPDATE bm_meta SET version = $1,"
+     " next_bucket_id = GREATEST(next_bucket_id, $2) RETURNING 1)"
+     " SELECT pg_notify($3, $4) FROM bumped"},
 };
 const size_t kWriteStatementCount = sizeof(kWriteStatements) / sizeof(Statement);
 
@@ -442,8 +454,7 @@ absl::Status PgStore::WriteGroupOnce(Connection& conn, const std::vector<Grouped
     return absl::OkStatus();
   }
   if (group.changed) {
-    tx.exec_prepared0("bump_meta", group.version, group.next_bucket_id);
-    tx.exec_prepared1("notify_version", kVersionChannel,
+    tx.exec_prepared1("bump_meta", group.version, group.next_bucket_id, kVersionChannel,
                       absl::StrCat(group.version, " ", group.cluster_id));
   }
   for (const GroupState::Request& request : group.requests) {
