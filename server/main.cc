@@ -108,6 +108,9 @@ ABSL_FLAG(absl::Duration, watch_resume_age, Defaults().watch.resume_max_age,
 ABSL_FLAG(int32_t, watch_fanout_threads, Defaults().watch.fanout_threads,
           "Threads that push a new version to the watch streams, each taking a share of "
           "them. 0: twice the hardware's concurrency; 1: one thread; at most 64.");
+ABSL_FLAG(int32_t, watch_fanout_min_streams, Defaults().watch.min_streams_per_fanout_thread,
+          "A new version is pushed by fewer threads when they would each have fewer streams "
+          "than this (at least 1).");
 ABSL_FLAG(absl::Duration, client_lease, Defaults().watch.client_lease,
           "How long a watch client stays in ListClients after its last renewal.");
 ABSL_FLAG(std::string, auth_tokens_file, "",
@@ -329,6 +332,8 @@ int Run() {
   options.watch.resume_max_versions = std::max(0, absl::GetFlag(FLAGS_watch_resume_versions));
   options.watch.resume_max_age = absl::GetFlag(FLAGS_watch_resume_age);
   options.watch.fanout_threads = std::max(0, absl::GetFlag(FLAGS_watch_fanout_threads));
+  options.watch.min_streams_per_fanout_thread =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_watch_fanout_min_streams)));
   options.watch.client_lease = absl::GetFlag(FLAGS_client_lease);
   options.handoff.enabled = absl::GetFlag(FLAGS_handoffs);
   options.handoff.grace = absl::GetFlag(FLAGS_handoff_grace);

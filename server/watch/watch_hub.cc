@@ -327,8 +327,9 @@ void WatchHub::PokeShard(const std::vector<WatchStream*>& streams, size_t shard,
 }
 
 void WatchHub::PokeAll(const std::vector<WatchStream*>& streams) {
-  const size_t shards =
-      std::max<size_t>(1, std::min(fanout_threads_, streams.size() / kMinStreamsPerFanoutShard));
+  const size_t shards = std::max<size_t>(
+      1, std::min(fanout_threads_,
+                  streams.size() / std::max<size_t>(1, options_.min_streams_per_fanout_thread)));
   if (shards == 1) {
     PokeShard(streams, 0, 1);
     return;
@@ -356,13 +357,14 @@ void WatchHub::FanoutLoop(size_t worker) {
     size_t shards = 0;
     {
       absl::MutexLock lock(&fanout_mu_);
-      auto ready = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fanout_mu_) {
-        return fanout_stop_ || fanout_round_ != seen;
+      // A worker not needed in a round (fewer shards than workers) is not
+      // woken for it.
+      auto ready = [this, seen, worker]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fanout_mu_) {
+        return fanout_stop_ || (fanout_round_ != seen && worker + 1 < fanout_shards_);
       };
       fanout_mu_.Await(absl::Condition(&ready));
       if (fanout_stop_) return;
       seen = fanout_round_;
-      if (worker + 1 >= fanout_shards_) continue;  // not needed this round
       streams = fanout_streams_;
       shards = fanout_shards_;
     }

@@ -99,15 +99,18 @@ struct WatchOptions {
   size_t max_request_bytes = 256 << 10;
   // Threads that push a new version to the streams (the hub's ticker and
   // fanout_threads - 1 more): each takes a contiguous share of the
-  // streams, at least kMinStreamsPerFanoutShard. 0: twice the hardware's
-  // concurrency (part of each push waits in gRPC's write path rather than
-  // computes: docs/benchmarks.md, the sweep of --fanout_threads); 1: the
-  // ticker alone. Heartbeats and ACK timeouts stay on the ticker.
+  // streams, at least min_streams_per_fanout_thread. 0: twice the
+  // hardware's concurrency (part of each push waits in gRPC's write path
+  // rather than computes: docs/benchmarks.md, the sweep of
+  // --fanout_threads); 1: the ticker alone. Heartbeats and ACK timeouts
+  // stay on the ticker.
   int fanout_threads = 0;
+  // A publish to fewer streams than this per thread is pushed by fewer
+  // threads (waking a thread costs more than pushing a few hundred
+  // streams: docs/benchmarks.md, "Fan-out threads by the number of
+  // streams"); the threads not needed are not woken.
+  size_t min_streams_per_fanout_thread = 500;
 };
-
-// Fewer streams than this per thread are poked by fewer threads.
-inline constexpr size_t kMinStreamsPerFanoutShard = 8;
 // --watch_fanout_threads (or its default) is capped here.
 inline constexpr size_t kMaxFanoutThreads = 64;
 

@@ -31,6 +31,7 @@ class WatchStreamingTest : public ServerFixture {
     options.watch.max_deltas_per_push = 8;
     options.watch.client_flush = absl::Milliseconds(100);
     options.watch.fanout_threads = fanout_threads_;
+    options.watch.min_streams_per_fanout_thread = min_streams_per_fanout_thread_;
     return options;
   }
 
@@ -70,6 +71,7 @@ class WatchStreamingTest : public ServerFixture {
   absl::Duration ack_timeout_ = absl::Seconds(30);
   absl::Duration ack_interval_ = absl::Hours(1);
   int fanout_threads_ = 0;
+  size_t min_streams_per_fanout_thread_ = WatchOptions().min_streams_per_fanout_thread;
 };
 
 TEST_F(WatchStreamingTest, PushesStreamWithoutAcksAndOnlyTheNeededOnesAreMarked) {
@@ -164,33 +166,39 @@ TEST_F(WatchStreamingTest, OneSnapshotAnswersEveryNackOfThePushesBeforeIt) {
 
 class WatchFanoutTest : public WatchStreamingTest {
  protected:
-  WatchFanoutTest() { fanout_threads_ = 4; }
+  WatchFanoutTest() {
+    fanout_threads_ = 4;
+    min_streams_per_fanout_thread_ = 8;
+  }
 };
 
 TEST_F(WatchFanoutTest, EveryStreamGetsEveryVersionInOrderWhenSeveralThreadsPush) {
-  // 48 streams: enough for the hub to split a version's pushes over its
-  // four threads (at least kMinStreamsPerFanoutShard each). Half stream,
-  // half ACK every push.
+  // First 16 streams: two threads' shares (at least 8 each, as this
+  // fixture sets), the other two threads sit those versions out; then 48:
+  // all four threads push. Half stream, half ACK every push.
   const int32_t b1 = MakeBucket("b1");
-  constexpr int kStreams = 48;
   std::vector<std::unique_ptr<WatchClient>> clients;
   std::vector<v1::WatchResponse::Push> last;
-  for (int i = 0; i < kStreams; ++i) {
-    clients.push_back(std::make_unique<WatchClient>(mapping_.get()));
-    if (i % 2 == 0) {
-      last.push_back(Subscribe(*clients.back(), absl::StrCat("streamer-", i)));
-      continue;
+  int team = 0;
+  for (const int streams : {16, 48}) {
+    for (int i = static_cast<int>(clients.size()); i < streams; ++i) {
+      clients.push_back(std::make_unique<WatchClient>(mapping_.get()));
+      if (i % 2 == 0) {
+        last.push_back(Subscribe(*clients.back(), absl::StrCat("streamer-", i)));
+        continue;
+      }
+      clients.back()->Subscribe(absl::StrCat("acker-", i), v1::CONSUMER);
+      last.push_back(NextPush(*clients.back()));
+      std::optional<v1::WatchResponse> sync = clients.back()->NextNonHeartbeat();
+      ASSERT_TRUE(sync.has_value() && sync->has_sync());
+      clients.back()->Ack(last.back());
     }
-    clients.back()->Subscribe(absl::StrCat("acker-", i), v1::CONSUMER);
-    last.push_back(NextPush(*clients.back()));
-    std::optional<v1::WatchResponse> sync = clients.back()->NextNonHeartbeat();
-    ASSERT_TRUE(sync.has_value() && sync->has_sync());
-    clients.back()->Ack(last.back());
+    // Three versions each time, six in all: fewer than
+    // max_deltas_per_push, so no stream is sent the snapshot.
+    for (int k = 0; k < 3; ++k) ASSERT_TRUE(Pin(++team, b1).ok());
   }
-  // Six versions: fewer than max_deltas_per_push, so no stream is sent
-  // the snapshot.
-  for (int team = 1; team <= 6; ++team) ASSERT_TRUE(Pin(team, b1).ok());
   const int64_t final_version = Version();
+  const int kStreams = static_cast<int>(clients.size());
   // Each stream: gapless and in order from its catch-up to the last
   // version, every push carrying exactly the deltas it claims.
   for (int i = 0; i < kStreams; ++i) {
