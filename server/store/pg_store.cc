@@ -53,7 +53,6 @@ const Statement kWriteStatements[] = {
     // Fencing (SPEC §5.8): shared, so fenced writes do not queue on each
     // other, while the new leader's epoch bump waits for them.
     {"lock_leader", "SELECT epoch FROM bm_leader FOR SHARE"},
-    // Delivered to the listening replicas at commit, in commit order.
     // When the teams of $1 and every pool last moved (QueryMoveTimes):
     // the teams' rows (pool NULL), then the pools'.
     {"move_times",
@@ -63,7 +62,8 @@ const Statement kWriteStatements[] = {
      " SELECT NULL::bigint, pool, (extract(epoch FROM moved_at) * 1000000)::bigint"
      " FROM pool_moves"},
     // The version row and the notification of its new version, in one
-    // round trip.
+    // round trip. The notification is delivered to the listening replicas
+    // at commit, in commit order.
     {"bump_meta",
      "WITH bumped AS (UPDATE bm_meta SET version = $1,"
      " next_bucket_id = GREATEST(next_bucket_id, $2) RETURNING 1)"

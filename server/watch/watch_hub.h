@@ -111,6 +111,7 @@ struct WatchOptions {
   // streams"); the threads not needed are not woken.
   size_t min_streams_per_fanout_thread = 500;
 };
+
 // --watch_fanout_threads (or its default) is capped here.
 inline constexpr size_t kMaxFanoutThreads = 64;
 
